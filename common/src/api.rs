@@ -1,0 +1,96 @@
+//! Bodies of the coordinator's HTTP API, shared by its CLI and the agents.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, RunId};
+use crate::settings::LeaseSettings;
+use crate::task::Budgets;
+
+/// `POST /api/v1/runs` (needs the API token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRun {
+    /// Skill pack name: a directory under the coordinator's `--skill-packs`.
+    pub skill_pack: String,
+    /// Profile; defaults to the skill pack's.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Rule ids to remediate, in submission order. 1 to 100,000, unique.
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub budgets: Budgets,
+    /// Lower runs first among runs in the queue. Default 100.
+    #[serde(default = "SubmitRun::default_priority")]
+    pub priority: u32,
+}
+
+impl SubmitRun {
+    pub const MAX_RULES: usize = 100_000;
+
+    fn default_priority() -> u32 {
+        100
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRunResponse {
+    pub run: RunId,
+    pub tasks: u64,
+}
+
+/// `GET /api/v1/runs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub run: RunId,
+    pub skill_pack: String,
+    pub profile: String,
+    /// `running` or `completed`.
+    pub status: String,
+    pub total: u64,
+    pub finished: u64,
+    pub fixed: u64,
+    pub already_passing: u64,
+    pub escalated: u64,
+    pub escalated_by_reason: BTreeMap<String, u64>,
+    pub lease_losses: u64,
+    pub stale_completions_rejected: u64,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// `POST /api/v1/agents/register` (needs the agent token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    pub agent: AgentId,
+    pub host: String,
+    pub version: String,
+}
+
+/// What an agent needs to join: where Redis is and how leases are timed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub lease: LeaseSettings,
+}
+
+/// `GET /api/v1/agents`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub agent: AgentId,
+    pub host: String,
+    pub version: String,
+    pub registered_at: String,
+    /// Redis-clock ms of the last lease call, renewal or heartbeat.
+    pub last_seen_ms: Option<i64>,
+    pub alive: bool,
+}
+
+/// Body of every 4xx/5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

@@ -1,0 +1,91 @@
+-- Shared by every lease script. ARGV[1] is always the key prefix.
+-- Time comes only from Redis (DESIGN L2): scripts call TIME, never trust a
+-- client clock. Epochs are exact integers below 2^53 and are formatted with
+-- %d, never through cjson (which rounds to 14 digits).
+local P = ARGV[1]
+local READY = P .. 'ready'
+local LEASES = P .. 'leases'
+local STATS = P .. 'stats'
+local EVENTS = P .. 'events'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function task_key(id)
+  return P .. 't:' .. id
+end
+
+local function fmt_int(n)
+  return string.format('%d', n)
+end
+
+-- Held tasks wait for an ordering group to shrink to their threshold.
+local function release_held(group, pending)
+  local held = P .. 'held:' .. group
+  local ids = redis.call('ZRANGEBYSCORE', held, pending, '+inf')
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', held, id)
+    local k = task_key(id)
+    redis.call('HSET', k, 'state', 'queued')
+    redis.call('ZADD', READY, redis.call('HGET', k, 'score'), id)
+  end
+end
+
+-- A task left the queue for good (done or dead): its groups shrink.
+local function leave_groups(k, finished_ttl)
+  local groups = redis.call('HGET', k, 'groups') or ''
+  for g in string.gmatch(groups, '[^\t]+') do
+    local pending = redis.call('DECR', P .. 'grp:' .. g)
+    release_held(g, pending)
+  end
+  redis.call('EXPIRE', k, finished_ttl)
+end
+
+-- Reclaims one expired lease (DESIGN L5): back to the queue, or dead-letter
+-- with an escalated/lease_lost outcome once the loss budget is spent.
+-- Returns 'requeued' or 'dead'.
+local function reclaim(id, now, finished_ttl)
+  local k = task_key(id)
+  redis.call('ZREM', LEASES, id)
+  if redis.call('HGET', k, 'state') ~= 'leased' then
+    return 'skipped'
+  end
+  local losses = redis.call('HINCRBY', k, 'losses', 1)
+  redis.call('HINCRBY', STATS, 'reclaimed', 1)
+  local f = redis.call('HMGET', k, 'budget', 'run', 'rule', 'epoch', 'agent', 'score')
+  if losses >= tonumber(f[1]) then
+    redis.call('HSET', k, 'state', 'dead', 'finished_ms', fmt_int(now))
+    local seq = redis.call('HINCRBY', STATS, 'coordinator_seq', 1)
+    local ev = '{"v":1,"id":' .. cjson.encode('reap-' .. id .. '-' .. f[4])
+      .. ',"run":' .. f[2] .. ',"task":' .. id
+      .. ',"rule":' .. cjson.encode(f[3])
+      .. ',"agent":"coordinator","incarnation":0,"epoch":' .. f[4]
+      .. ',"attempt":0,"seq":' .. fmt_int(seq) .. ',"ts_ms":' .. fmt_int(now)
+      .. ',"body":{"type":"task_completed","outcome":{"kind":"escalated","reason":"lease_lost"}'
+      .. ',"attempts":0,"duration_ms":0}}'
+    redis.call('XADD', EVENTS, '*', 'e', ev)
+    redis.call('HINCRBY', STATS, 'dead_lettered', 1)
+    leave_groups(k, finished_ttl)
+    return 'dead'
+  end
+  redis.call('HSET', k, 'state', 'queued')
+  redis.call('ZADD', READY, f[6], id)
+  return 'requeued'
+end
+
+-- Reclaims up to `limit` leases whose deadline has passed.
+local function reap(now, limit, finished_ttl)
+  local requeued, dead = 0, 0
+  local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local r = reclaim(id, now, finished_ttl)
+    if r == 'dead' then
+      dead = dead + 1
+    elseif r == 'requeued' then
+      requeued = requeued + 1
+    end
+  end
+  return requeued, dead
+end

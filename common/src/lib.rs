@@ -1,0 +1,29 @@
+//! Shared vocabulary of the fleet: identifiers, rule tasks and outcomes, the
+//! versioned event enum, the Redis key schema and the lease protocol.
+//!
+//! Both the coordinator and the agents depend on this crate; the agent never
+//! depends on the coordinator, so everything that crosses the wire lives here.
+//!
+//! # Layout
+//!
+//! - [`ids`]: typed identifiers (`RunId`, `TaskId`, `AgentId`, `Epoch`, `EventId`).
+//! - [`task`]: a leased `RuleTask`, its `Budgets`, and the `Outcome` of a task.
+//! - [`event`]: the event envelope and `EventBody` enum (DESIGN E1, E3, E4).
+//! - [`keys`]: the Redis key schema under one prefix.
+//! - [`lease`]: Lua scripts and the `LeaseClient` (DESIGN L1–L7).
+//! - [`settings`]: lease timing defaults and why they are what they are.
+//! - [`skill_pack`]: family map and ordering constraints of a skill pack.
+//! - [`api`]: HTTP request and response bodies of the coordinator API.
+
+pub mod api;
+pub mod event;
+pub mod ids;
+pub mod keys;
+pub mod lease;
+pub mod settings;
+pub mod skill_pack;
+pub mod task;
+
+pub use event::{Event, EventBody};
+pub use ids::{AgentId, Epoch, EventId, RunId, TaskId};
+pub use task::{Budgets, EscalationReason, Outcome, RuleTask};

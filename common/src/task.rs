@@ -1,0 +1,142 @@
+//! What an agent leases (`RuleTask`) and what it reports back (`Outcome`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{RunId, TaskId};
+
+/// Per-rule budgets from the run's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Attempts per rule before escalating with `attempt_budget`. Default 3.
+    #[serde(default = "Budgets::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wall time per rule in seconds before escalating with `time_budget`.
+    /// Default 600.
+    #[serde(default = "Budgets::default_wall_time_s")]
+    pub wall_time_s: u32,
+}
+
+impl Budgets {
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 50;
+    pub const WALL_TIME_LIMIT_S: u32 = 24 * 3600;
+
+    fn default_max_attempts() -> u32 {
+        3
+    }
+    fn default_wall_time_s() -> u32 {
+        600
+    }
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::default_max_attempts(),
+            wall_time_s: Self::default_wall_time_s(),
+        }
+    }
+}
+
+/// The payload an agent receives with a lease: everything it needs to work
+/// on one rule without asking Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTask {
+    pub run: RunId,
+    pub task: TaskId,
+    pub rule: String,
+    pub family: String,
+    pub skill_pack: String,
+    pub profile: String,
+    pub budgets: Budgets,
+}
+
+/// Why a rule was handed to a human instead of fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationReason {
+    AttemptBudget,
+    TimeBudget,
+    Health,
+    NotApplicable,
+    ScannerError,
+    NoFixAvailable,
+    /// The lease-loss budget was spent (DESIGN L5).
+    LeaseLost,
+    LlmUnavailable,
+}
+
+impl EscalationReason {
+    pub const ALL: [EscalationReason; 8] = [
+        Self::AttemptBudget,
+        Self::TimeBudget,
+        Self::Health,
+        Self::NotApplicable,
+        Self::ScannerError,
+        Self::NoFixAvailable,
+        Self::LeaseLost,
+        Self::LlmUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AttemptBudget => "attempt_budget",
+            Self::TimeBudget => "time_budget",
+            Self::Health => "health",
+            Self::NotApplicable => "not_applicable",
+            Self::ScannerError => "scanner_error",
+            Self::NoFixAvailable => "no_fix_available",
+            Self::LeaseLost => "lease_lost",
+            Self::LlmUnavailable => "llm_unavailable",
+        }
+    }
+}
+
+/// The one accepted result of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The Evaluator passed after the given attempt (1-based).
+    Fixed { attempt: u32 },
+    /// The rule passed before any attempt.
+    AlreadyPassing,
+    Escalated { reason: EscalationReason },
+}
+
+impl Outcome {
+    /// Stable label for metrics and the `work_items.outcome` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Fixed { .. } => "fixed",
+            Self::AlreadyPassing => "already_passing",
+            Self::Escalated { .. } => "escalated",
+        }
+    }
+
+    pub fn reason(&self) -> Option<EscalationReason> {
+        match self {
+            Self::Escalated { reason } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_wire_form_is_tagged_and_snake_case() {
+        let o = Outcome::Escalated { reason: EscalationReason::LeaseLost };
+        let s = serde_json::to_string(&o).unwrap();
+        assert_eq!(s, r#"{"kind":"escalated","reason":"lease_lost"}"#);
+        assert_eq!(serde_json::from_str::<Outcome>(&s).unwrap(), o);
+    }
+
+    #[test]
+    fn escalation_reason_labels_match_serde() {
+        for r in EscalationReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+    }
+}
