@@ -1,1 +1,18 @@
+//! Test support for the fleet's integration, end-to-end and chaos tests, and
+//! the `fleet-bench` driver.
+//!
+//! Every test gets its own Redis key prefix and Postgres schema, so tests run
+//! in parallel against the one Redis and Postgres that `make deps` starts.
+//! A missing service is a test failure, never a skip.
+//!
+//! # Layout
+//!
+//! - [`services`]: where Redis and Postgres are, and the check that they answer.
+//! - [`queue`]: a `LeaseClient` on a fresh key prefix, plus fixtures.
+//! - [`db`]: a Postgres pool on a fresh, migrated schema.
+//! - [`procs`]: starting and signalling the real binaries.
 
+pub mod db;
+pub mod procs;
+pub mod queue;
+pub mod services;
