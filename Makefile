@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make fleet` and `make test`.
+# Everything else here is what those two are made of.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+AGENTS ?= 2
+export AGENTS
+
+.PHONY: help deps deps-down build fleet fleet-down test chaos bench fmt lint clean-state
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+deps: ## install and start Redis and Postgres on loopback (idempotent)
+	@scripts/deps.sh
+
+deps-down: ## stop Redis and Postgres (data kept)
+	@scripts/deps-down.sh
+
+build: ## build the coordinator and agent binaries
+	cargo build --bins
+
+fleet: deps build ## start coordinator + $(AGENTS) agents and run the demo run
+	@scripts/fleet.sh
+
+fleet-down: ## stop the coordinator, agents and services started by `make fleet`
+	@scripts/fleet-down.sh
+
+test: deps ## the whole test suite against real Redis and Postgres
+	@source .fleet/env && cargo build --bins && scripts/test.sh
+
+chaos: deps ## long chaos run: agents SIGKILLed and paused mid-lease; prints one line
+	@source .fleet/env && cargo build --release --bins && \
+	  target/release/fleet-chaos --tasks $${CHAOS_TASKS:-3000} --agents $${CHAOS_AGENTS:-8}
+
+bench: deps ## benchmarks with baselines measured in the same run
+	@source .fleet/env && cargo build --release --bins && target/release/fleet-bench all
+
+fmt: ## format all crates
+	cargo fmt --all
+
+lint: ## clippy on every crate, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make fleet`: start the coordinator and $AGENTS agents on this host (reusing
+# any already running), submit the demo run and watch it to the end.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+state="${FLEET_STATE_DIR:-$root/.fleet}"
+# shellcheck disable=SC1091
+source "$state/env"
+mkdir -p "$state/logs" "$state/pids"
+
+# Tokens are made once and kept out of logs and of the repository.
+tokens="$state/tokens.env"
+if [[ ! -f "$tokens" ]]; then
+  umask 077
+  {
+    echo "export FLEET_API_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    echo "export FLEET_AGENT_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  } > "$tokens"
+fi
+# shellcheck disable=SC1090
+source "$tokens"
+
+listen="${FLEET_LISTEN:-127.0.0.1:8080}"
+api="http://$listen"
+export FLEET_API_URL="$api"
+bin="$root/target/debug"
+
+alive() { [[ -f "$state/pids/$1.pid" ]] && kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null; }
+
+if alive coordinator; then
+  echo "fleet: coordinator already running (pid $(cat "$state/pids/coordinator.pid"))"
+else
+  echo "fleet: starting coordinator on $api"
+  FLEET_LISTEN="$listen" FLEET_SKILL_PACKS="$root/skill-packs" \
+    nohup "$bin/fleet-coordinator" serve >> "$state/logs/coordinator.log" 2>&1 &
+  echo $! > "$state/pids/coordinator.pid"
+fi
+for _ in $(seq 1 100); do
+  curl -fsS "$api/healthz" >/dev/null 2>&1 && break
+  alive coordinator || { echo "fleet: coordinator exited; see $state/logs/coordinator.log" >&2; tail -20 "$state/logs/coordinator.log" >&2; exit 1; }
+  sleep 0.2
+done
+curl -fsS "$api/healthz" >/dev/null || { echo "fleet: coordinator not healthy after 20 s; see $state/logs/coordinator.log" >&2; exit 1; }
+
+for i in $(seq 1 "${AGENTS:-2}"); do
+  name="agent-$i"
+  if alive "$name"; then continue; fi
+  echo "fleet: starting $name"
+  FLEET_COORDINATOR_URL="$api" FLEET_AGENT_ID="$name" \
+    nohup "$bin/fleet-agent" --sim-work-ms "${SIM_WORK_MS:-200}" >> "$state/logs/$name.log" 2>&1 &
+  echo $! > "$state/pids/$name.pid"
+done
+
+rules="${RULES:-$root/skill-packs/sim-demo/rules.txt}"
+run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-sim-demo}" --rules-file "$rules" --quiet)
+echo "fleet: submitted run $run ($(grep -cv '^\s*\(#\|$\)' "$rules") rules) to ${AGENTS:-2} agents"
+"$bin/fleet-coordinator" watch "$run"
+"$bin/fleet-coordinator" status "$run" --summary-line
+echo "fleet: logs in $state/logs, metrics at $api/metrics; stop everything with \`make fleet-down\`"
