@@ -1,0 +1,28 @@
+//! The fleet coordinator: HTTP API, planner, lease reaper, event ingester
+//! and metrics. Postgres holds the truth; Redis holds only the live queue,
+//! which the coordinator can rebuild at any time (DESIGN L6).
+//!
+//! # Layout
+//!
+//! - [`db`]: Postgres pool (optionally confined to one schema) and migrations.
+//! - [`planner`]: a submission becomes a run and work items, then Redis tasks.
+//! - [`validate`]: what a submission may contain, with helpful messages.
+//! - [`packs`]: skill packs on disk (`<dir>/<name>/pack.toml`).
+//! - [`reconcile`]: rebuild the Redis queue from Postgres under a new epoch
+//!   generation (DESIGN L1, L6).
+//! - [`metrics`]: Prometheus registry and every coordinator metric.
+//! - [`error`]: `CoordinatorError`; store errors are mapped there only.
+//! - `queue`: the queued form of a work item, shared by planner and reconcile.
+
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod packs;
+pub mod planner;
+mod queue;
+pub mod reconcile;
+pub mod validate;
+
+pub use error::CoordinatorError;
+pub use metrics::Metrics;
+pub use packs::SkillPacks;

@@ -1,0 +1,103 @@
+//! Skill packs on disk: `<dir>/<name>/pack.toml`, loaded on demand so an
+//! edited pack takes effect at the next submission without a restart.
+
+use std::path::{Path, PathBuf};
+
+use fleet_common::skill_pack::SkillPack;
+
+use crate::error::CoordinatorError;
+
+#[derive(Debug, Clone)]
+pub struct SkillPacks {
+    dir: PathBuf,
+}
+
+impl SkillPacks {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads one pack. A name is a single path component of a conservative
+    /// alphabet, so a request can never read outside the packs directory.
+    pub fn get(&self, name: &str) -> Result<SkillPack, CoordinatorError> {
+        if !is_valid_name(name) {
+            return Err(CoordinatorError::Invalid(format!(
+                "skill pack name {name:?} must be 1-100 characters of [A-Za-z0-9._-] and not start with '.'"
+            )));
+        }
+        let dir = self.dir.join(name);
+        if !dir.join("pack.toml").is_file() {
+            return Err(CoordinatorError::Invalid(self.unknown_message(name)));
+        }
+        Ok(SkillPack::load(&dir)?)
+    }
+
+    /// Names of the directories that hold a `pack.toml`, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("pack.toml").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| is_valid_name(n))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub(crate) fn unknown_message(&self, name: &str) -> String {
+        let known = self.names();
+        if known.is_empty() {
+            format!(
+                "unknown skill pack {name:?}: no skill packs are installed under {}",
+                self.dir.display()
+            )
+        } else {
+            format!("unknown skill pack {name:?}; known skill packs: {}", known.join(", "))
+        }
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_escape_the_directory() {
+        for bad in ["", ".", "..", "../etc", "a/b", "a b", ".hidden"] {
+            assert!(!is_valid_name(bad), "{bad:?} accepted");
+        }
+        for good in ["debian11", "rhel9-stig", "cis_1.2"] {
+            assert!(is_valid_name(good), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn unknown_pack_lists_the_known_ones() {
+        let dir = std::env::temp_dir().join(format!("packs-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("alpha")).unwrap();
+        std::fs::write(dir.join("alpha/pack.toml"), "name = \"alpha\"\nprofile = \"p\"\n").unwrap();
+        std::fs::create_dir_all(dir.join("not-a-pack")).unwrap();
+        let packs = SkillPacks::new(&dir);
+        assert_eq!(packs.names(), vec!["alpha".to_string()]);
+        assert_eq!(packs.get("alpha").unwrap().profile, "p");
+        let err = packs.get("beta").unwrap_err().to_string();
+        assert!(err.contains("\"beta\"") && err.contains("alpha"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
