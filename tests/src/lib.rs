@@ -12,7 +12,9 @@
 //! - [`db`]: a Postgres pool on a fresh, migrated schema.
 //! - [`procs`]: starting and signalling the real binaries.
 
+pub mod chaos;
 pub mod db;
+pub mod fleet;
 pub mod procs;
 pub mod queue;
 pub mod services;

@@ -1,0 +1,210 @@
+//! A whole fleet of real processes on its own schema and key prefix: the
+//! coordinator binary and N agent binaries, talking through the real Redis
+//! and Postgres.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fleet_common::api::{RunStatus, SubmitRun, SubmitRunResponse};
+use fleet_common::keys::Keyspace;
+use fleet_common::lease::LeaseClient;
+use fleet_common::settings::LeaseSettings;
+use fleet_common::{Budgets, RunId};
+use tokio::process::Command;
+
+use crate::db::TestDb;
+use crate::procs::{bin, free_port, repo_root, Proc};
+use crate::services::{database_url, redis_url};
+
+#[derive(Debug, Clone)]
+pub struct FleetOpts {
+    pub agents: usize,
+    /// Simulated work per attempt, in ms.
+    pub sim_work_ms: u64,
+    pub lease_loss_budget: u32,
+}
+
+impl Default for FleetOpts {
+    fn default() -> Self {
+        Self { agents: 2, sim_work_ms: 20, lease_loss_budget: 5 }
+    }
+}
+
+pub struct Fleet {
+    pub db: TestDb,
+    pub keys: Keyspace,
+    pub leases: LeaseClient,
+    pub api: String,
+    pub api_token: String,
+    pub agent_token: String,
+    pub logs: PathBuf,
+    pub opts: FleetOpts,
+    pub coordinator: Option<Proc>,
+    /// Slot i holds agent `agent-{i+1}` while it runs.
+    pub agents: Vec<Option<Proc>>,
+    http: reqwest::Client,
+}
+
+impl Fleet {
+    pub async fn start(opts: FleetOpts) -> Self {
+        let db = TestDb::new().await;
+        let keys = Keyspace::new(format!("{}:", db.schema));
+        let leases = LeaseClient::connect(&redis_url(), keys.clone(), LeaseSettings::default())
+            .await
+            .expect("redis reachable");
+        let logs = repo_root().join("target/test-logs").join(&db.schema);
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut fleet = Self {
+            api: format!("http://127.0.0.1:{}", free_port()),
+            api_token: format!("api-{}", uuid::Uuid::new_v4().simple()),
+            agent_token: format!("agent-{}", uuid::Uuid::new_v4().simple()),
+            db,
+            keys,
+            leases,
+            logs,
+            coordinator: None,
+            agents: (0..opts.agents).map(|_| None).collect(),
+            opts,
+            http: reqwest::Client::new(),
+        };
+        fleet.start_coordinator().await;
+        for i in 0..fleet.opts.agents {
+            fleet.start_agent(i);
+        }
+        fleet
+    }
+
+    pub async fn start_coordinator(&mut self) {
+        let mut cmd = Command::new(bin("fleet-coordinator"));
+        cmd.arg("serve")
+            .env("FLEET_LISTEN", self.api.trim_start_matches("http://"))
+            .env("FLEET_DATABASE_URL", database_url())
+            .env("FLEET_PG_SCHEMA", &self.db.schema)
+            .env("FLEET_REDIS_URL", redis_url())
+            .env("FLEET_KEY_PREFIX", self.keys.prefix())
+            .env("FLEET_API_TOKEN", &self.api_token)
+            .env("FLEET_AGENT_TOKEN", &self.agent_token)
+            .env("FLEET_SKILL_PACKS", repo_root().join("skill-packs"))
+            .arg("--lease-loss-budget")
+            .arg(self.opts.lease_loss_budget.to_string());
+        self.coordinator = Some(Proc::spawn("coordinator", cmd, &self.logs.join("coordinator.log")));
+        self.wait_healthy(Duration::from_secs(30)).await;
+    }
+
+    async fn wait_healthy(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.api)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.coordinator.as_mut().and_then(Proc::try_exited) {
+                panic!("coordinator exited with {status}; see {}", self.logs.display());
+            }
+            assert!(start.elapsed() < timeout, "coordinator not healthy; see {}", self.logs.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn agent_name(i: usize) -> String {
+        format!("agent-{}", i + 1)
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let name = Self::agent_name(i);
+        let mut cmd = Command::new(bin("fleet-agent"));
+        cmd.env("FLEET_COORDINATOR_URL", &self.api)
+            .env("FLEET_AGENT_TOKEN", &self.agent_token)
+            .env("FLEET_AGENT_ID", &name)
+            .arg("--sim-work-ms")
+            .arg(self.opts.sim_work_ms.to_string());
+        self.agents[i] = Some(Proc::spawn(&name, cmd, &self.logs.join(format!("{name}.log"))));
+    }
+
+    pub async fn submit(&self, rules: Vec<String>) -> RunId {
+        let req = SubmitRun {
+            skill_pack: "sim-demo".into(),
+            profile: None,
+            rules,
+            budgets: Budgets::default(),
+            priority: 100,
+        };
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/runs", self.api))
+            .bearer_auth(&self.api_token)
+            .json(&req)
+            .send()
+            .await
+            .expect("submit");
+        assert!(resp.status().is_success(), "submit failed: {}", resp.text().await.unwrap());
+        resp.json::<SubmitRunResponse>().await.unwrap().run
+    }
+
+    pub async fn status(&self, run: RunId) -> RunStatus {
+        self.http
+            .get(format!("{}/api/v1/runs/{run}", self.api))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status body")
+    }
+
+    /// Polls until the run completes; `tick` runs between polls.
+    pub async fn wait_completed(&self, run: RunId, timeout: Duration) -> RunStatus {
+        let start = Instant::now();
+        loop {
+            let s = self.status(run).await;
+            if s.status == "completed" {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "run {run} not completed after {timeout:?}: {s:?}; logs in {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops every agent with SIGTERM (they hand back and flush), then waits
+    /// for the coordinator to have ingested everything on the stream.
+    pub async fn stop_agents(&mut self) {
+        for slot in &mut self.agents {
+            if let Some(p) = slot.take() {
+                p.terminate(Duration::from_secs(10)).await;
+            }
+        }
+    }
+
+    /// Waits until the ingester has acknowledged every entry on the stream.
+    pub async fn wait_ingested(&self, timeout: Duration) {
+        let start = Instant::now();
+        let mut conn = self.leases.connection();
+        loop {
+            let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(self.keys.events())
+                .query_async(&mut conn)
+                .await
+                .expect("xinfo groups");
+            let pending: usize = groups.groups.iter().map(|g| g.pending).sum();
+            let lag: Option<usize> = groups.groups.first().and_then(|g| g.lag);
+            if pending == 0 && lag == Some(0) {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "stream not drained: pending={pending} lag={lag:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_agents().await;
+        if let Some(c) = self.coordinator.take() {
+            c.terminate(Duration::from_secs(10)).await;
+        }
+    }
+}
