@@ -1,0 +1,128 @@
+//! Wires one agent process together and takes it down in order:
+//! registration → Redis → incarnation → event sender → metrics, presence →
+//! runner; on shutdown the runner hands back its leases, then events are
+//! flushed (bounded), then background tasks stop.
+
+use std::time::Duration;
+
+use fleet_common::keys::Keyspace;
+use fleet_common::lease::LeaseClient;
+use fleet_common::settings::LeaseSettings;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::AgentError;
+use crate::events::EventSink;
+use crate::metrics::{serve_metrics, AgentMetrics};
+use crate::presence::spawn_presence;
+use crate::registration::{register, registration_for};
+use crate::runner::{RunSummary, Runner};
+use crate::settings::{AgentSettings, BrainKind, Connection};
+use crate::sim;
+use crate::workbench::Workbench;
+
+/// How long events may take to drain after the runner stopped.
+pub const EVENT_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs the agent until `shutdown` fires or `max_leases` were completed.
+pub async fn serve(
+    settings: AgentSettings,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, AgentError> {
+    let Some((redis_url, keys, lease)) = resolve(&settings, &shutdown).await? else {
+        return Ok(RunSummary::default());
+    };
+    lease.validate().map_err(AgentError::Config)?;
+    let Some(client) = until_ok("connect to redis", &shutdown, || {
+        LeaseClient::connect(&redis_url, keys.clone(), lease)
+    })
+    .await
+    else {
+        return Ok(RunSummary::default());
+    };
+    let agent = settings.agent.clone();
+    let Some(incarnation) = until_ok("take an incarnation", &shutdown, || {
+        client.next_incarnation(&agent)
+    })
+    .await
+    else {
+        return Ok(RunSummary::default());
+    };
+    info!(agent = %agent, incarnation, key_prefix = keys.prefix(), "agent starting");
+
+    let metrics = AgentMetrics::new();
+    let background = CancellationToken::new();
+    if let Some(addr) = settings.metrics_listen {
+        serve_metrics(addr, metrics.clone(), background.clone()).await?;
+    }
+    let sink = EventSink::start(client.clone(), agent.clone(), incarnation, metrics.clone());
+    let presence = spawn_presence(client.clone(), agent.clone(), background.clone());
+
+    let benches = (0..settings.slots.max(1))
+        .map(|_| workbench(&settings))
+        .collect();
+    let summary = Runner::new(client, sink.clone(), metrics, settings.max_leases, shutdown)
+        .run(benches)
+        .await;
+
+    sink.close(EVENT_FLUSH_DEADLINE).await;
+    background.cancel();
+    let _ = presence.await;
+    info!(agent = %agent, completed = summary.completed, "agent stopped");
+    Ok(summary)
+}
+
+fn workbench(settings: &AgentSettings) -> Workbench {
+    match settings.brain {
+        BrainKind::Sim => sim::workbench(settings.sim_work),
+    }
+}
+
+/// Redis URL, keyspace and lease timing, from the coordinator or the flags.
+async fn resolve(
+    settings: &AgentSettings,
+    shutdown: &CancellationToken,
+) -> Result<Option<(String, Keyspace, LeaseSettings)>, AgentError> {
+    match &settings.connection {
+        Connection::Direct {
+            redis_url,
+            key_prefix,
+            lease,
+        } => Ok(Some((
+            redis_url.clone(),
+            Keyspace::new(key_prefix.clone()),
+            *lease,
+        ))),
+        Connection::Coordinator { url, token } => {
+            let answer = register(url, token, &registration_for(&settings.agent), shutdown).await?;
+            Ok(answer.map(|c| (c.redis_url, Keyspace::new(c.key_prefix), c.lease)))
+        }
+    }
+}
+
+/// Retries a Redis call at startup until it works; `None` on shutdown.
+/// Redis may start after the agent, so failing here would only make the
+/// supervisor restart us into the same wait.
+async fn until_ok<T, E, F, Fut>(what: &str, shutdown: &CancellationToken, mut call: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let r = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = call() => r,
+        };
+        match r {
+            Ok(v) => return Some(v),
+            Err(e) => warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "could not {what}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}

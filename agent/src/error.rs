@@ -1,0 +1,29 @@
+//! The agent's one error type. Messages are lowercase and carry no values
+//! that belong in tracing fields.
+
+use fleet_common::lease::LeaseError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("lease protocol: {0}")]
+    Lease(#[from] LeaseError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the coordinator refused the agent token (401): check --token / FLEET_AGENT_TOKEN")]
+    TokenRefused,
+    #[error("registration with the coordinator failed: {0}")]
+    Registration(String),
+    #[error("brain: {0}")]
+    Brain(String),
+    #[error("target: {0}")]
+    Target(String),
+    #[error("evaluator: {0}")]
+    Evaluator(String),
+    /// The event sender stopped (shutdown deadline passed) before the
+    /// event was acknowledged.
+    #[error("event sink is closed")]
+    EventsClosed,
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[from] std::io::Error),
+}

@@ -1,0 +1,137 @@
+//! Keeps one lease alive from its own task and says when it is gone
+//! (DESIGN L2, L4).
+//!
+//! Redis time alone decides expiry; the agent only measures, on its own
+//! monotonic clock, how long ago it *sent* the last renewal that succeeded.
+//! Once TTL minus the safety margin has passed since then, the lease may
+//! already be gone by Redis time, so the agent stops early. Each renewal is
+//! bounded by a timeout and raced against that deadline, so a hung Redis
+//! call cannot keep the agent working past it.
+
+use std::sync::{Arc, OnceLock};
+
+use fleet_common::event::AbandonReason;
+use fleet_common::lease::{Lease, LeaseClient, Renewal};
+use fleet_common::settings::LeaseSettings;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::spawn::spawn;
+
+/// The renewal task of one lease.
+pub struct Heartbeat {
+    lost: CancellationToken,
+    reason: Arc<OnceLock<AbandonReason>>,
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Heartbeat {
+    /// Starts renewing `lease`. `granted_sent_at` is when the lease call that
+    /// granted it was sent: the first local deadline counts from there.
+    pub fn start(
+        client: LeaseClient,
+        lease: Lease,
+        settings: LeaseSettings,
+        granted_sent_at: Instant,
+    ) -> Self {
+        let lost = CancellationToken::new();
+        let reason = Arc::new(OnceLock::new());
+        let stop = CancellationToken::new();
+        let beat = Beat {
+            client,
+            lease,
+            settings,
+            lost: lost.clone(),
+            reason: reason.clone(),
+            stop: stop.clone(),
+        };
+        let handle = spawn("heartbeat", beat.run(granted_sent_at));
+        Self {
+            lost,
+            reason,
+            stop,
+            handle,
+        }
+    }
+
+    /// Fires when the lease is lost; see [`Heartbeat::reason`].
+    pub fn lost_token(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Waits until the lease is lost and says why.
+    pub async fn lost(&self) -> AbandonReason {
+        self.lost.cancelled().await;
+        self.reason()
+            .expect("the lost token fires only after its reason is set")
+    }
+
+    pub fn reason(&self) -> Option<AbandonReason> {
+        self.reason.get().copied()
+    }
+
+    /// Stops renewing and waits for the task to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+struct Beat {
+    client: LeaseClient,
+    lease: Lease,
+    settings: LeaseSettings,
+    lost: CancellationToken,
+    reason: Arc<OnceLock<AbandonReason>>,
+    stop: CancellationToken,
+}
+
+impl Beat {
+    async fn run(self, granted_sent_at: Instant) {
+        let every = self.settings.renew_every();
+        let mut deadline = granted_sent_at + self.settings.local_deadline();
+        let mut next = granted_sent_at + every;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                _ = sleep_until(deadline) => return self.fire(AbandonReason::LocalDeadline),
+                _ = sleep_until(next) => {}
+            }
+            let sent = Instant::now();
+            next = sent + every;
+            // A renewal slower than one period is as good as failed; the
+            // next tick tries again.
+            let renewal = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                _ = sleep_until(deadline) => return self.fire(AbandonReason::LocalDeadline),
+                r = timeout(every, self.client.renew(&self.lease)) => r,
+            };
+            match renewal {
+                Ok(Ok(Renewal::Renewed { deadline_ms })) => {
+                    deadline = sent + self.settings.local_deadline();
+                    debug!(redis_deadline_ms = deadline_ms, "lease renewed");
+                }
+                Ok(Ok(Renewal::Refused(why))) => {
+                    info!(reason = why.as_str(), "lease renewal refused");
+                    return self.fire(AbandonReason::RenewRefused);
+                }
+                Ok(Err(e)) => warn!(error = %e, "lease renewal failed, retrying next tick"),
+                Err(_) => warn!(
+                    timeout_ms = every.as_millis() as u64,
+                    "lease renewal timed out, retrying next tick"
+                ),
+            }
+        }
+    }
+
+    fn fire(&self, reason: AbandonReason) {
+        let _ = self.reason.set(reason);
+        warn!(?reason, "lease lost");
+        self.lost.cancel();
+    }
+}

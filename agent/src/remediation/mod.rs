@@ -1,0 +1,264 @@
+//! The per-rule loop: Worker → target → Evaluator, within the task's
+//! attempt and wall-time budgets, reverting after every failed attempt.
+//!
+//! It emits `AttemptStarted`, `PromptAssembled`, `ScriptProposed` and
+//! `AttemptEvaluated` per attempt and returns the outcome; the caller
+//! completes the lease. When `cancel` fires it returns at once without
+//! reverting: the caller, which knows why (lost lease, shutdown), reverts.
+
+mod prompt;
+
+use std::time::Duration;
+
+use fleet_common::event::{EvalStatus, EventBody};
+use fleet_common::{EscalationReason, Outcome, RuleTask};
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+pub use prompt::assemble as assemble_prompt;
+
+use crate::events::LeaseEvents;
+use crate::metrics::AgentMetrics;
+use crate::workbench::{truncate_utf8, PriorAttempt, Workbench};
+
+/// Scripts are cut to this size: the event must stay far below the
+/// ingester's limit, and the event is the record of what ran.
+pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
+
+/// Upper bound on one script's run, whatever budget is left.
+pub const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remediation {
+    Finished {
+        outcome: Outcome,
+        attempts: u32,
+    },
+    /// `cancel` fired; the target may hold a half-applied fix.
+    Cancelled,
+}
+
+/// Remediates `task` on `bench`. Cancellation-safe: dropping the future or
+/// firing `cancel` stops it between any two awaits.
+pub async fn remediate(
+    task: &RuleTask,
+    bench: &Workbench,
+    events: &LeaseEvents,
+    metrics: &AgentMetrics,
+    cancel: &CancellationToken,
+) -> Remediation {
+    let wall = Duration::from_secs(u64::from(task.budgets.wall_time_s));
+    let rule_loop = RuleLoop {
+        task,
+        bench,
+        events,
+        metrics,
+        deadline: Instant::now() + wall,
+    };
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Remediation::Cancelled,
+        r = rule_loop.run() => r,
+    }
+}
+
+struct RuleLoop<'a> {
+    task: &'a RuleTask,
+    bench: &'a Workbench,
+    events: &'a LeaseEvents,
+    metrics: &'a AgentMetrics,
+    deadline: Instant,
+}
+
+/// How one attempt ended.
+enum Step {
+    Fixed,
+    Failed(PriorAttempt),
+    Escalate(EscalationReason),
+}
+
+fn finished(outcome: Outcome, attempts: u32) -> Remediation {
+    Remediation::Finished { outcome, attempts }
+}
+
+fn escalated(reason: EscalationReason, attempts: u32) -> Remediation {
+    finished(Outcome::Escalated { reason }, attempts)
+}
+
+impl RuleLoop<'_> {
+    async fn run(&self) -> Remediation {
+        // First look: a rule that passes (or cannot be judged) needs no fix.
+        let first = match timeout_at(self.deadline, self.bench.evaluator.evaluate(self.task)).await
+        {
+            Err(_) => return escalated(EscalationReason::TimeBudget, 0),
+            Ok(Err(e)) => {
+                warn!(error = %e, "initial evaluation failed");
+                return escalated(EscalationReason::ScannerError, 0);
+            }
+            Ok(Ok(eval)) => eval,
+        };
+        match first.status {
+            EvalStatus::Pass => return finished(Outcome::AlreadyPassing, 0),
+            EvalStatus::Fail => {}
+            EvalStatus::NotApplicable => return escalated(EscalationReason::NotApplicable, 0),
+            EvalStatus::Error => return escalated(EscalationReason::ScannerError, 0),
+            // No automated check: a fix could never be verified.
+            EvalStatus::NotChecked | EvalStatus::Informational => {
+                return escalated(EscalationReason::NoFixAvailable, 0)
+            }
+        }
+
+        let mut prior = Vec::new();
+        for attempt in 1..=self.task.budgets.max_attempts {
+            if Instant::now() >= self.deadline {
+                return escalated(EscalationReason::TimeBudget, attempt - 1);
+            }
+            self.metrics.attempts.inc();
+            let span = tracing::info_span!("attempt", attempt);
+            let step = timeout_at(
+                self.deadline,
+                self.attempt(attempt, &prior).instrument(span),
+            )
+            .await;
+            match step {
+                Ok(Step::Fixed) => {
+                    info!(attempt, "rule fixed");
+                    return finished(Outcome::Fixed { attempt }, attempt);
+                }
+                Ok(Step::Failed(p)) => {
+                    if !self.revert().await {
+                        return escalated(EscalationReason::Health, attempt);
+                    }
+                    prior.push(p);
+                }
+                Ok(Step::Escalate(reason)) => {
+                    self.revert().await;
+                    return escalated(reason, attempt);
+                }
+                Err(_) => {
+                    info!(attempt, "wall-time budget spent mid-attempt");
+                    self.revert().await;
+                    return escalated(EscalationReason::TimeBudget, attempt);
+                }
+            }
+        }
+        escalated(
+            EscalationReason::AttemptBudget,
+            self.task.budgets.max_attempts,
+        )
+    }
+
+    async fn attempt(&self, n: u32, prior: &[PriorAttempt]) -> Step {
+        let started = Instant::now();
+        self.events.emit(n, EventBody::AttemptStarted);
+        let prompt = prompt::assemble(self.task, n, prior);
+        self.events.emit(
+            n,
+            EventBody::PromptAssembled {
+                lessons: prompt.lessons.clone(),
+                prompt_chars: u32::try_from(prompt.text.chars().count()).unwrap_or(u32::MAX),
+            },
+        );
+        let script = match self.bench.brain.propose(&prompt).await {
+            Ok(s) => cap_script(s),
+            Err(e) => {
+                warn!(error = %e, "brain unavailable");
+                return Step::Escalate(EscalationReason::LlmUnavailable);
+            }
+        };
+        self.events.emit(
+            n,
+            EventBody::ScriptProposed {
+                script: script.clone(),
+            },
+        );
+
+        let budget_left = self.deadline.saturating_duration_since(Instant::now());
+        let ran = match self
+            .bench
+            .target
+            .exec(&script, budget_left.min(MAX_EXEC_TIMEOUT))
+            .await
+        {
+            Ok(r) => {
+                info!(exit_code = ?r.exit_code, timed_out = r.timed_out, output_bytes = r.output.len(), "script ran");
+                true
+            }
+            Err(e) => {
+                // A failed exec is a failed attempt; the revert that follows
+                // decides whether the target is still usable.
+                warn!(error = %e, "script could not run on the target");
+                false
+            }
+        };
+        let eval = if ran {
+            Some(self.bench.evaluator.evaluate(self.task).await)
+        } else {
+            None
+        };
+        let health_ok = self.bench.target.health().await;
+        let (status, scanner_failed) = match eval {
+            Some(Ok(eval)) => (eval.status, false),
+            Some(Err(e)) => {
+                warn!(error = %e, "evaluation failed");
+                (EvalStatus::Error, true)
+            }
+            None => (EvalStatus::Error, false),
+        };
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.events.emit(
+            n,
+            EventBody::AttemptEvaluated {
+                status,
+                health_ok,
+                duration_ms,
+            },
+        );
+        info!(?status, health_ok, duration_ms, "attempt evaluated");
+        if scanner_failed {
+            Step::Escalate(EscalationReason::ScannerError)
+        } else if status == EvalStatus::Pass && health_ok {
+            Step::Fixed
+        } else {
+            Step::Failed(PriorAttempt {
+                attempt: n,
+                status,
+                health_ok,
+            })
+        }
+    }
+
+    /// False when the target could not be returned to its baseline.
+    async fn revert(&self) -> bool {
+        match self.bench.target.revert().await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "revert failed");
+                false
+            }
+        }
+    }
+}
+
+/// Cuts a script to [`MAX_SCRIPT_BYTES`] on a char boundary.
+pub fn cap_script(mut script: String) -> String {
+    let bytes = script.len();
+    if truncate_utf8(&mut script, MAX_SCRIPT_BYTES) {
+        warn!(bytes, kept = script.len(), "script truncated");
+    }
+    script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_scripts_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(MAX_SCRIPT_BYTES);
+        let cut = cap_script(s);
+        assert!(cut.len() <= MAX_SCRIPT_BYTES && cut.len() >= MAX_SCRIPT_BYTES - 1);
+        assert_eq!(cap_script("echo hi".into()), "echo hi");
+    }
+}

@@ -1,0 +1,241 @@
+//! One lease from grant to end. It ends in exactly one way:
+//!
+//! - **completed**: the loop finished → flush events → `complete()` with the
+//!   `TaskCompleted` event (accepted or rejected by Redis, DESIGN L3);
+//! - **lost** (DESIGN L4): the heartbeat gave up → cancel, revert, emit
+//!   `LeaseAbandoned`, never complete;
+//! - **released**: shutdown → cancel, revert, `release()`, emit
+//!   `LeaseReleased`.
+//!
+//! The heartbeat runs until the lease ends either way.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fleet_common::event::{AbandonReason, EventBody};
+use fleet_common::lease::{Completion, Lease};
+use fleet_common::Outcome;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use super::Runner;
+use crate::events::LeaseEvents;
+use crate::heartbeat::Heartbeat;
+use crate::metrics::LeaseResult;
+use crate::remediation::{remediate, Remediation};
+use crate::workbench::Workbench;
+
+/// After shutdown, how long a completion in progress may still take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Tries of a release before leaving the lease to expire.
+const RELEASE_TRIES: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEnd {
+    Completed(Completion),
+    Lost(AbandonReason),
+    Released,
+    /// Neither completed nor handed back (Redis unreachable, or shutdown
+    /// cut a completion short); Redis reclaims the lease when it expires.
+    Dropped,
+}
+
+enum Ended {
+    Finished { outcome: Outcome, attempts: u32 },
+    Lost(AbandonReason),
+    Shutdown,
+}
+
+impl Runner {
+    pub(super) async fn work_on(&self, bench: &Workbench, lease: Lease, sent: Instant) -> LeaseEnd {
+        let span = tracing::info_span!(
+            "lease",
+            run = %lease.task.run,
+            task = %lease.task.task,
+            rule = %lease.task.rule,
+            agent = %lease.agent,
+            epoch = %lease.epoch,
+        );
+        async {
+            self.metrics.lease_active.inc();
+            let end = self.hold(bench, &lease, sent).await;
+            self.metrics.lease_active.dec();
+            end
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn hold(&self, bench: &Workbench, lease: &Lease, sent: Instant) -> LeaseEnd {
+        info!(redis_deadline_ms = lease.deadline_ms, "lease acquired");
+        let events = self.sink.for_lease(lease);
+        events.emit(
+            0,
+            EventBody::LeaseAcquired {
+                deadline_ms: lease.deadline_ms,
+            },
+        );
+        let heartbeat = Heartbeat::start(
+            self.client.clone(),
+            lease.clone(),
+            *self.client.settings(),
+            sent,
+        );
+        let started = Instant::now();
+        let cancel = CancellationToken::new();
+        let ended = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Ended::Shutdown,
+            reason = heartbeat.lost() => Ended::Lost(reason),
+            r = remediate(&lease.task, bench, &events, &self.metrics, &cancel) => match r {
+                Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
+                Remediation::Cancelled => Ended::Shutdown,
+            },
+        };
+        cancel.cancel();
+        match ended {
+            Ended::Finished { outcome, attempts } => {
+                let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.complete(bench, &events, heartbeat, outcome, attempts, duration_ms)
+                    .await
+            }
+            Ended::Lost(reason) => {
+                heartbeat.stop().await;
+                self.abandon(bench, &events, reason).await
+            }
+            Ended::Shutdown => self.hand_back(bench, &events, heartbeat).await,
+        }
+    }
+
+    async fn complete(
+        &self,
+        bench: &Workbench,
+        events: &LeaseEvents,
+        heartbeat: Heartbeat,
+        outcome: Outcome,
+        attempts: u32,
+        duration_ms: u64,
+    ) -> LeaseEnd {
+        // Every earlier event must be in the stream before the completion
+        // takes the next seq, or a crash in between would leave a gap. The
+        // heartbeat keeps the lease alive meanwhile.
+        let flushed = tokio::select! {
+            biased;
+            reason = heartbeat.lost() => Err(reason),
+            r = self.after_shutdown_grace(self.sink.flush()) => Ok(r),
+        };
+        match flushed {
+            Err(reason) => {
+                heartbeat.stop().await;
+                return self.abandon(bench, events, reason).await;
+            }
+            Ok(Some(Ok(()))) => {}
+            Ok(_) => {
+                heartbeat.stop().await;
+                error!("events could not be flushed; lease left to expire");
+                return LeaseEnd::Dropped;
+            }
+        }
+        let body = EventBody::TaskCompleted {
+            outcome,
+            attempts,
+            duration_ms,
+        };
+        let answer = self.after_shutdown_grace(events.complete(body)).await;
+        heartbeat.stop().await;
+        match answer {
+            Some(Ok(c @ (Completion::Accepted | Completion::Duplicate))) => {
+                info!(
+                    outcome = outcome.kind(),
+                    reason = outcome.reason().map(|r| r.as_str()),
+                    attempts,
+                    duration_ms,
+                    "completion accepted"
+                );
+                self.metrics.lease_ended(LeaseResult::Accepted);
+                self.metrics.outcome(&outcome);
+                LeaseEnd::Completed(c)
+            }
+            Some(Ok(c @ Completion::Rejected(why))) => {
+                warn!(
+                    reason = why.as_str(),
+                    outcome = outcome.kind(),
+                    "completion rejected"
+                );
+                self.metrics.lease_ended(LeaseResult::Rejected);
+                LeaseEnd::Completed(c)
+            }
+            Some(Err(e)) => {
+                error!(error = %e, "completion failed");
+                LeaseEnd::Dropped
+            }
+            None => {
+                error!("shutdown grace spent before the completion was answered");
+                LeaseEnd::Dropped
+            }
+        }
+    }
+
+    /// DESIGN L4: stop, revert, discard; never complete.
+    async fn abandon(
+        &self,
+        bench: &Workbench,
+        events: &LeaseEvents,
+        reason: AbandonReason,
+    ) -> LeaseEnd {
+        if let Err(e) = bench.target.revert().await {
+            error!(error = %e, "revert after lease loss failed");
+        }
+        events.emit(0, EventBody::LeaseAbandoned { reason });
+        warn!(?reason, "lease abandoned");
+        self.metrics.lease_ended(LeaseResult::Lost);
+        LeaseEnd::Lost(reason)
+    }
+
+    /// Shutdown: revert while still renewing, then hand the task back.
+    async fn hand_back(
+        &self,
+        bench: &Workbench,
+        events: &LeaseEvents,
+        heartbeat: Heartbeat,
+    ) -> LeaseEnd {
+        if let Err(e) = bench.target.revert().await {
+            error!(error = %e, "revert at shutdown failed");
+        }
+        heartbeat.stop().await;
+        for tried in 1..=RELEASE_TRIES {
+            match self.client.release(events.lease()).await {
+                Ok(true) => {
+                    events.emit(0, EventBody::LeaseReleased);
+                    info!("lease released");
+                    self.metrics.lease_ended(LeaseResult::Released);
+                    return LeaseEnd::Released;
+                }
+                Ok(false) => {
+                    warn!("lease no longer held at release");
+                    self.metrics.lease_ended(LeaseResult::Lost);
+                    return LeaseEnd::Dropped;
+                }
+                Err(e) => {
+                    warn!(error = %e, tried, "release failed");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tried))).await;
+                }
+            }
+        }
+        LeaseEnd::Dropped
+    }
+
+    /// Runs `fut` to the end, unless shutdown fired and `SHUTDOWN_GRACE`
+    /// passed since: then `None`.
+    async fn after_shutdown_grace<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        let grace_spent = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = fut => Some(r),
+            _ = grace_spent => None,
+        }
+    }
+}

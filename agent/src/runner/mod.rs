@@ -1,0 +1,174 @@
+//! The lease loop: each slot leases a task, works it with its own
+//! [`Workbench`], and ends the lease one of three ways (see
+//! [`lease_work`]). Slots = workbenches; the agent runs one today.
+
+mod lease_work;
+mod quota;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_common::lease::{LeaseClient, LeaseError};
+use fleet_common::AgentId;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+pub use lease_work::LeaseEnd;
+use quota::{LeaseQuota, Ticket};
+
+use crate::events::EventSink;
+use crate::metrics::AgentMetrics;
+use crate::workbench::Workbench;
+
+/// Longest pause between lease calls while Redis keeps failing.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the runner did before it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Leases completed (accepted or rejected).
+    pub completed: u64,
+}
+
+pub struct Runner {
+    client: LeaseClient,
+    agent: AgentId,
+    sink: EventSink,
+    metrics: AgentMetrics,
+    quota: LeaseQuota,
+    shutdown: CancellationToken,
+}
+
+impl Runner {
+    /// `max_leases`: stop after that many completed leases (`None`: never).
+    pub fn new(
+        client: LeaseClient,
+        sink: EventSink,
+        metrics: AgentMetrics,
+        max_leases: Option<u64>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let agent = sink.agent().clone();
+        Self {
+            client,
+            agent,
+            sink,
+            metrics,
+            quota: LeaseQuota::new(max_leases),
+            shutdown,
+        }
+    }
+
+    /// Runs one slot per workbench until `shutdown` fires or the lease quota
+    /// is spent. In-flight leases are completed or handed back first.
+    pub async fn run(self, benches: Vec<Workbench>) -> RunSummary {
+        let runner = Arc::new(self);
+        let mut slots = JoinSet::new();
+        for (slot, bench) in benches.into_iter().enumerate() {
+            let span = tracing::info_span!("slot", slot, agent = %runner.agent);
+            slots.spawn(runner.clone().slot(bench).instrument(span));
+        }
+        while let Some(r) = slots.join_next().await {
+            if let Err(e) = r {
+                error!(error = %e, "slot task failed");
+            }
+        }
+        RunSummary {
+            completed: runner.quota.completed(),
+        }
+    }
+
+    async fn slot(self: Arc<Self>, bench: Workbench) {
+        // DESIGN T3: no baseline, no work.
+        if let Err(e) = bench.target.baseline().await {
+            error!(error = %e, "target has no baseline; slot not started");
+            return;
+        }
+        let mut failures = 0u32;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            match self.quota.take() {
+                Ticket::Exhausted => {
+                    info!(completed = self.quota.completed(), "lease quota reached");
+                    return;
+                }
+                Ticket::Wait => {
+                    self.pause(self.client.settings().idle_poll()).await;
+                    continue;
+                }
+                Ticket::Granted => {}
+            }
+            // Not raced against shutdown: dropping a granted lease unseen
+            // would cost the task a lease loss. The call is bounded by the
+            // connection's response timeout, and a grant that arrives after
+            // shutdown is handed straight back.
+            let sent = Instant::now();
+            match self.client.lease(&self.agent).await {
+                Ok(Some(lease)) => {
+                    failures = 0;
+                    let end = self.work_on(&bench, lease, sent).await;
+                    self.quota.settle(matches!(end, LeaseEnd::Completed(_)));
+                }
+                Ok(None) | Err(LeaseError::NotReady) => {
+                    failures = 0;
+                    self.quota.settle(false);
+                    self.pause(with_jitter(self.client.settings().idle_poll()))
+                        .await;
+                }
+                Err(e) => {
+                    self.quota.settle(false);
+                    failures = failures.saturating_add(1);
+                    let wait = error_backoff(failures);
+                    warn!(error = %e, failures, retry_in_ms = wait.as_millis() as u64, "lease call failed");
+                    self.pause(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Sleeps unless shutdown comes first.
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(d) => {}
+        }
+    }
+}
+
+/// Up to +25 %, so idle agents do not poll Redis in lockstep.
+fn with_jitter(d: Duration) -> Duration {
+    let r = RandomState::new().hash_one(Instant::now());
+    d + d.mul_f64((r % 1000) as f64 / 4000.0)
+}
+
+fn error_backoff(failures: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << failures.min(5));
+    Duration::from_millis(ms).min(MAX_ERROR_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_backoff_doubles_up_to_its_cap() {
+        assert_eq!(error_backoff(1), Duration::from_millis(200));
+        assert_eq!(error_backoff(2), Duration::from_millis(400));
+        assert_eq!(error_backoff(30), MAX_ERROR_BACKOFF);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        let d = Duration::from_millis(100);
+        for _ in 0..100 {
+            let j = with_jitter(d);
+            assert!(j >= d && j <= d + d / 4, "{j:?}");
+        }
+    }
+}
