@@ -4,23 +4,33 @@
 //!
 //! # Layout
 //!
+//! - [`api`]: axum router and handlers; bearer tokens; JSON errors.
 //! - [`db`]: Postgres pool (optionally confined to one schema) and migrations.
 //! - [`planner`]: a submission becomes a run and work items, then Redis tasks.
 //! - [`validate`]: what a submission may contain, with helpful messages.
 //! - [`packs`]: skill packs on disk (`<dir>/<name>/pack.toml`).
 //! - [`reconcile`]: rebuild the Redis queue from Postgres under a new epoch
 //!   generation (DESIGN L1, L6).
+//! - [`ingest`]: event stream → Postgres, exactly once per event id; bad
+//!   entries to quarantine (DESIGN E2, E3, L7).
+//! - [`reaper`]: reclaims expired leases, detects a Redis restart or data
+//!   loss and reconciles, refreshes gauges.
+//! - [`status`]: read models (run progress, agent roster).
 //! - [`metrics`]: Prometheus registry and every coordinator metric.
 //! - [`error`]: `CoordinatorError`; store errors are mapped there only.
 //! - `queue`: the queued form of a work item, shared by planner and reconcile.
 
+pub mod api;
 pub mod db;
 pub mod error;
+pub mod ingest;
 pub mod metrics;
 pub mod packs;
 pub mod planner;
 mod queue;
+pub mod reaper;
 pub mod reconcile;
+pub mod status;
 pub mod validate;
 
 pub use error::CoordinatorError;

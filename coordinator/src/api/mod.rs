@@ -1,0 +1,72 @@
+//! The HTTP API. Reads need no token; submitting a run needs the API token
+//! and registering an agent the agent token. Every error is a JSON
+//! `ApiError`.
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `POST /api/v1/runs` | API token | 201 `SubmitRunResponse` |
+//! | `GET /api/v1/runs/{id}` | — | `RunStatus` |
+//! | `GET /api/v1/agents` | — | `Vec<AgentInfo>` |
+//! | `POST /api/v1/agents/register` | agent token | `AgentConfig` |
+//! | `GET /healthz` | — | `ok`, or 503 naming the store that failed |
+//! | `GET /metrics` | — | Prometheus text exposition |
+
+mod agents;
+mod auth;
+mod error;
+mod health;
+mod json;
+mod runs;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use fleet_common::api::AgentConfig;
+use fleet_common::lease::LeaseClient;
+use sqlx::PgPool;
+
+use crate::metrics::Metrics;
+use crate::packs::SkillPacks;
+
+pub use auth::constant_time_eq;
+pub use error::ApiFailure;
+
+/// A submission of 100,000 rule ids is a few MB of JSON.
+const SUBMIT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub leases: LeaseClient,
+    pub packs: SkillPacks,
+    pub metrics: Metrics,
+    pub api_token: String,
+    pub agent_token: String,
+    pub agent_config: AgentConfig,
+}
+
+impl std::fmt::Debug for AppState {
+    // Tokens never reach a log line, even through a Debug print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("packs", &self.packs)
+            .field("api_token", &"<redacted>")
+            .field("agent_token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/runs",
+            post(runs::submit).layer(DefaultBodyLimit::max(SUBMIT_BODY_LIMIT)),
+        )
+        .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/register", post(agents::register))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiFailure::not_found("no such route; see /api/v1/runs, /api/v1/agents, /healthz, /metrics") })
+        .with_state(state)
+}
