@@ -15,9 +15,11 @@
 //!   entries to quarantine (DESIGN E2, E3, L7).
 //! - [`reaper`]: reclaims expired leases, detects a Redis restart or data
 //!   loss and reconciles, refreshes gauges.
+//! - [`serve`]: startup (migrate, drain, reconcile), workers, ordered shutdown.
 //! - [`status`]: read models (run progress, agent roster).
 //! - [`metrics`]: Prometheus registry and every coordinator metric.
 //! - [`error`]: `CoordinatorError`; store errors are mapped there only.
+//! - `worker`: spawning workers in tracing spans, joining them in order.
 //! - `queue`: the queued form of a work item, shared by planner and reconcile.
 
 pub mod api;
@@ -30,8 +32,10 @@ pub mod planner;
 mod queue;
 pub mod reaper;
 pub mod reconcile;
+pub mod serve;
 pub mod status;
 pub mod validate;
+mod worker;
 
 pub use error::CoordinatorError;
 pub use metrics::Metrics;

@@ -1,0 +1,216 @@
+//! Command-line arguments. Every flag has an environment fallback; the
+//! precedence is flag > environment > default, and each default is shown
+//! by `--help`. Secrets (tokens, URLs with passwords) never echo their
+//! environment values in `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleet_common::settings::LeaseSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleet-coordinator",
+    version,
+    about = "Coordinator of the rule-remediation fleet: HTTP API, planner, lease reaper, event ingester",
+    after_help = "Every flag can also be set through the environment variable shown next to it; a flag wins over the environment, which wins over the default."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator: HTTP API, lease reaper and event ingester.
+    Serve(Box<ServeArgs>),
+    /// Submit a run; prints its id.
+    Submit(SubmitArgs),
+    /// Follow a run with a progress bar until it completes, then summarize.
+    Watch(WatchArgs),
+    /// Show a run's status.
+    Status(StatusArgs),
+    /// List agents and whether they are alive.
+    Agents(AgentsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "FLEET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Postgres URL, e.g. postgres://fleet:fleet@127.0.0.1:55432/fleet (required).
+    #[arg(long, env = "FLEET_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Postgres schema to use, created if missing [default: the search path].
+    #[arg(long, env = "FLEET_PG_SCHEMA")]
+    pub pg_schema: Option<String>,
+    /// Redis URL the coordinator uses, e.g. redis://127.0.0.1:56379 (required).
+    #[arg(long, env = "FLEET_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis URL handed to agents at registration [default: --redis-url].
+    #[arg(long, env = "FLEET_ADVERTISE_REDIS_URL", hide_env_values = true)]
+    pub advertise_redis_url: Option<String>,
+    /// Prefix of every Redis key of this fleet.
+    #[arg(long, env = "FLEET_KEY_PREFIX", default_value = "fleet:")]
+    pub key_prefix: String,
+    /// Token clients send to submit runs (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Token agents send to register (required).
+    #[arg(long, env = "FLEET_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<String>,
+    /// Directory holding one `<name>/pack.toml` per skill pack.
+    #[arg(long, env = "FLEET_SKILL_PACKS", default_value = "skill-packs")]
+    pub skill_packs: PathBuf,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    /// Consumer name in the ingest group; unique per coordinator process.
+    #[arg(long, env = "FLEET_INGEST_CONSUMER", default_value = "coordinator")]
+    pub consumer: String,
+}
+
+/// Lease timing handed to agents; see `fleet_common::settings` for why the
+/// defaults are what they are.
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// Lease time-to-live by Redis clock, ms.
+    #[arg(long, env = "FLEET_LEASE_TTL_MS", default_value_t = LeaseSettings::default().ttl_ms)]
+    pub lease_ttl_ms: u64,
+    /// How often agents renew, ms (at most half the TTL).
+    #[arg(long, env = "FLEET_RENEW_EVERY_MS", default_value_t = LeaseSettings::default().renew_every_ms)]
+    pub renew_every_ms: u64,
+    /// Agents stop work when no renewal succeeded for TTL minus this, ms.
+    #[arg(long, env = "FLEET_SAFETY_MARGIN_MS", default_value_t = LeaseSettings::default().safety_margin_ms)]
+    pub safety_margin_ms: u64,
+    /// Lease losses after which a task is escalated as lease_lost.
+    #[arg(long, env = "FLEET_LEASE_LOSS_BUDGET", default_value_t = LeaseSettings::default().lease_loss_budget)]
+    pub lease_loss_budget: u32,
+    /// How often the coordinator reaps expired leases, ms.
+    #[arg(long, env = "FLEET_REAP_EVERY_MS", default_value_t = LeaseSettings::default().reap_every_ms)]
+    pub reap_every_ms: u64,
+}
+
+impl LeaseArgs {
+    pub fn settings(&self) -> Result<LeaseSettings, String> {
+        let s = LeaseSettings {
+            ttl_ms: self.lease_ttl_ms,
+            renew_every_ms: self.renew_every_ms,
+            safety_margin_ms: self.safety_margin_ms,
+            lease_loss_budget: self.lease_loss_budget,
+            reap_every_ms: self.reap_every_ms,
+            ..LeaseSettings::default()
+        };
+        s.validate().map_err(|e| format!("invalid lease settings: {e}"))?;
+        if s.reap_every_ms == 0 {
+            return Err("invalid lease settings: reap_every_ms must be at least 1".into());
+        }
+        Ok(s)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Base URL of the coordinator's API.
+    #[arg(long, env = "FLEET_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// API token (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Skill pack name (a directory under the coordinator's --skill-packs).
+    #[arg(long, env = "FLEET_SKILL_PACK")]
+    pub skill_pack: String,
+    /// Profile [default: the skill pack's].
+    #[arg(long, env = "FLEET_PROFILE")]
+    pub profile: Option<String>,
+    /// A rule id; repeat for more.
+    #[arg(long = "rule", value_name = "RULE")]
+    pub rules: Vec<String>,
+    /// File with one rule id per line; `#` starts a comment.
+    #[arg(long, value_name = "FILE")]
+    pub rules_file: Option<PathBuf>,
+    /// Attempts per rule [default: 3].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Wall time per rule, seconds [default: 600].
+    #[arg(long)]
+    pub wall_time_s: Option<u32>,
+    /// Lower runs first [default: 100].
+    #[arg(long)]
+    pub priority: Option<u32>,
+    /// Follow the run until it completes (like `watch`).
+    #[arg(long)]
+    pub watch: bool,
+    /// Print only the run id.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Run id.
+    pub run: i64,
+    /// Poll interval, ms.
+    #[arg(long, default_value_t = 500)]
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Run id.
+    pub run: i64,
+    /// Print the RunStatus JSON.
+    #[arg(long, conflicts_with = "summary_line")]
+    pub json: bool,
+    /// Print one line (for scripts and logs).
+    #[arg(long)]
+    pub summary_line: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the JSON list.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_win_over_defaults() {
+        let cli = Cli::try_parse_from(["fleet-coordinator", "serve", "--listen", "127.0.0.1:9", "--lease-loss-budget", "2"]).unwrap();
+        let Command::Serve(s) = cli.command else { panic!("not serve") };
+        assert_eq!(s.listen.port(), 9);
+        assert_eq!(s.lease.settings().unwrap().lease_loss_budget, 2);
+    }
+}

@@ -1,0 +1,78 @@
+//! A small HTTP client for the coordinator API.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fleet_common::api::{AgentInfo, ApiError, RunStatus, SubmitRun, SubmitRunResponse};
+use fleet_common::RunId;
+use serde::de::DeserializeOwned;
+
+/// The server refused the request (4xx); `message` is its explanation.
+/// The CLI exits with status 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejected {
+    pub status: u16,
+    pub message: String,
+}
+
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the http client")?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+    }
+
+    pub async fn submit(&self, token: &str, req: &SubmitRun) -> anyhow::Result<SubmitRunResponse> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/runs", self.base))
+            .bearer_auth(token)
+            .json(req)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        decode(resp).await
+    }
+
+    pub async fn run_status(&self, run: RunId) -> anyhow::Result<RunStatus> {
+        self.get(&format!("/api/v1/runs/{run}")).await
+    }
+
+    pub async fn agents(&self) -> anyhow::Result<Vec<AgentInfo>> {
+        self.get("/api/v1/agents").await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        decode(resp).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let status = resp.status();
+    if status.is_success() {
+        return resp.json().await.context("the coordinator's answer is not what this client expects");
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ApiError>(&body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| body.trim().to_owned());
+    if status.is_client_error() {
+        Err(Rejected { status: status.as_u16(), message }.into())
+    } else {
+        anyhow::bail!("coordinator answered {status}: {message}")
+    }
+}

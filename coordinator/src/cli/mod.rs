@@ -1,0 +1,132 @@
+//! The client subcommands (`submit`, `watch`, `status`, `agents`) and the
+//! translation of `serve` flags into a `ServeConfig`.
+
+pub mod args;
+mod client;
+mod table;
+mod watch;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fleet_common::api::SubmitRun;
+use fleet_common::{Budgets, RunId};
+use fleet_coordinator::serve::ServeConfig;
+
+use args::{AgentsArgs, ServeArgs, StatusArgs, SubmitArgs, WatchArgs};
+pub use client::Rejected;
+
+/// A usage problem the user fixes by changing flags or environment; the
+/// binary exits with status 2 on it, as on a server's 4xx.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+fn required(value: Option<String>, flag: &str, env: &str, hint: &str) -> anyhow::Result<String> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(Usage(format!("missing {flag}: pass {flag} or set {env} ({hint})")).into()),
+    }
+}
+
+pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let lease = a.lease.settings().map_err(Usage)?;
+    Ok(ServeConfig {
+        listen: a.listen,
+        database_url: required(a.database_url, "--database-url", "FLEET_DATABASE_URL", "e.g. postgres://fleet:fleet@127.0.0.1:55432/fleet")?,
+        pg_schema: a.pg_schema.filter(|s| !s.is_empty()),
+        redis_url: required(a.redis_url, "--redis-url", "FLEET_REDIS_URL", "e.g. redis://127.0.0.1:56379")?,
+        advertise_redis_url: a.advertise_redis_url.filter(|s| !s.is_empty()),
+        key_prefix: a.key_prefix,
+        api_token: required(a.api_token, "--api-token", "FLEET_API_TOKEN", "any long random string; clients send it as `Authorization: Bearer <token>`")?,
+        agent_token: required(a.agent_token, "--agent-token", "FLEET_AGENT_TOKEN", "any long random string; agents send it to register")?,
+        skill_packs: a.skill_packs,
+        lease,
+        consumer: a.consumer,
+    })
+}
+
+pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let token = required(a.token, "--token", "FLEET_API_TOKEN", "the coordinator's API token")?;
+    let mut rules = a.rules;
+    if let Some(path) = &a.rules_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        rules.extend(parse_rules(&text));
+    }
+    if rules.is_empty() {
+        return Err(Usage("no rules: pass --rule RULE (repeatable) and/or --rules-file FILE".into()).into());
+    }
+    let defaults = Budgets::default();
+    let req = SubmitRun {
+        skill_pack: a.skill_pack,
+        profile: a.profile,
+        rules,
+        budgets: Budgets {
+            max_attempts: a.max_attempts.unwrap_or(defaults.max_attempts),
+            wall_time_s: a.wall_time_s.unwrap_or(defaults.wall_time_s),
+        },
+        priority: a.priority.unwrap_or(100),
+    };
+    let api = client::Api::new(&a.client.api)?;
+    let resp = api.submit(&token, &req).await?;
+    println!("{}", resp.run);
+    if !a.quiet {
+        eprintln!("submitted run {} with {} tasks", resp.run, resp.tasks);
+    }
+    if a.watch {
+        watch::watch(&api, resp.run, Duration::from_millis(500)).await?;
+    }
+    Ok(())
+}
+
+/// One rule id per line; `#` starts a comment; blank lines are skipped.
+fn parse_rules(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub async fn watch(a: WatchArgs) -> anyhow::Result<()> {
+    let api = client::Api::new(&a.client.api)?;
+    watch::watch(&api, RunId(a.run), Duration::from_millis(a.interval_ms.max(50))).await?;
+    Ok(())
+}
+
+pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let api = client::Api::new(&a.client.api)?;
+    let s = api.run_status(RunId(a.run)).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if a.summary_line {
+        println!("{}", table::run_line(&s));
+    } else {
+        print!("{}", table::run_summary(&s));
+    }
+    Ok(())
+}
+
+pub async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
+    let api = client::Api::new(&a.client.api)?;
+    let list = api.agents().await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        println!("no agents");
+    } else {
+        print!("{}", table::agents(&list));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_file_skips_comments_and_blank_lines() {
+        let text = "# header\nsshd_a\n\n  audit_b  # trailing\n#c\n";
+        assert_eq!(parse_rules(text), vec!["sshd_a", "audit_b"]);
+    }
+}

@@ -1,0 +1,247 @@
+//! `fleet-coordinator serve`: startup, the three workers, and shutdown.
+//!
+//! Startup: connect Postgres, migrate, connect Redis, drain the event stream
+//! (so completions already accepted by Redis reach Postgres), reconcile Redis
+//! from Postgres, then run the HTTP API, the reaper and the ingester.
+//!
+//! Shutdown (one token, fanned out): stop accepting HTTP, stop the reaper,
+//! let the ingester finish its batch (commit + ack), all within a deadline.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use fleet_common::api::AgentConfig;
+use fleet_common::keys::Keyspace;
+use fleet_common::lease::LeaseClient;
+use fleet_common::settings::LeaseSettings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::error::CoordinatorError;
+use crate::ingest::Ingester;
+use crate::metrics::Metrics;
+use crate::packs::SkillPacks;
+use crate::reaper::Reaper;
+use crate::worker::Workers;
+use crate::{db, reconcile};
+
+/// How long shutdown may take before workers are aborted.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Postgres schema to use (created if missing); `None` = the default
+    /// search path.
+    pub pg_schema: Option<String>,
+    pub redis_url: String,
+    /// Redis URL handed to agents; `None` = `redis_url`.
+    pub advertise_redis_url: Option<String>,
+    pub key_prefix: String,
+    pub api_token: String,
+    pub agent_token: String,
+    pub skill_packs: PathBuf,
+    pub lease: LeaseSettings,
+    /// Consumer name in the ingest group; unique per coordinator process.
+    pub consumer: String,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    // Tokens and passwords never reach the log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("pg_schema", &self.pg_schema)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("advertise_redis_url", &self.advertise_redis_url.as_deref().map(redact_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("skill_packs", &self.skill_packs)
+            .field("lease", &self.lease)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<(), CoordinatorError> {
+        let bad = |m: &str| Err(CoordinatorError::Config(m.to_owned()));
+        if self.api_token.trim().is_empty() {
+            return bad("the api token is empty: set --api-token or FLEET_API_TOKEN");
+        }
+        if self.agent_token.trim().is_empty() {
+            return bad("the agent token is empty: set --agent-token or FLEET_AGENT_TOKEN");
+        }
+        if self.key_prefix.is_empty() {
+            return bad("the key prefix is empty: use e.g. `fleet:`");
+        }
+        if self.consumer.is_empty() {
+            return bad("the ingest consumer name is empty");
+        }
+        self.lease.validate().map_err(CoordinatorError::Config)
+    }
+
+    fn agent_config(&self) -> AgentConfig {
+        AgentConfig {
+            redis_url: self.advertise_redis_url.clone().unwrap_or_else(|| self.redis_url.clone()),
+            key_prefix: self.key_prefix.clone(),
+            lease: self.lease,
+        }
+    }
+}
+
+/// Binds `config.listen` and serves until `shutdown` is cancelled.
+pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        CoordinatorError::Config(format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    serve_on(listener, config, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read it back).
+pub async fn serve_on(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
+    config.validate()?;
+    tracing::info!(config = ?config, "coordinator starting");
+    let metrics = Metrics::new();
+    let Some((pool, leases)) = start(&config, &metrics, &shutdown).await? else {
+        tracing::info!("shutdown requested during startup");
+        return Ok(());
+    };
+
+    let state = AppState {
+        pool: pool.clone(),
+        leases: leases.clone(),
+        packs: SkillPacks::new(&config.skill_packs),
+        metrics: metrics.clone(),
+        api_token: config.api_token.clone(),
+        agent_token: config.agent_token.clone(),
+        agent_config: config.agent_config(),
+    };
+    let addr = listener.local_addr()?;
+    let mut workers = Workers::new();
+    let router = api::router(state);
+    workers.spawn("http", move |stop| async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .map_err(CoordinatorError::from)
+    });
+    let reaper = Reaper::new(pool.clone(), leases.clone(), metrics.clone());
+    workers.spawn("reaper", move |stop| async move {
+        reaper.run(stop).await;
+        Ok(())
+    });
+    let ingester = Ingester::new(pool, leases, metrics, config.consumer.clone());
+    workers.spawn("ingester", move |stop| async move {
+        ingester.run(stop).await;
+        Ok(())
+    });
+    tracing::info!(%addr, "coordinator ready");
+
+    tokio::select! {
+        _ = shutdown.cancelled() => tracing::info!("shutting down"),
+        _ = workers.failed() => {}
+    }
+    let result = workers.shutdown(tokio::time::Instant::now() + SHUTDOWN_DEADLINE).await;
+    match &result {
+        Ok(()) => tracing::info!("coordinator stopped"),
+        Err(error) => tracing::error!(%error, "coordinator stopped uncleanly"),
+    }
+    result
+}
+
+/// Connects, migrates, drains and reconciles, retrying while a store is
+/// still coming up. `None` if shutdown was requested meanwhile.
+async fn start(
+    config: &ServeConfig,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Option<(PgPool, LeaseClient)>, CoordinatorError> {
+    let steps = async {
+        let pool = retrying("connect to postgres", || db::connect(&config.database_url, config.pg_schema.as_deref())).await?;
+        db::migrate(&pool).await?;
+        let keys = Keyspace::new(config.key_prefix.clone());
+        let leases = retrying("connect to redis", || async {
+            Ok(LeaseClient::connect(&config.redis_url, keys.clone(), config.lease).await?)
+        })
+        .await?;
+        let ingester = Ingester::new(pool.clone(), leases.clone(), metrics.clone(), config.consumer.clone());
+        let drained = retrying("drain the event stream", || ingester.drain()).await?;
+        tracing::info!(applied = drained.applied, quarantined = drained.quarantined, "event stream drained");
+        retrying("reconcile redis", || reconcile::reconcile(&pool, &leases)).await?;
+        metrics.reconciliations.inc();
+        Ok::<_, CoordinatorError>((pool, leases))
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(None),
+        r = steps => r.map(Some),
+    }
+}
+
+/// Retries transient store errors for about a minute; configuration and
+/// migration errors fail at once.
+async fn retrying<T, F, Fut>(what: &'static str, f: F) -> Result<T, CoordinatorError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CoordinatorError>>,
+{
+    f.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(3))
+            .with_max_times(25),
+    )
+    .when(|e| matches!(e, CoordinatorError::Postgres(_) | CoordinatorError::Redis(_) | CoordinatorError::Io(_)))
+    .notify(|error, delay| tracing::warn!(step = what, %error, retry_in_ms = delay.as_millis() as u64, "startup step failed; retrying"))
+    .await
+}
+
+/// `scheme://user:secret@host` → `scheme://***@host`.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_logs() {
+        assert_eq!(redact_url("postgres://fleet:pw@127.0.0.1:5432/db"), "postgres://***@127.0.0.1:5432/db");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn debug_print_hides_tokens() {
+        let c = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: "postgres://u:pw@h/db".into(),
+            pg_schema: None,
+            redis_url: "redis://h".into(),
+            advertise_redis_url: None,
+            key_prefix: "fleet:".into(),
+            api_token: "TOPSECRET1".into(),
+            agent_token: "TOPSECRET2".into(),
+            skill_packs: "skill-packs".into(),
+            lease: LeaseSettings::default(),
+            consumer: "coordinator".into(),
+        };
+        let s = format!("{c:?}");
+        assert!(!s.contains("TOPSECRET") && !s.contains("pw"), "{s}");
+        assert!(c.validate().is_ok());
+        let empty = ServeConfig { api_token: " ".into(), ..c };
+        assert!(empty.validate().unwrap_err().to_string().contains("FLEET_API_TOKEN"));
+    }
+}
