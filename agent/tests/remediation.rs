@@ -1,0 +1,224 @@
+//! The per-rule loop on the sim workbench, with events captured in memory
+//! and time paused (the sim's work is tokio sleeps).
+
+mod support;
+
+use std::time::Duration;
+
+use fleet_agent::events::EventSink;
+use fleet_agent::metrics::AgentMetrics;
+use fleet_agent::remediation::{remediate, Remediation};
+use fleet_agent::sim::{self, expected_outcome, SimBehaviour};
+use fleet_common::event::{EvalStatus, Event, EventBody};
+use fleet_common::{AgentId, Budgets, EscalationReason, Outcome, RuleTask};
+use support::{rule_task, rule_with, sample_lease};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const WORK: Duration = Duration::from_millis(50);
+
+async fn run_rule(task: RuleTask, work: Duration) -> (Remediation, Vec<Event>) {
+    let bench = sim::workbench(work);
+    bench.target.baseline().await.unwrap();
+    let (sink, rx) = EventSink::in_memory(AgentId::parse("agent-test").unwrap(), 1);
+    let events = sink.for_lease(&sample_lease(task.clone()));
+    let r = remediate(
+        &task,
+        &bench,
+        &events,
+        &AgentMetrics::new(),
+        &CancellationToken::new(),
+    )
+    .await;
+    sink.flush().await.unwrap();
+    (r, drain(rx))
+}
+
+fn drain(mut rx: UnboundedReceiver<Event>) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn sim_outcomes_are_deterministic_and_predicted() {
+    let budgets = Budgets::default();
+    for i in 0..200 {
+        let rule = format!("xccdf_rule_{i}");
+        let (r, _) = run_rule(rule_task(i + 1, &rule, budgets), WORK).await;
+        let Remediation::Finished { outcome, .. } = r else {
+            panic!("not cancelled")
+        };
+        assert_eq!(outcome, expected_outcome(&rule, &budgets), "rule {rule}");
+        // Same rule, fresh machine: same outcome.
+        let (again, _) = run_rule(rule_task(i + 1, &rule, budgets), WORK).await;
+        assert_eq!(again, r, "rule {rule} is not deterministic");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_fixed_on_attempt_three_emits_three_attempts_in_order() {
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(3));
+    let (r, events) = run_rule(rule_task(7, &rule, Budgets::default()), WORK).await;
+    assert_eq!(
+        r,
+        Remediation::Finished {
+            outcome: Outcome::Fixed { attempt: 3 },
+            attempts: 3
+        }
+    );
+
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    for (i, chunk) in events.chunks(4).enumerate() {
+        let attempt = i as u32 + 1;
+        assert!(chunk.iter().all(|e| e.attempt == attempt && e.rule == rule));
+        assert!(matches!(chunk[0].body, EventBody::AttemptStarted));
+        match &chunk[1].body {
+            EventBody::PromptAssembled {
+                lessons,
+                prompt_chars,
+            } => {
+                assert!(lessons.is_empty());
+                assert!(*prompt_chars > 0);
+            }
+            other => panic!("expected prompt_assembled, got {other:?}"),
+        }
+        match &chunk[2].body {
+            EventBody::ScriptProposed { script } => {
+                assert_eq!(*script, sim::script_for(&rule, attempt))
+            }
+            other => panic!("expected script_proposed, got {other:?}"),
+        }
+        let want = if attempt == 3 {
+            EvalStatus::Pass
+        } else {
+            EvalStatus::Fail
+        };
+        match chunk[3].body {
+            EventBody::AttemptEvaluated {
+                status, health_ok, ..
+            } => {
+                assert_eq!(status, want);
+                assert!(health_ok);
+            }
+            ref other => panic!("expected attempt_evaluated, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_rule_needs_no_attempt() {
+    let rule = rule_with(SimBehaviour::AlreadyPassing);
+    let (r, events) = run_rule(rule_task(1, &rule, Budgets::default()), WORK).await;
+    assert_eq!(
+        r,
+        Remediation::Finished {
+            outcome: Outcome::AlreadyPassing,
+            attempts: 0
+        }
+    );
+    assert!(events.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_attempt_budget_escalates_and_leaves_the_target_reverted() {
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(3));
+    let budgets = Budgets {
+        max_attempts: 2,
+        ..Budgets::default()
+    };
+    let task = rule_task(1, &rule, budgets);
+    let machine = sim::SimMachine::default();
+    let bench = fleet_agent::workbench::Workbench {
+        brain: std::sync::Arc::new(sim::SimBrain),
+        target: std::sync::Arc::new(sim::SimTarget {
+            machine: machine.clone(),
+            work: WORK,
+        }),
+        evaluator: std::sync::Arc::new(sim::SimEvaluator {
+            machine: machine.clone(),
+            work: WORK,
+        }),
+    };
+    bench.target.baseline().await.unwrap();
+    let (sink, rx) = EventSink::in_memory(AgentId::parse("agent-test").unwrap(), 1);
+    let events = sink.for_lease(&sample_lease(task.clone()));
+    let r = remediate(
+        &task,
+        &bench,
+        &events,
+        &AgentMetrics::new(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        r,
+        Remediation::Finished {
+            outcome: Outcome::Escalated {
+                reason: EscalationReason::AttemptBudget
+            },
+            attempts: 2
+        }
+    );
+    assert_eq!(machine.applied(&rule), None, "failed attempts are reverted");
+    sink.flush().await.unwrap();
+    assert_eq!(drain(rx).len(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_time_budget_escalates_a_slow_rule() {
+    let rule = rule_with(SimBehaviour::NeverFixable);
+    let budgets = Budgets {
+        max_attempts: 50,
+        wall_time_s: 1,
+    };
+    let started = Instant::now();
+    let (r, events) = run_rule(rule_task(1, &rule, budgets), Duration::from_millis(400)).await;
+    let Remediation::Finished { outcome, attempts } = r else {
+        panic!("not cancelled")
+    };
+    assert_eq!(
+        outcome,
+        Outcome::Escalated {
+            reason: EscalationReason::TimeBudget
+        }
+    );
+    assert!((1..=3).contains(&attempts), "attempts {attempts}");
+    assert!(
+        started.elapsed() <= Duration::from_millis(1100),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(events.iter().all(|e| e.attempt <= attempts));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_stops_the_loop_promptly() {
+    let rule = rule_with(SimBehaviour::NeverFixable);
+    let task = rule_task(
+        1,
+        &rule,
+        Budgets {
+            max_attempts: 50,
+            wall_time_s: 3600,
+        },
+    );
+    let bench = sim::workbench(Duration::from_secs(10));
+    bench.target.baseline().await.unwrap();
+    let (sink, _rx) = EventSink::in_memory(AgentId::parse("agent-test").unwrap(), 1);
+    let events = sink.for_lease(&sample_lease(task.clone()));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let r = remediate(&task, &bench, &events, &AgentMetrics::new(), &cancel).await;
+    assert_eq!(r, Remediation::Cancelled);
+    assert_eq!(started.elapsed(), Duration::from_secs(12));
+}
