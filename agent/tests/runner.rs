@@ -1,0 +1,242 @@
+//! The whole agent in-process against a real Redis: draining a queue,
+//! losing a lease, and shutting down while holding one.
+
+mod support;
+
+use std::time::Duration;
+
+use fleet_agent::daemon::serve;
+use fleet_agent::settings::{AgentSettings, BrainKind, Connection};
+use fleet_agent::sim::{expected_outcome, SimBehaviour};
+use fleet_common::event::{AbandonReason, EventBody};
+use fleet_common::lease::LeaseClient;
+use fleet_common::settings::LeaseSettings;
+use fleet_common::{AgentId, Budgets, TaskId};
+use redis::AsyncCommands;
+use support::{assert_gapless, enqueue, fresh_client, rule_task, rule_with, stream, task_field};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+fn settings(
+    client: &LeaseClient,
+    agent: &str,
+    sim_work_ms: u64,
+    max_leases: Option<u64>,
+) -> AgentSettings {
+    AgentSettings {
+        agent: AgentId::parse(agent).unwrap(),
+        connection: Connection::Direct {
+            redis_url: support::redis_url(),
+            key_prefix: client.keys().prefix().to_owned(),
+            lease: *client.settings(),
+        },
+        brain: BrainKind::Sim,
+        sim_work: Duration::from_millis(sim_work_ms),
+        max_leases,
+        metrics_listen: None,
+        slots: 1,
+    }
+}
+
+async fn wait_for_state(client: &LeaseClient, task: TaskId, state: &str) {
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while task_field(client, task, "state").await.as_deref() != Some(state) {
+        assert!(
+            Instant::now() < give_up,
+            "task {task} never reached {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_agent_drains_the_queue_with_one_completion_per_task() {
+    let client = fresh_client(LeaseSettings::default()).await;
+    let budgets = Budgets::default();
+    let tasks: Vec<_> = (1..=20)
+        .map(|i| rule_task(i, &format!("drain_rule_{i}"), budgets))
+        .collect();
+    enqueue(&client, &tasks).await;
+
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        serve(
+            settings(&client, "agent-drain", 4, Some(20)),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the agent stops after 20 leases")
+    .unwrap();
+    assert_eq!(summary.completed, 20);
+
+    let depth = client.queue_depth().await.unwrap();
+    assert_eq!((depth.ready, depth.leased), (0, 0));
+    let events = stream(&client).await;
+    assert_gapless(&events);
+    for t in &tasks {
+        assert_eq!(
+            task_field(&client, t.task, "state").await.as_deref(),
+            Some("done"),
+            "task {}",
+            t.task
+        );
+        let completions: Vec<_> = events
+            .iter()
+            .filter(|d| {
+                d.event.task == t.task && matches!(d.event.body, EventBody::TaskCompleted { .. })
+            })
+            .collect();
+        assert_eq!(
+            completions.len(),
+            1,
+            "task {} has one task_completed",
+            t.task
+        );
+        assert!(completions[0].rejected.is_none());
+        let EventBody::TaskCompleted { outcome, .. } = completions[0].event.body else {
+            unreachable!()
+        };
+        assert_eq!(
+            outcome,
+            expected_outcome(&t.rule, &budgets),
+            "rule {}",
+            t.rule
+        );
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.get("completed"), Some(&20));
+    assert_eq!(stats.get("stale_rejected"), None);
+}
+
+#[tokio::test]
+async fn a_lost_lease_is_abandoned_and_never_completed() {
+    let client = fresh_client(LeaseSettings::default()).await;
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(3));
+    let task = rule_task(1, &rule, Budgets::default());
+    enqueue(&client, std::slice::from_ref(&task)).await;
+    let agent = tokio::spawn(serve(
+        settings(&client, "agent-lost", 300, Some(1)),
+        CancellationToken::new(),
+    ));
+
+    wait_for_state(&client, task.task, "leased").await;
+    let first_epoch = task_field(&client, task.task, "epoch").await.unwrap();
+    // Make Redis consider the lease expired: the next renewal is refused.
+    let _: () = client
+        .connection()
+        .hset(client.keys().task(task.task), "deadline", 0)
+        .await
+        .unwrap();
+
+    let summary = tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("agent ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.completed, 1);
+    assert_eq!(
+        task_field(&client, task.task, "state").await.as_deref(),
+        Some("done")
+    );
+    assert_eq!(
+        task_field(&client, task.task, "losses").await.as_deref(),
+        Some("1")
+    );
+
+    let events = stream(&client).await;
+    assert_gapless(&events);
+    let on_first: Vec<&EventBody> = events
+        .iter()
+        .filter(|d| d.event.epoch.to_string() == first_epoch)
+        .map(|d| &d.event.body)
+        .collect();
+    assert!(matches!(
+        on_first.first(),
+        Some(EventBody::LeaseAcquired { .. })
+    ));
+    assert_eq!(
+        on_first.last(),
+        Some(&&EventBody::LeaseAbandoned {
+            reason: AbandonReason::RenewRefused
+        })
+    );
+    assert!(
+        !on_first
+            .iter()
+            .any(|b| matches!(b, EventBody::TaskCompleted { .. })),
+        "never completes a lost lease"
+    );
+    let completions: Vec<_> = events
+        .iter()
+        .filter(|d| d.event.body.kind() == "task_completed")
+        .collect();
+    assert_eq!(completions.len(), 1);
+    assert_ne!(
+        completions[0].event.epoch.to_string(),
+        first_epoch,
+        "completed under the new grant"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_hands_the_lease_back_promptly() {
+    let client = fresh_client(LeaseSettings::default()).await;
+    let rule = rule_with(SimBehaviour::NeverFixable);
+    let task = rule_task(
+        1,
+        &rule,
+        Budgets {
+            max_attempts: 50,
+            wall_time_s: 3600,
+        },
+    );
+    enqueue(&client, std::slice::from_ref(&task)).await;
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(serve(
+        settings(&client, "agent-stop", 1000, None),
+        shutdown.clone(),
+    ));
+
+    wait_for_state(&client, task.task, "leased").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    shutdown.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(3), agent)
+        .await
+        .expect("the agent stops promptly")
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(summary.completed, 0);
+
+    assert_eq!(
+        task_field(&client, task.task, "state").await.as_deref(),
+        Some("queued")
+    );
+    let in_ready: Option<f64> = client
+        .connection()
+        .zscore(client.keys().ready(), task.task.0)
+        .await
+        .unwrap();
+    assert!(in_ready.is_some(), "the task is back in the ready zset");
+    assert_eq!(
+        task_field(&client, task.task, "losses").await.as_deref(),
+        Some("0")
+    );
+    assert_eq!(client.stats().await.unwrap().get("released"), Some(&1));
+
+    let events = stream(&client).await;
+    assert_gapless(&events);
+    assert_eq!(
+        events.last().map(|d| &d.event.body),
+        Some(&EventBody::LeaseReleased)
+    );
+    assert!(!events
+        .iter()
+        .any(|d| d.event.body.kind() == "task_completed"));
+}
