@@ -149,3 +149,17 @@ pub fn event(run: RunId, task: TaskId, rule: &str, epoch: Epoch, seq: u64, body:
 pub fn submission(rules: &[&str]) -> fleet_common::api::SubmitRun {
     serde_json::from_value(serde_json::json!({ "skill_pack": "demo", "rules": rules })).unwrap()
 }
+
+/// Removes what a test that ran the binary left: its schema and keys.
+pub async fn drop_fleet(schema: &str, prefix: &str) {
+    if let Ok(pool) = db::connect(&database_url(), None).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await;
+    }
+    let client = redis::Client::open(redis_url()).unwrap();
+    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+        }
+    }
+}
