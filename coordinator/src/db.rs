@@ -59,7 +59,9 @@ fn check_schema_name(schema: &str) -> Result<(), CoordinatorError> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && !schema.starts_with(|c: char| c.is_ascii_digit())
-        && schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
     } else {

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     let serving = matches!(args.command, Command::Serve(_));
     init_logging(args.log_format, if serving { "info" } else { "warn" });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -28,7 +31,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<cli::Rejected>().is_some() || e.downcast_ref::<cli::Usage>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<cli::Rejected>().is_some()
+                || e.downcast_ref::<cli::Usage>().is_some() =>
+        {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
@@ -59,7 +65,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// deadline in `serve`, so later signals need no handling of their own.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return;
     };
@@ -74,7 +83,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 /// Logs go to stderr (stdout carries command output); `RUST_LOG` overrides
 /// the default level.
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -42,22 +42,30 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let ingest_lag = Histogram::with_opts(
@@ -65,10 +73,14 @@ impl Metrics {
                 "fleet_ingest_lag_seconds",
                 "Time from an event's timestamp to its commit in Postgres",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
         )
         .expect("valid metric");
-        registry.register(Box::new(ingest_lag.clone())).expect("unique metric");
+        registry
+            .register(Box::new(ingest_lag.clone()))
+            .expect("unique metric");
 
         Self {
             events_ingested: counter_vec(
@@ -83,7 +95,11 @@ impl Metrics {
             ),
             ingest_lag,
             ingest_batches: counter("fleet_ingest_batches_total", "Ingest batches committed"),
-            queue_depth: gauge_vec("fleet_queue_depth", "Tasks in the Redis queue by state", &["state"]),
+            queue_depth: gauge_vec(
+                "fleet_queue_depth",
+                "Tasks in the Redis queue by state",
+                &["state"],
+            ),
             leases_active: gauge("fleet_leases_active", "Leases currently held"),
             lease_reclaims: counter(
                 "fleet_lease_reclaims_total",
@@ -185,9 +201,15 @@ mod tests {
     #[test]
     fn render_exposes_every_family_with_bounded_labels() {
         let m = Metrics::new();
-        m.events_ingested.with_label_values(&["attempt_started"]).inc();
-        m.events_quarantined.with_label_values(&["malformed"]).inc_by(2);
-        m.events_quarantined.with_label_values(&["unknown_task"]).inc();
+        m.events_ingested
+            .with_label_values(&["attempt_started"])
+            .inc();
+        m.events_quarantined
+            .with_label_values(&["malformed"])
+            .inc_by(2);
+        m.events_quarantined
+            .with_label_values(&["unknown_task"])
+            .inc();
         m.outcomes.with_label_values(&["fixed", ""]).inc();
         m.queue_depth.with_label_values(&["ready"]).set(3);
         m.ingest_lag.observe(0.02);

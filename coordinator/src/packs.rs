@@ -59,7 +59,10 @@ impl SkillPacks {
                 self.dir.display()
             )
         } else {
-            format!("unknown skill pack {name:?}; known skill packs: {}", known.join(", "))
+            format!(
+                "unknown skill pack {name:?}; known skill packs: {}",
+                known.join(", ")
+            )
         }
     }
 }
@@ -91,7 +94,11 @@ mod tests {
     fn unknown_pack_lists_the_known_ones() {
         let dir = std::env::temp_dir().join(format!("packs-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("alpha")).unwrap();
-        std::fs::write(dir.join("alpha/pack.toml"), "name = \"alpha\"\nprofile = \"p\"\n").unwrap();
+        std::fs::write(
+            dir.join("alpha/pack.toml"),
+            "name = \"alpha\"\nprofile = \"p\"\n",
+        )
+        .unwrap();
         std::fs::create_dir_all(dir.join("not-a-pack")).unwrap();
         let packs = SkillPacks::new(&dir);
         assert_eq!(packs.names(), vec!["alpha".to_string()]);

@@ -92,7 +92,14 @@ pub async fn submit(
                 budgets: req.budgets,
             };
             let p = &placements[i];
-            planned_task(task, ordinal, req.priority, budget, &p.groups, p.hold.clone())
+            planned_task(
+                task,
+                ordinal,
+                req.priority,
+                budget,
+                &p.groups,
+                p.hold.clone(),
+            )
         })
         .collect();
     let queued = into_enqueue_order(planned);
@@ -101,5 +108,8 @@ pub async fn submit(
         request_reconcile();
         tracing::warn!(run, %error, "enqueue failed after commit; reconciliation will queue the run");
     }
-    Ok(SubmitRunResponse { run: RunId(run), tasks: n as u64 })
+    Ok(SubmitRunResponse {
+        run: RunId(run),
+        tasks: n as u64,
+    })
 }

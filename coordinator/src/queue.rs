@@ -2,7 +2,7 @@
 //! and reconciliation so both enqueue exactly the same thing.
 
 use fleet_common::lease::QueuedTask;
-use fleet_common::{RunId, RuleTask};
+use fleet_common::{RuleTask, RunId};
 
 /// A queued task with its submission order inside its run.
 pub(crate) struct PlannedTask {

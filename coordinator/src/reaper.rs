@@ -18,7 +18,14 @@ use crate::reconcile::{reconcile, take_reconcile_request};
 /// Expired leases reclaimed per tick, at most.
 const REAP_LIMIT: u32 = 1000;
 /// Protocol counters exported as gauges (bounded label set).
-const PROTOCOL_COUNTERS: [&str; 6] = ["granted", "completed", "stale_rejected", "reclaimed", "dead_lettered", "released"];
+const PROTOCOL_COUNTERS: [&str; 6] = [
+    "granted",
+    "completed",
+    "stale_rejected",
+    "reclaimed",
+    "dead_lettered",
+    "released",
+];
 
 pub struct Reaper {
     pool: PgPool,
@@ -87,8 +94,12 @@ impl Reaper {
         let missing = self.leases.generation().await?.is_none();
         let requested = take_reconcile_request();
         if missing || restarted || requested {
-            tracing::warn!(generation_missing = missing, redis_restarted = restarted, requested,
-                "rebuilding the redis queue from postgres");
+            tracing::warn!(
+                generation_missing = missing,
+                redis_restarted = restarted,
+                requested,
+                "rebuilding the redis queue from postgres"
+            );
             if let Err(e) = reconcile(&self.pool, &self.leases).await {
                 if requested {
                     crate::reconcile::request_reconcile();
@@ -104,7 +115,11 @@ impl Reaper {
         out.requeued = reaped.requeued;
         out.dead_lettered = reaped.dead_lettered;
         if reaped.requeued + reaped.dead_lettered > 0 {
-            tracing::info!(requeued = reaped.requeued, dead_lettered = reaped.dead_lettered, "reclaimed expired leases");
+            tracing::info!(
+                requeued = reaped.requeued,
+                dead_lettered = reaped.dead_lettered,
+                "reclaimed expired leases"
+            );
         }
         self.refresh_gauges().await?;
         Ok(out)
@@ -113,11 +128,16 @@ impl Reaper {
     async fn refresh_gauges(&mut self) -> Result<(), CoordinatorError> {
         let m = &self.metrics;
         let depth = self.leases.queue_depth().await?;
-        m.queue_depth.with_label_values(&["ready"]).set(depth.ready as i64);
-        m.queue_depth.with_label_values(&["leased"]).set(depth.leased as i64);
+        m.queue_depth
+            .with_label_values(&["ready"])
+            .set(depth.ready as i64);
+        m.queue_depth
+            .with_label_values(&["leased"])
+            .set(depth.leased as i64);
         m.leases_active.set(depth.leased as i64);
         let window = 3 * self.leases.settings().ttl_ms;
-        m.agents_alive.set(self.leases.live_agents(window).await?.len() as i64);
+        m.agents_alive
+            .set(self.leases.live_agents(window).await?.len() as i64);
 
         let stats = self.leases.stats().await?;
         for name in PROTOCOL_COUNTERS {
@@ -126,7 +146,10 @@ impl Reaper {
             // Reclaims happen in the lease script too (agents reap on their
             // way), so our counters follow Redis's, which count both paths.
             // A smaller value than last time means Redis lost its counters.
-            let last = self.last_counters.insert(name.to_owned(), now).unwrap_or(now);
+            let last = self
+                .last_counters
+                .insert(name.to_owned(), now)
+                .unwrap_or(now);
             let delta = if now >= last { now - last } else { now };
             match name {
                 "reclaimed" => m.lease_reclaims.inc_by(delta),

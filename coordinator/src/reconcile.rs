@@ -54,7 +54,10 @@ struct PendingItem {
     priority: i32,
 }
 
-pub async fn reconcile(pool: &PgPool, leases: &LeaseClient) -> Result<ReconcileReport, CoordinatorError> {
+pub async fn reconcile(
+    pool: &PgPool,
+    leases: &LeaseClient,
+) -> Result<ReconcileReport, CoordinatorError> {
     let generation: i64 = sqlx::query_scalar("SELECT nextval('epoch_generation')")
         .fetch_one(pool)
         .await?;
@@ -80,13 +83,28 @@ pub async fn reconcile(pool: &PgPool, leases: &LeaseClient) -> Result<ReconcileR
                 budgets: w.budgets.0,
             };
             let hold = w.hold_group.zip(w.hold_threshold.map(|t| t.max(0) as u32));
-            planned_task(task, w.ordinal, w.priority.max(0) as u32, budget, &w.groups, hold)
+            planned_task(
+                task,
+                w.ordinal,
+                w.priority.max(0) as u32,
+                budget,
+                &w.groups,
+                hold,
+            )
         })
         .collect();
     let queued = into_enqueue_order(planned);
     let enqueued = leases.enqueue(&queued).await?;
     // Last: from here on agents may lease again (see module docs).
     let generation = leases.set_generation(generation as u64).await?;
-    tracing::info!(generation, enqueued, pending = queued.len(), "reconciled redis from postgres");
-    Ok(ReconcileReport { generation, enqueued })
+    tracing::info!(
+        generation,
+        enqueued,
+        pending = queued.len(),
+        "reconciled redis from postgres"
+    );
+    Ok(ReconcileReport {
+        generation,
+        enqueued,
+    })
 }

@@ -59,7 +59,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("database_url", &redact_url(&self.database_url))
             .field("pg_schema", &self.pg_schema)
             .field("redis_url", &redact_url(&self.redis_url))
-            .field("advertise_redis_url", &self.advertise_redis_url.as_deref().map(redact_url))
+            .field(
+                "advertise_redis_url",
+                &self.advertise_redis_url.as_deref().map(redact_url),
+            )
             .field("key_prefix", &self.key_prefix)
             .field("skill_packs", &self.skill_packs)
             .field("lease", &self.lease)
@@ -88,7 +91,10 @@ impl ServeConfig {
 
     fn agent_config(&self) -> AgentConfig {
         AgentConfig {
-            redis_url: self.advertise_redis_url.clone().unwrap_or_else(|| self.redis_url.clone()),
+            redis_url: self
+                .advertise_redis_url
+                .clone()
+                .unwrap_or_else(|| self.redis_url.clone()),
             key_prefix: self.key_prefix.clone(),
             lease: self.lease,
         }
@@ -96,7 +102,10 @@ impl ServeConfig {
 }
 
 /// Binds `config.listen` and serves until `shutdown` is cancelled.
-pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: CancellationToken,
+) -> Result<(), CoordinatorError> {
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         CoordinatorError::Config(format!("cannot listen on {}: {e}", config.listen))
     })?;
@@ -151,7 +160,9 @@ pub async fn serve_on(
         _ = shutdown.cancelled() => tracing::info!("shutting down"),
         _ = workers.failed() => {}
     }
-    let result = workers.shutdown(tokio::time::Instant::now() + SHUTDOWN_DEADLINE).await;
+    let result = workers
+        .shutdown(tokio::time::Instant::now() + SHUTDOWN_DEADLINE)
+        .await;
     match &result {
         Ok(()) => tracing::info!("coordinator stopped"),
         Err(error) => tracing::error!(%error, "coordinator stopped uncleanly"),
@@ -167,16 +178,28 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Option<(PgPool, LeaseClient)>, CoordinatorError> {
     let steps = async {
-        let pool = retrying("connect to postgres", || db::connect(&config.database_url, config.pg_schema.as_deref())).await?;
+        let pool = retrying("connect to postgres", || {
+            db::connect(&config.database_url, config.pg_schema.as_deref())
+        })
+        .await?;
         db::migrate(&pool).await?;
         let keys = Keyspace::new(config.key_prefix.clone());
         let leases = retrying("connect to redis", || async {
             Ok(LeaseClient::connect(&config.redis_url, keys.clone(), config.lease).await?)
         })
         .await?;
-        let ingester = Ingester::new(pool.clone(), leases.clone(), metrics.clone(), config.consumer.clone());
+        let ingester = Ingester::new(
+            pool.clone(),
+            leases.clone(),
+            metrics.clone(),
+            config.consumer.clone(),
+        );
         let drained = retrying("drain the event stream", || ingester.drain()).await?;
-        tracing::info!(applied = drained.applied, quarantined = drained.quarantined, "event stream drained");
+        tracing::info!(
+            applied = drained.applied,
+            quarantined = drained.quarantined,
+            "event stream drained"
+        );
         retrying("reconcile redis", || reconcile::reconcile(&pool, &leases)).await?;
         metrics.reconciliations.inc();
         Ok::<_, CoordinatorError>((pool, leases))
@@ -219,8 +242,14 @@ mod tests {
 
     #[test]
     fn urls_lose_their_credentials_in_logs() {
-        assert_eq!(redact_url("postgres://fleet:pw@127.0.0.1:5432/db"), "postgres://***@127.0.0.1:5432/db");
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("postgres://fleet:pw@127.0.0.1:5432/db"),
+            "postgres://***@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]
@@ -241,7 +270,14 @@ mod tests {
         let s = format!("{c:?}");
         assert!(!s.contains("TOPSECRET") && !s.contains("pw"), "{s}");
         assert!(c.validate().is_ok());
-        let empty = ServeConfig { api_token: " ".into(), ..c };
-        assert!(empty.validate().unwrap_err().to_string().contains("FLEET_API_TOKEN"));
+        let empty = ServeConfig {
+            api_token: " ".into(),
+            ..c
+        };
+        assert!(empty
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("FLEET_API_TOKEN"));
     }
 }

@@ -30,7 +30,11 @@ struct RunRow {
 /// in Redis: it is exact while those keys live (finished ones expire after
 /// `finished_ttl_s`), restarts from zero for tasks Redis lost, and is 0 when
 /// Redis does not answer.
-pub async fn run_status(pool: &PgPool, leases: &LeaseClient, run: RunId) -> Result<RunStatus, CoordinatorError> {
+pub async fn run_status(
+    pool: &PgPool,
+    leases: &LeaseClient,
+    run: RunId,
+) -> Result<RunStatus, CoordinatorError> {
     let row: RunRow = sqlx::query_as(
         "SELECT skill_pack, profile, status, total, created_at, finished_at FROM runs WHERE id = $1",
     )
@@ -78,7 +82,10 @@ pub async fn run_status(pool: &PgPool, leases: &LeaseClient, run: RunId) -> Resu
         fixed: fixed as u64,
         already_passing: already_passing as u64,
         escalated: escalated as u64,
-        escalated_by_reason: by_reason.into_iter().map(|(r, n)| (r, n as u64)).collect::<BTreeMap<_, _>>(),
+        escalated_by_reason: by_reason
+            .into_iter()
+            .map(|(r, n)| (r, n as u64))
+            .collect::<BTreeMap<_, _>>(),
         lease_losses,
         stale_completions_rejected: stale as u64,
         created_at: row.created_at.to_rfc3339(),
@@ -86,7 +93,11 @@ pub async fn run_status(pool: &PgPool, leases: &LeaseClient, run: RunId) -> Resu
     })
 }
 
-async fn lease_losses(pool: &PgPool, leases: &LeaseClient, run: RunId) -> Result<u64, CoordinatorError> {
+async fn lease_losses(
+    pool: &PgPool,
+    leases: &LeaseClient,
+    run: RunId,
+) -> Result<u64, CoordinatorError> {
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM work_items WHERE run_id = $1")
         .bind(run.0)
         .fetch_all(pool)
@@ -115,10 +126,14 @@ struct AgentRow {
 /// Registered agents (Postgres) joined with liveness (Redis). An agent seen
 /// in Redis but never registered is listed too, with empty host and version.
 /// Alive = seen within three lease TTLs by Redis's clock.
-pub async fn agents(pool: &PgPool, leases: &LeaseClient) -> Result<Vec<AgentInfo>, CoordinatorError> {
-    let rows: Vec<AgentRow> = sqlx::query_as("SELECT id, host, version, registered_at FROM agents ORDER BY id")
-        .fetch_all(pool)
-        .await?;
+pub async fn agents(
+    pool: &PgPool,
+    leases: &LeaseClient,
+) -> Result<Vec<AgentInfo>, CoordinatorError> {
+    let rows: Vec<AgentRow> =
+        sqlx::query_as("SELECT id, host, version, registered_at FROM agents ORDER BY id")
+            .fetch_all(pool)
+            .await?;
     let window = 3 * leases.settings().ttl_ms;
     let (alive, seen) = match liveness(leases, window).await {
         Ok(v) => v,

@@ -36,7 +36,9 @@ pub fn validate_submission(req: &SubmitRun, packs: &SkillPacks) -> Result<(), St
     }
     let mut seen = HashSet::with_capacity(req.rules.len());
     if let Some(dup) = req.rules.iter().find(|r| !seen.insert(r.as_str())) {
-        return Err(format!("duplicate rule id {dup:?}: each rule may appear once per run"));
+        return Err(format!(
+            "duplicate rule id {dup:?}: each rule may appear once per run"
+        ));
     }
     if let Some(profile) = &req.profile {
         if !is_profile(profile) {
@@ -73,13 +75,15 @@ pub fn validate_submission(req: &SubmitRun, packs: &SkillPacks) -> Result<(), St
 /// `^[A-Za-z0-9_.-]{1,200}$`
 fn is_rule_id(s: &str) -> bool {
     (1..=MAX_RULE_ID_LEN).contains(&s.len())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// XCCDF profile ids look like `xccdf_org.ssgproject.content_profile_stig`.
 fn is_profile(s: &str) -> bool {
     (1..=MAX_PROFILE_LEN).contains(&s.len())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
 }
 
 /// Echoing a megabyte of garbage back helps nobody.
@@ -98,8 +102,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("validate-{}", uuid::Uuid::new_v4()));
         for name in ["debian11", "rhel9"] {
             std::fs::create_dir_all(dir.join(name)).unwrap();
-            std::fs::write(dir.join(name).join("pack.toml"), format!("name = \"{name}\"\nprofile = \"standard\"\n"))
-                .unwrap();
+            std::fs::write(
+                dir.join(name).join("pack.toml"),
+                format!("name = \"{name}\"\nprofile = \"standard\"\n"),
+            )
+            .unwrap();
         }
         (SkillPacks::new(&dir), dir)
     }
@@ -124,14 +131,19 @@ mod tests {
         let mut r = req(&["a"]);
         r.skill_pack = "suse".into();
         let m = err(&r, &p);
-        assert!(m.contains("unknown skill pack \"suse\"") && m.contains("debian11, rhel9"), "{m}");
+        assert!(
+            m.contains("unknown skill pack \"suse\"") && m.contains("debian11, rhel9"),
+            "{m}"
+        );
 
         r.skill_pack = "../etc".into();
         assert!(err(&r, &p).contains("[A-Za-z0-9._-]"));
 
         assert!(err(&req(&[]), &p).contains("at least one rule"));
 
-        let many: Vec<String> = (0..=SubmitRun::MAX_RULES).map(|i| format!("r{i}")).collect();
+        let many: Vec<String> = (0..=SubmitRun::MAX_RULES)
+            .map(|i| format!("r{i}"))
+            .collect();
         let mut r = req(&[]);
         r.rules = many;
         assert!(err(&r, &p).contains("at most 100000"));
@@ -140,7 +152,10 @@ mod tests {
         assert!(m.contains("duplicate rule id \"a\""), "{m}");
 
         let m = err(&req(&["ok", "bad rule"]), &p);
-        assert!(m.contains("\"bad rule\"") && m.contains("[A-Za-z0-9_.-]"), "{m}");
+        assert!(
+            m.contains("\"bad rule\"") && m.contains("[A-Za-z0-9_.-]"),
+            "{m}"
+        );
         assert!(err(&req(&[&"x".repeat(201)]), &p).contains("1-200"));
 
         let mut r = req(&["a"]);
@@ -169,6 +184,9 @@ mod tests {
     fn no_packs_installed_says_where_it_looked() {
         let p = SkillPacks::new("/nonexistent/packs");
         let m = err(&req(&["a"]), &p);
-        assert!(m.contains("no skill packs are installed under /nonexistent/packs"), "{m}");
+        assert!(
+            m.contains("no skill packs are installed under /nonexistent/packs"),
+            "{m}"
+        );
     }
 }

@@ -16,7 +16,10 @@ async fn start(env: &TestEnv, metrics: &Metrics) -> String {
 }
 
 async fn error_of(resp: reqwest::Response) -> String {
-    resp.json::<ApiError>().await.expect("errors are ApiError JSON").error
+    resp.json::<ApiError>()
+        .await
+        .expect("errors are ApiError JSON")
+        .error
 }
 
 #[tokio::test]
@@ -32,7 +35,13 @@ async fn runs_are_submitted_with_the_api_token_and_read_without() {
     let r = http.post(&runs).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(error_of(r).await.contains("Authorization: Bearer"));
-    let r = http.post(&runs).bearer_auth("wrong").json(&body).send().await.unwrap();
+    let r = http
+        .post(&runs)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     let r = http
@@ -45,24 +54,58 @@ async fn runs_are_submitted_with_the_api_token_and_read_without() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(error_of(r).await.contains("parse"));
-    let r = http.post(&runs).bearer_auth("api-token").json(&json!({ "skill_pack": "demo", "rules": "x" })).send().await.unwrap();
+    let r = http
+        .post(&runs)
+        .bearer_auth("api-token")
+        .json(&json!({ "skill_pack": "demo", "rules": "x" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(error_of(r).await.contains("rules"));
-    let r = http.post(&runs).bearer_auth("api-token").json(&json!({ "skill_pack": "demo", "rules": [], "oops": 1 })).send().await.unwrap();
+    let r = http
+        .post(&runs)
+        .bearer_auth("api-token")
+        .json(&json!({ "skill_pack": "demo", "rules": [], "oops": 1 }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(error_of(r).await.contains("oops"));
-    let r = http.post(&runs).bearer_auth("api-token").json(&json!({ "skill_pack": "nope", "rules": ["a"] })).send().await.unwrap();
+    let r = http
+        .post(&runs)
+        .bearer_auth("api-token")
+        .json(&json!({ "skill_pack": "nope", "rules": ["a"] }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(error_of(r).await.contains("known skill packs: demo"));
 
-    let r = http.post(&runs).bearer_auth("api-token").json(&body).send().await.unwrap();
+    let r = http
+        .post(&runs)
+        .bearer_auth("api-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let created: SubmitRunResponse = r.json().await.unwrap();
     assert_eq!(created.tasks, 2);
     assert_eq!(metrics.runs_submitted.get(), 1);
 
-    let status: RunStatus = http.get(format!("{runs}/{}", created.run)).send().await.unwrap().json().await.unwrap();
-    assert_eq!((status.total, status.finished, status.status.as_str()), (2, 0, "running"));
+    let status: RunStatus = http
+        .get(format!("{runs}/{}", created.run))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.total, status.finished, status.status.as_str()),
+        (2, 0, "running")
+    );
     assert_eq!(status.profile, "standard");
     let r = http.get(format!("{runs}/999999")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -74,8 +117,18 @@ async fn runs_are_submitted_with_the_api_token_and_read_without() {
     error_of(r).await;
 
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "ok".to_string()));
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, "ok".to_string())
+    );
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("fleet_runs_submitted_total 1"), "{text}");
     env.cleanup().await;
 }
@@ -89,7 +142,13 @@ async fn agents_register_with_the_agent_token_and_learn_where_redis_is() {
     let register = format!("{base}/api/v1/agents/register");
     let body = json!({ "agent": "agent-7", "host": "h1", "version": "0.1.0" });
 
-    let r = http.post(&register).bearer_auth("api-token").json(&body).send().await.unwrap();
+    let r = http
+        .post(&register)
+        .bearer_auth("api-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "the api token is not the agent token");
     let r = http
         .post(&register)
@@ -100,12 +159,31 @@ async fn agents_register_with_the_agent_token_and_learn_where_redis_is() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    let config: AgentConfig = http.post(&register).bearer_auth("agent-token").json(&body).send().await.unwrap().json().await.unwrap();
+    let config: AgentConfig = http
+        .post(&register)
+        .bearer_auth("agent-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(config.key_prefix, env.leases.keys().prefix());
     assert_eq!(config.lease, *env.leases.settings());
-    env.leases.touch_agent(&fleet_common::AgentId("agent-7".into())).await.unwrap();
+    env.leases
+        .touch_agent(&fleet_common::AgentId("agent-7".into()))
+        .await
+        .unwrap();
 
-    let agents: Vec<AgentInfo> = http.get(format!("{base}/api/v1/agents")).send().await.unwrap().json().await.unwrap();
+    let agents: Vec<AgentInfo> = http
+        .get(format!("{base}/api/v1/agents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0].agent.as_str(), "agent-7");
     assert_eq!(agents[0].host, "h1");

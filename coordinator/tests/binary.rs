@@ -12,11 +12,18 @@ use tokio::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_fleet-coordinator");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn packs_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("coordinator-bin-packs-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "coordinator-bin-packs-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(dir.join("demo")).unwrap();
     std::fs::write(dir.join("demo/pack.toml"), common::PACK).unwrap();
     dir
@@ -59,29 +66,59 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("coordinator exited early with {status}: is postgres/redis up? run `make deps`");
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "coordinator not healthy after 30 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "coordinator not healthy after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The CLI against it: submit prints only the id with --quiet.
     let out = Command::new(BIN)
-        .args(["submit", "--api", &api, "--skill-pack", "demo", "--rule", "sshd_a", "--rule", "sshd_b", "--quiet"])
+        .args([
+            "submit",
+            "--api",
+            &api,
+            "--skill-pack",
+            "demo",
+            "--rule",
+            "sshd_a",
+            "--rule",
+            "sshd_b",
+            "--quiet",
+        ])
         .env("FLEET_API_TOKEN", "api-secret-1")
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(run.parse::<i64>().is_ok(), "submit printed {run:?}");
 
-    let out = Command::new(BIN).args(["status", &run, "--api", &api, "--json"]).output().await.unwrap();
+    let out = Command::new(BIN)
+        .args(["status", &run, "--api", &api, "--json"])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success());
     let status: fleet_common::api::RunStatus = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status.total, 2);
 
     // A refused request: the server's message and exit status 2.
     let out = Command::new(BIN)
-        .args(["submit", "--api", &api, "--skill-pack", "nope", "--rule", "a"])
+        .args([
+            "submit",
+            "--api",
+            &api,
+            "--skill-pack",
+            "nope",
+            "--rule",
+            "a",
+        ])
         .env("FLEET_API_TOKEN", "api-secret-1")
         .output()
         .await
@@ -99,10 +136,16 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
         .json()
         .await
         .unwrap();
-    assert_eq!(agent.lease.lease_loss_budget, 3, "the flag reached the agents' config");
+    assert_eq!(
+        agent.lease.lease_loss_budget, 3,
+        "the flag reached the agents' config"
+    );
 
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
@@ -110,7 +153,13 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
         .unwrap();
     let mut stderr = String::new();
     use tokio::io::AsyncReadExt;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0), "logs:\n{stderr}");
     assert!(stderr.contains("coordinator stopped"), "logs:\n{stderr}");
     for secret in ["api-secret-1", "agent-secret-2", "fleet:fleet@"] {
@@ -118,7 +167,8 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
     }
     // JSON logs: every line parses.
     for line in stderr.lines().filter(|l| !l.is_empty()) {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not json ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not json ({e}): {line}"));
     }
     let _ = std::fs::remove_dir_all(packs);
     common::drop_fleet(&format!("t_{id}"), &format!("t-{id}:")).await;
@@ -137,5 +187,8 @@ async fn a_missing_token_is_a_usage_error_that_says_how_to_fix_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--api-token") && err.contains("FLEET_API_TOKEN"), "{err}");
+    assert!(
+        err.contains("--api-token") && err.contains("FLEET_API_TOKEN"),
+        "{err}"
+    );
 }

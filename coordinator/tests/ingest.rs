@@ -16,13 +16,25 @@ use fleet_coordinator::{planner, reconcile, Metrics};
 
 async fn setup(env: &TestEnv, rules: &[&str]) -> (RunId, Lease) {
     reconcile::reconcile(&env.pool, &env.leases).await.unwrap();
-    let resp = planner::submit(&env.pool, &env.leases, &env.packs, submission(rules)).await.unwrap();
-    let lease = env.leases.lease(&AgentId("agent-1".into())).await.unwrap().expect("a task");
+    let resp = planner::submit(&env.pool, &env.leases, &env.packs, submission(rules))
+        .await
+        .unwrap();
+    let lease = env
+        .leases
+        .lease(&AgentId("agent-1".into()))
+        .await
+        .unwrap()
+        .expect("a task");
     (resp.run, lease)
 }
 
 fn ingester(env: &TestEnv, metrics: &Metrics) -> Ingester {
-    Ingester::new(env.pool.clone(), env.leases.clone(), metrics.clone(), "coordinator".into())
+    Ingester::new(
+        env.pool.clone(),
+        env.leases.clone(),
+        metrics.clone(),
+        "coordinator".into(),
+    )
 }
 
 async fn xadd(env: &TestEnv, fields: &[(&str, &[u8])]) {
@@ -35,7 +47,11 @@ async fn xadd(env: &TestEnv, fields: &[(&str, &[u8])]) {
 }
 
 async fn xlen(env: &TestEnv) -> u64 {
-    redis::cmd("XLEN").arg(env.leases.keys().events()).query_async(&mut env.leases.connection()).await.unwrap()
+    redis::cmd("XLEN")
+        .arg(env.leases.keys().events())
+        .query_async(&mut env.leases.connection())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -44,12 +60,27 @@ async fn an_event_delivered_twice_is_applied_once() {
     let (run, lease) = setup(&env, &["sshd_a"]).await;
     let metrics = Metrics::new();
     let ing = ingester(&env, &metrics);
-    let started = event(run, lease.id(), "sshd_a", lease.epoch, 1, EventBody::AttemptStarted);
+    let started = event(
+        run,
+        lease.id(),
+        "sshd_a",
+        lease.epoch,
+        1,
+        EventBody::AttemptStarted,
+    );
     env.leases.append_event(&started).await.unwrap();
     env.leases.append_event(&started).await.unwrap();
 
     let report = ing.drain().await.unwrap();
-    assert_eq!(report, IngestReport { applied: 1, duplicates: 1, quarantined: 0, rejected_completions: 0 });
+    assert_eq!(
+        report,
+        IngestReport {
+            applied: 1,
+            duplicates: 1,
+            quarantined: 0,
+            rejected_completions: 0
+        }
+    );
     assert_eq!(env.count("SELECT count(*) FROM run_events").await, 1);
     assert_eq!(env.count("SELECT count(*) FROM attempts").await, 1);
     assert_eq!(metrics.ingested("attempt_started"), 1);
@@ -72,47 +103,94 @@ async fn an_attempt_and_its_outcome_reach_postgres_in_any_order() {
     // Evaluation before the start: the attempt row is created by whichever
     // arrives first.
     let bodies = vec![
-        EventBody::LeaseAcquired { deadline_ms: lease.deadline_ms },
-        EventBody::AttemptEvaluated { status: EvalStatus::Pass, health_ok: true, duration_ms: 5 },
+        EventBody::LeaseAcquired {
+            deadline_ms: lease.deadline_ms,
+        },
+        EventBody::AttemptEvaluated {
+            status: EvalStatus::Pass,
+            health_ok: true,
+            duration_ms: 5,
+        },
         EventBody::PromptAssembled {
             lessons: vec![
-                LessonRef { id: "l-1".into(), rank: 1, score: 0.9 },
-                LessonRef { id: "l-2".into(), rank: 2, score: 0.4 },
+                LessonRef {
+                    id: "l-1".into(),
+                    rank: 1,
+                    score: 0.9,
+                },
+                LessonRef {
+                    id: "l-2".into(),
+                    rank: 2,
+                    score: 0.4,
+                },
             ],
             prompt_chars: 100,
         },
-        EventBody::ScriptProposed { script: "echo fix".into() },
+        EventBody::ScriptProposed {
+            script: "echo fix".into(),
+        },
         EventBody::AttemptStarted,
     ];
     for (i, body) in bodies.into_iter().enumerate() {
-        env.leases.append_event(&event(run, task, "sshd_a", epoch, i as u64 + 1, body)).await.unwrap();
+        env.leases
+            .append_event(&event(run, task, "sshd_a", epoch, i as u64 + 1, body))
+            .await
+            .unwrap();
     }
-    let done = event(run, task, "sshd_a", epoch, 6, EventBody::TaskCompleted {
-        outcome: Outcome::Fixed { attempt: 1 },
-        attempts: 1,
-        duration_ms: 42,
-    });
-    assert_eq!(env.leases.complete(&lease, &done).await.unwrap(), Completion::Accepted);
+    let done = event(
+        run,
+        task,
+        "sshd_a",
+        epoch,
+        6,
+        EventBody::TaskCompleted {
+            outcome: Outcome::Fixed { attempt: 1 },
+            attempts: 1,
+            duration_ms: 42,
+        },
+    );
+    assert_eq!(
+        env.leases.complete(&lease, &done).await.unwrap(),
+        Completion::Accepted
+    );
 
     let report = ing.drain().await.unwrap();
     assert_eq!(report.applied, 6);
-    let attempt: (String, String, bool) = sqlx::query_as("SELECT script, eval_status, health_ok FROM attempts")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let attempt: (String, String, bool) =
+        sqlx::query_as("SELECT script, eval_status, health_ok FROM attempts")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(attempt, ("echo fix".into(), "pass".into(), true));
     assert_eq!(env.count("SELECT count(*) FROM attempts").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM lesson_attributions").await, 2);
+    assert_eq!(
+        env.count("SELECT count(*) FROM lesson_attributions").await,
+        2
+    );
     let item: (String, String, Option<i32>, i64, String) = sqlx::query_as(
         "SELECT state, outcome, fixed_attempt, accepted_epoch, accepted_event FROM work_items",
     )
     .fetch_one(&env.pool)
     .await
     .unwrap();
-    assert_eq!(item, ("done".into(), "fixed".into(), Some(1), epoch.0 as i64, done.id.0.clone()));
-    let status: String = sqlx::query_scalar("SELECT status FROM runs").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(
+        item,
+        (
+            "done".into(),
+            "fixed".into(),
+            Some(1),
+            epoch.0 as i64,
+            done.id.0.clone()
+        )
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM runs")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(status, "completed", "the run's last task finished it");
-    assert!(metrics.render().contains("fleet_outcomes_total{outcome=\"fixed\",reason=\"\"} 1"));
+    assert!(metrics
+        .render()
+        .contains("fleet_outcomes_total{outcome=\"fixed\",reason=\"\"} 1"));
     env.cleanup().await;
 }
 
@@ -123,7 +201,14 @@ async fn garbage_is_quarantined_and_ingestion_goes_on() {
     let metrics = Metrics::new();
     let ing = ingester(&env, &metrics);
 
-    let good = event(run, lease.id(), "sshd_a", lease.epoch, 1, EventBody::AttemptStarted);
+    let good = event(
+        run,
+        lease.id(),
+        "sshd_a",
+        lease.epoch,
+        1,
+        EventBody::AttemptStarted,
+    );
     let mut future: serde_json::Value = serde_json::from_str(&good.to_json()).unwrap();
     future["v"] = 99.into();
     future["id"] = "future-1".into();
@@ -141,19 +226,28 @@ async fn garbage_is_quarantined_and_ingestion_goes_on() {
 
     let report = ing.drain().await.unwrap();
     assert_eq!(report.quarantined, 5, "{report:?}");
-    assert_eq!(report.applied, 1, "the good event after the garbage is applied");
+    assert_eq!(
+        report.applied, 1,
+        "the good event after the garbage is applied"
+    );
     let reasons: Vec<(String, i64)> = sqlx::query_as(
         "SELECT reason, count(*) FROM quarantined_events GROUP BY reason ORDER BY reason",
     )
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    let expect = [("malformed", 2), ("oversized", 1), ("unknown_task", 1), ("unknown_version", 1)];
+    let expect = [
+        ("malformed", 2),
+        ("oversized", 1),
+        ("unknown_task", 1),
+        ("unknown_version", 1),
+    ];
     assert_eq!(reasons, expect.map(|(r, n)| (r.to_string(), n)).to_vec());
-    let raw: Vec<u8> = sqlx::query_scalar("SELECT raw FROM quarantined_events WHERE reason = 'oversized'")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let raw: Vec<u8> =
+        sqlx::query_scalar("SELECT raw FROM quarantined_events WHERE reason = 'oversized'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(raw.len(), big.len(), "the raw bytes are kept");
     assert_eq!(metrics.quarantined_total(), 5);
     assert_eq!(metrics.quarantined("unknown_task"), 1);
@@ -173,7 +267,11 @@ async fn garbage_is_quarantined_and_ingestion_goes_on() {
         }
     };
     assert_eq!(pending.0, 0);
-    assert!(xlen(&env).await <= 1, "stream not trimmed: {}", xlen(&env).await);
+    assert!(
+        xlen(&env).await <= 1,
+        "stream not trimmed: {}",
+        xlen(&env).await
+    );
     env.cleanup().await;
 }
 
@@ -185,7 +283,14 @@ async fn a_restarted_ingester_reapplies_what_it_had_not_acknowledged() {
     let ing = ingester(&env, &metrics);
     ing.drain().await.unwrap(); // creates the group
     env.leases
-        .append_event(&event(run, lease.id(), "sshd_a", lease.epoch, 1, EventBody::AttemptStarted))
+        .append_event(&event(
+            run,
+            lease.id(),
+            "sshd_a",
+            lease.epoch,
+            1,
+            EventBody::AttemptStarted,
+        ))
         .await
         .unwrap();
     // A previous incarnation read the entry and died before its commit.
@@ -201,7 +306,10 @@ async fn a_restarted_ingester_reapplies_what_it_had_not_acknowledged() {
         .query_async(&mut env.leases.connection())
         .await
         .unwrap();
-    let report = ingester(&env, &metrics).run_once(Duration::ZERO).await.unwrap();
+    let report = ingester(&env, &metrics)
+        .run_once(Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(report.applied, 1);
     assert_eq!(env.count("SELECT count(*) FROM run_events").await, 1);
     env.cleanup().await;
@@ -209,42 +317,83 @@ async fn a_restarted_ingester_reapplies_what_it_had_not_acknowledged() {
 
 #[tokio::test]
 async fn a_stale_completion_is_recorded_and_never_counted() {
-    let settings = LeaseSettings { ttl_ms: 300, renew_every_ms: 100, safety_margin_ms: 100, ..Default::default() };
+    let settings = LeaseSettings {
+        ttl_ms: 300,
+        renew_every_ms: 100,
+        safety_margin_ms: 100,
+        ..Default::default()
+    };
     let env = TestEnv::with_settings(settings).await;
     let (run, lease) = setup(&env, &["sshd_a"]).await;
     let metrics = Metrics::new();
     let ing = ingester(&env, &metrics);
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let done = event(run, lease.id(), "sshd_a", lease.epoch, 1, EventBody::TaskCompleted {
-        outcome: Outcome::Escalated { reason: EscalationReason::Health },
-        attempts: 1,
-        duration_ms: 1,
-    });
-    assert!(matches!(env.leases.complete(&lease, &done).await.unwrap(), Completion::Rejected(_)));
+    let done = event(
+        run,
+        lease.id(),
+        "sshd_a",
+        lease.epoch,
+        1,
+        EventBody::TaskCompleted {
+            outcome: Outcome::Escalated {
+                reason: EscalationReason::Health,
+            },
+            attempts: 1,
+            duration_ms: 1,
+        },
+    );
+    assert!(matches!(
+        env.leases.complete(&lease, &done).await.unwrap(),
+        Completion::Rejected(_)
+    ));
 
     let report = ing.drain().await.unwrap();
     assert_eq!(report.rejected_completions, 1);
     assert_eq!(report.applied, 0);
     assert_eq!(metrics.stale_completions(), 1);
     assert_eq!(metrics.outcomes_total(), 0);
-    let rejected: Option<String> = sqlx::query_scalar("SELECT rejected FROM run_events").fetch_one(&env.pool).await.unwrap();
+    let rejected: Option<String> = sqlx::query_scalar("SELECT rejected FROM run_events")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(rejected.as_deref(), Some("expired"));
-    let state: String = sqlx::query_scalar("SELECT state FROM work_items").fetch_one(&env.pool).await.unwrap();
+    let state: String = sqlx::query_scalar("SELECT state FROM work_items")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(state, "pending");
 
     // The task is leased again and its real completion is the one counted.
-    let again = env.leases.lease(&AgentId("agent-2".into())).await.unwrap().expect("requeued");
+    let again = env
+        .leases
+        .lease(&AgentId("agent-2".into()))
+        .await
+        .unwrap()
+        .expect("requeued");
     assert!(again.epoch > lease.epoch);
-    let ok = event(run, again.id(), "sshd_a", again.epoch, 1, EventBody::TaskCompleted {
-        outcome: Outcome::AlreadyPassing,
-        attempts: 0,
-        duration_ms: 1,
-    });
-    assert_eq!(env.leases.complete(&again, &ok).await.unwrap(), Completion::Accepted);
+    let ok = event(
+        run,
+        again.id(),
+        "sshd_a",
+        again.epoch,
+        1,
+        EventBody::TaskCompleted {
+            outcome: Outcome::AlreadyPassing,
+            attempts: 0,
+            duration_ms: 1,
+        },
+    );
+    assert_eq!(
+        env.leases.complete(&again, &ok).await.unwrap(),
+        Completion::Accepted
+    );
     ing.drain().await.unwrap();
     assert_eq!(metrics.outcomes_total(), 1);
     assert_eq!(metrics.duplicate_outcomes(), 0);
-    let accepted: i64 = sqlx::query_scalar("SELECT accepted_epoch FROM work_items").fetch_one(&env.pool).await.unwrap();
+    let accepted: i64 = sqlx::query_scalar("SELECT accepted_epoch FROM work_items")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(accepted, again.epoch.0 as i64);
     env.cleanup().await;
 }
@@ -255,11 +404,21 @@ async fn a_second_accepted_outcome_is_counted_as_a_protocol_failure() {
     let (run, lease) = setup(&env, &["sshd_a"]).await;
     let metrics = Metrics::new();
     let ing = ingester(&env, &metrics);
-    let body = || EventBody::TaskCompleted { outcome: Outcome::AlreadyPassing, attempts: 0, duration_ms: 1 };
+    let body = || EventBody::TaskCompleted {
+        outcome: Outcome::AlreadyPassing,
+        attempts: 0,
+        duration_ms: 1,
+    };
     // Two different accepted completions for one task (what a Redis restored
     // from an old snapshot could produce) must not both count.
-    env.leases.append_event(&event(run, lease.id(), "sshd_a", lease.epoch, 1, body())).await.unwrap();
-    env.leases.append_event(&event(run, lease.id(), "sshd_a", lease.epoch, 2, body())).await.unwrap();
+    env.leases
+        .append_event(&event(run, lease.id(), "sshd_a", lease.epoch, 1, body()))
+        .await
+        .unwrap();
+    env.leases
+        .append_event(&event(run, lease.id(), "sshd_a", lease.epoch, 2, body()))
+        .await
+        .unwrap();
     ing.drain().await.unwrap();
     assert_eq!(metrics.outcomes_total(), 1);
     assert_eq!(metrics.duplicate_outcomes(), 1);

@@ -17,7 +17,10 @@ pub struct AgentToken;
 impl FromRequestParts<AppState> for ApiToken {
     type Rejection = ApiFailure;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         check(parts, &state.api_token, "FLEET_API_TOKEN").map(|_| Self)
     }
 }
@@ -25,7 +28,10 @@ impl FromRequestParts<AppState> for ApiToken {
 impl FromRequestParts<AppState> for AgentToken {
     type Rejection = ApiFailure;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         check(parts, &state.agent_token, "FLEET_AGENT_TOKEN").map(|_| Self)
     }
 }
@@ -41,7 +47,10 @@ fn check(parts: &Parts, expected: &str, env: &str) -> Result<(), ApiFailure> {
             StatusCode::UNAUTHORIZED,
             format!("missing `Authorization: Bearer <token>` header (the coordinator's {env})"),
         )),
-        Some(token) if !expected.is_empty() && constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) => {
+        Some(token)
+            if !expected.is_empty()
+                && constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) =>
+        {
             Ok(())
         }
         Some(_) => Err(ApiFailure::new(StatusCode::UNAUTHORIZED, "invalid token")),

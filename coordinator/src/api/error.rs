@@ -15,7 +15,10 @@ pub struct ApiFailure {
 
 impl ApiFailure {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -40,7 +43,10 @@ impl From<CoordinatorError> for ApiFailure {
                     CoordinatorError::Redis(_) => "redis is unavailable",
                     _ => "internal error",
                 };
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("{what}; retry later"))
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{what}; retry later"),
+                )
             }
         }
     }
@@ -54,6 +60,12 @@ impl From<sqlx::Error> for ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        (self.status, Json(ApiError { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }

@@ -29,13 +29,19 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     if failed.is_empty() {
         (StatusCode::OK, "ok".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {}", failed.join(", ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unavailable: {}", failed.join(", ")),
+        )
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -28,7 +28,9 @@ where
 fn rejection_to_failure(r: JsonRejection) -> ApiFailure {
     let status = match &r {
         // A body of the wrong shape is a bad request like any other.
-        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
+        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+            StatusCode::BAD_REQUEST
+        }
         other => other.status(),
     };
     let message = match &r {

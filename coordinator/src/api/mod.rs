@@ -67,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/register", post(agents::register))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
-        .fallback(|| async { ApiFailure::not_found("no such route; see /api/v1/runs, /api/v1/agents, /healthz, /metrics") })
+        .fallback(|| async {
+            ApiFailure::not_found(
+                "no such route; see /api/v1/runs, /api/v1/agents, /healthz, /metrics",
+            )
+        })
         .with_state(state)
 }

@@ -23,15 +23,22 @@ pub async fn submit(
     Ok((StatusCode::CREATED, Json(resp)))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunStatus>, ApiFailure> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunStatus>, ApiFailure> {
     let run = id
         .parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
         .map(RunId)
-        .ok_or_else(|| ApiFailure::bad_request(format!("run id {id:?} is not a positive integer")))?;
+        .ok_or_else(|| {
+            ApiFailure::bad_request(format!("run id {id:?} is not a positive integer"))
+        })?;
     match status::run_status(&state.pool, &state.leases, run).await {
-        Err(CoordinatorError::NotFound) => Err(ApiFailure::not_found(format!("run {run} not found"))),
+        Err(CoordinatorError::NotFound) => {
+            Err(ApiFailure::not_found(format!("run {run} not found")))
+        }
         other => Ok(Json(other?)),
     }
 }

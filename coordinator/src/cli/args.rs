@@ -111,7 +111,8 @@ impl LeaseArgs {
             reap_every_ms: self.reap_every_ms,
             ..LeaseSettings::default()
         };
-        s.validate().map_err(|e| format!("invalid lease settings: {e}"))?;
+        s.validate()
+            .map_err(|e| format!("invalid lease settings: {e}"))?;
         if s.reap_every_ms == 0 {
             return Err("invalid lease settings: reap_every_ms must be at least 1".into());
         }
@@ -208,8 +209,18 @@ mod tests {
 
     #[test]
     fn flags_win_over_defaults() {
-        let cli = Cli::try_parse_from(["fleet-coordinator", "serve", "--listen", "127.0.0.1:9", "--lease-loss-budget", "2"]).unwrap();
-        let Command::Serve(s) = cli.command else { panic!("not serve") };
+        let cli = Cli::try_parse_from([
+            "fleet-coordinator",
+            "serve",
+            "--listen",
+            "127.0.0.1:9",
+            "--lease-loss-budget",
+            "2",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(s.listen.port(), 9);
         assert_eq!(s.lease.settings().unwrap().lease_loss_budget, 2);
     }

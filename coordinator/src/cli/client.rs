@@ -27,7 +27,10 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .context("building the http client")?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
     }
 
     pub async fn submit(&self, token: &str, req: &SubmitRun) -> anyhow::Result<SubmitRunResponse> {
@@ -64,14 +67,21 @@ impl Api {
 async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
     let status = resp.status();
     if status.is_success() {
-        return resp.json().await.context("the coordinator's answer is not what this client expects");
+        return resp
+            .json()
+            .await
+            .context("the coordinator's answer is not what this client expects");
     }
     let body = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<ApiError>(&body)
         .map(|e| e.error)
         .unwrap_or_else(|_| body.trim().to_owned());
     if status.is_client_error() {
-        Err(Rejected { status: status.as_u16(), message }.into())
+        Err(Rejected {
+            status: status.as_u16(),
+            message,
+        }
+        .into())
     } else {
         anyhow::bail!("coordinator answered {status}: {message}")
     }

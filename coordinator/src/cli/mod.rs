@@ -33,13 +33,33 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     let lease = a.lease.settings().map_err(Usage)?;
     Ok(ServeConfig {
         listen: a.listen,
-        database_url: required(a.database_url, "--database-url", "FLEET_DATABASE_URL", "e.g. postgres://fleet:fleet@127.0.0.1:55432/fleet")?,
+        database_url: required(
+            a.database_url,
+            "--database-url",
+            "FLEET_DATABASE_URL",
+            "e.g. postgres://fleet:fleet@127.0.0.1:55432/fleet",
+        )?,
         pg_schema: a.pg_schema.filter(|s| !s.is_empty()),
-        redis_url: required(a.redis_url, "--redis-url", "FLEET_REDIS_URL", "e.g. redis://127.0.0.1:56379")?,
+        redis_url: required(
+            a.redis_url,
+            "--redis-url",
+            "FLEET_REDIS_URL",
+            "e.g. redis://127.0.0.1:56379",
+        )?,
         advertise_redis_url: a.advertise_redis_url.filter(|s| !s.is_empty()),
         key_prefix: a.key_prefix,
-        api_token: required(a.api_token, "--api-token", "FLEET_API_TOKEN", "any long random string; clients send it as `Authorization: Bearer <token>`")?,
-        agent_token: required(a.agent_token, "--agent-token", "FLEET_AGENT_TOKEN", "any long random string; agents send it to register")?,
+        api_token: required(
+            a.api_token,
+            "--api-token",
+            "FLEET_API_TOKEN",
+            "any long random string; clients send it as `Authorization: Bearer <token>`",
+        )?,
+        agent_token: required(
+            a.agent_token,
+            "--agent-token",
+            "FLEET_AGENT_TOKEN",
+            "any long random string; agents send it to register",
+        )?,
         skill_packs: a.skill_packs,
         lease,
         consumer: a.consumer,
@@ -47,14 +67,23 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
 }
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
-    let token = required(a.token, "--token", "FLEET_API_TOKEN", "the coordinator's API token")?;
+    let token = required(
+        a.token,
+        "--token",
+        "FLEET_API_TOKEN",
+        "the coordinator's API token",
+    )?;
     let mut rules = a.rules;
     if let Some(path) = &a.rules_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         rules.extend(parse_rules(&text));
     }
     if rules.is_empty() {
-        return Err(Usage("no rules: pass --rule RULE (repeatable) and/or --rules-file FILE".into()).into());
+        return Err(Usage(
+            "no rules: pass --rule RULE (repeatable) and/or --rules-file FILE".into(),
+        )
+        .into());
     }
     let defaults = Budgets::default();
     let req = SubmitRun {
@@ -90,7 +119,12 @@ fn parse_rules(text: &str) -> Vec<String> {
 
 pub async fn watch(a: WatchArgs) -> anyhow::Result<()> {
     let api = client::Api::new(&a.client.api)?;
-    watch::watch(&api, RunId(a.run), Duration::from_millis(a.interval_ms.max(50))).await?;
+    watch::watch(
+        &api,
+        RunId(a.run),
+        Duration::from_millis(a.interval_ms.max(50)),
+    )
+    .await?;
     Ok(())
 }
 

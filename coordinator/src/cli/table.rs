@@ -46,15 +46,27 @@ fn pct(n: u64, total: u64) -> String {
 pub fn run_summary(s: &RunStatus) -> String {
     let mut rows = vec![
         vec!["fixed".into(), s.fixed.to_string(), pct(s.fixed, s.total)],
-        vec!["already_passing".into(), s.already_passing.to_string(), pct(s.already_passing, s.total)],
-        vec!["escalated".into(), s.escalated.to_string(), pct(s.escalated, s.total)],
+        vec![
+            "already_passing".into(),
+            s.already_passing.to_string(),
+            pct(s.already_passing, s.total),
+        ],
+        vec![
+            "escalated".into(),
+            s.escalated.to_string(),
+            pct(s.escalated, s.total),
+        ],
     ];
     for (reason, n) in &s.escalated_by_reason {
         rows.push(vec![format!("  {reason}"), n.to_string(), pct(*n, s.total)]);
     }
     let unfinished = s.total.saturating_sub(s.finished);
     if unfinished > 0 {
-        rows.push(vec!["unfinished".into(), unfinished.to_string(), pct(unfinished, s.total)]);
+        rows.push(vec![
+            "unfinished".into(),
+            unfinished.to_string(),
+            pct(unfinished, s.total),
+        ]);
     }
     rows.push(vec!["total".into(), s.total.to_string(), String::new()]);
     let mut out = format!(
@@ -70,7 +82,10 @@ pub fn run_summary(s: &RunStatus) -> String {
         &["lease protocol", "count"],
         &[
             vec!["lease losses".into(), s.lease_losses.to_string()],
-            vec!["stale completions rejected".into(), s.stale_completions_rejected.to_string()],
+            vec![
+                "stale completions rejected".into(),
+                s.stale_completions_rejected.to_string(),
+            ],
         ],
     ));
     out
@@ -78,7 +93,11 @@ pub fn run_summary(s: &RunStatus) -> String {
 
 /// One line for scripts and logs.
 pub fn run_line(s: &RunStatus) -> String {
-    let reasons: Vec<String> = s.escalated_by_reason.iter().map(|(r, n)| format!("{r}={n}")).collect();
+    let reasons: Vec<String> = s
+        .escalated_by_reason
+        .iter()
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
     format!(
         "run {} {}: {}/{} finished, fixed={} already_passing={} escalated={}{} lease_losses={} stale_rejected={}",
         s.run,
@@ -100,8 +119,16 @@ pub fn agents(list: &[AgentInfo]) -> String {
         .map(|a| {
             vec![
                 a.agent.to_string(),
-                if a.host.is_empty() { "-".into() } else { a.host.clone() },
-                if a.version.is_empty() { "-".into() } else { a.version.clone() },
+                if a.host.is_empty() {
+                    "-".into()
+                } else {
+                    a.host.clone()
+                },
+                if a.version.is_empty() {
+                    "-".into()
+                } else {
+                    a.version.clone()
+                },
                 if a.alive { "yes".into() } else { "no".into() },
                 a.last_seen_ms
                     .and_then(DateTime::<Utc>::from_timestamp_millis)
@@ -110,7 +137,10 @@ pub fn agents(list: &[AgentInfo]) -> String {
             ]
         })
         .collect();
-    render(&["agent", "host", "version", "alive", "last seen (utc)"], &rows)
+    render(
+        &["agent", "host", "version", "alive", "last seen (utc)"],
+        &rows,
+    )
 }
 
 fn elapsed(s: &RunStatus) -> Option<String> {
@@ -129,7 +159,13 @@ mod tests {
 
     #[test]
     fn columns_align() {
-        let t = render(&["a", "n"], &[vec!["long name".into(), "1".into()], vec!["x".into(), "100".into()]]);
+        let t = render(
+            &["a", "n"],
+            &[
+                vec!["long name".into(), "1".into()],
+                vec!["x".into(), "100".into()],
+            ],
+        );
         assert_eq!(t, "a            n\nlong name    1\nx          100\n");
     }
 }

@@ -21,8 +21,10 @@ pub async fn watch(api: &Api, run: RunId, interval: Duration) -> anyhow::Result<
     let bar = if tty {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+            )
+            .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
         bar

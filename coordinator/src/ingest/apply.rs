@@ -37,13 +37,21 @@ pub(crate) struct Effects {
 
 enum Decoded {
     Event(Box<Delivered>),
-    Bad { reason: &'static str, detail: String, raw: Vec<u8> },
+    Bad {
+        reason: &'static str,
+        detail: String,
+        raw: Vec<u8>,
+    },
     /// Deleted while pending: nothing left to apply or keep.
     Gone,
 }
 
-pub(crate) async fn apply_batch(tx: &mut PgConnection, entries: &[StreamEntry]) -> Result<Effects, sqlx::Error> {
-    let mut decoded: Vec<(&StreamEntry, Decoded)> = entries.iter().map(|e| (e, decode(e))).collect();
+pub(crate) async fn apply_batch(
+    tx: &mut PgConnection,
+    entries: &[StreamEntry],
+) -> Result<Effects, sqlx::Error> {
+    let mut decoded: Vec<(&StreamEntry, Decoded)> =
+        entries.iter().map(|e| (e, decode(e))).collect();
     let tasks: Vec<i64> = decoded
         .iter()
         .filter_map(|(_, d)| match d {
@@ -51,14 +59,13 @@ pub(crate) async fn apply_batch(tx: &mut PgConnection, entries: &[StreamEntry]) 
             _ => None,
         })
         .collect();
-    let owners: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
-        "SELECT id, run_id FROM work_items WHERE id = ANY($1)",
-    )
-    .bind(&tasks)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    let owners: HashMap<i64, i64> =
+        sqlx::query_as::<_, (i64, i64)>("SELECT id, run_id FROM work_items WHERE id = ANY($1)")
+            .bind(&tasks)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
 
     let mut fx = Effects::default();
     let mut touched_runs = BTreeSet::new();
@@ -77,7 +84,11 @@ pub(crate) async fn apply_batch(tx: &mut PgConnection, entries: &[StreamEntry]) 
             Decoded::Event(delivered) => {
                 apply_event(tx, &entry.id, delivered, &mut fx, &mut touched_runs).await?
             }
-            Decoded::Bad { reason, detail, raw } => {
+            Decoded::Bad {
+                reason,
+                detail,
+                raw,
+            } => {
                 let inserted = sqlx::query(
                     "INSERT INTO quarantined_events (stream_id, reason, detail, raw)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING",
@@ -113,13 +124,24 @@ fn decode(entry: &StreamEntry) -> Decoded {
     if entry.fields.is_none() {
         return Decoded::Gone;
     }
-    let raw = entry.field(FIELD_EVENT).map(<[u8]>::to_vec).unwrap_or_else(|| entry.raw());
+    let raw = entry
+        .field(FIELD_EVENT)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| entry.raw());
     match Delivered::decode(entry.field(FIELD_EVENT), entry.field(FIELD_REJECTED)) {
         Ok(d) => match check_storable(&d.event) {
             Ok(()) => Decoded::Event(Box::new(d)),
-            Err(detail) => Decoded::Bad { reason: QuarantineReason::Malformed(String::new()).label(), detail, raw },
+            Err(detail) => Decoded::Bad {
+                reason: QuarantineReason::Malformed(String::new()).label(),
+                detail,
+                raw,
+            },
         },
-        Err(reason) => Decoded::Bad { reason: reason.label(), detail: reason.to_string(), raw },
+        Err(reason) => Decoded::Bad {
+            reason: reason.label(),
+            detail: reason.to_string(),
+            raw,
+        },
     }
 }
 
@@ -128,14 +150,25 @@ fn decode(entry: &StreamEntry) -> Decoded {
 fn check_storable(e: &Event) -> Result<(), String> {
     let fits_i32 = |v: u64| v <= i32::MAX as u64;
     let fits_i64 = |v: u64| v <= i64::MAX as u64;
-    if !fits_i64(e.epoch.0) || !fits_i64(e.seq) || !fits_i32(e.incarnation.into()) || !fits_i32(e.attempt.into()) {
+    if !fits_i64(e.epoch.0)
+        || !fits_i64(e.seq)
+        || !fits_i32(e.incarnation.into())
+        || !fits_i32(e.attempt.into())
+    {
         return Err("epoch, seq, incarnation or attempt out of range".into());
     }
     if !(0..=MAX_TS_MS).contains(&e.ts_ms) {
-        return Err(format!("ts_ms {} is not a unix time in milliseconds", e.ts_ms));
+        return Err(format!(
+            "ts_ms {} is not a unix time in milliseconds",
+            e.ts_ms
+        ));
     }
     match &e.body {
-        EventBody::TaskCompleted { outcome, attempts, duration_ms } => {
+        EventBody::TaskCompleted {
+            outcome,
+            attempts,
+            duration_ms,
+        } => {
             let fixed = match outcome {
                 Outcome::Fixed { attempt } => *attempt,
                 _ => 0,
@@ -144,10 +177,12 @@ fn check_storable(e: &Event) -> Result<(), String> {
                 return Err("task_completed counters out of range".into());
             }
         }
-        EventBody::PromptAssembled { lessons, .. } => {
-            if lessons.iter().any(|l| !fits_i32(l.rank.into()) || !l.score.is_finite()) {
-                return Err("lesson rank or score out of range".into());
-            }
+        EventBody::PromptAssembled { lessons, .. }
+            if lessons
+                .iter()
+                .any(|l| !fits_i32(l.rank.into()) || !l.score.is_finite()) =>
+        {
+            return Err("lesson rank or score out of range".into());
         }
         _ => {}
     }
@@ -169,7 +204,11 @@ fn contains_nul(v: &serde_json::Value) -> bool {
 }
 
 fn sanitize(detail: &str) -> String {
-    detail.chars().take(MAX_DETAIL_CHARS).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect()
+    detail
+        .chars()
+        .take(MAX_DETAIL_CHARS)
+        .map(|c| if c == '\0' { '\u{fffd}' } else { c })
+        .collect()
 }
 
 fn timestamp(ts_ms: i64) -> DateTime<Utc> {
@@ -218,10 +257,21 @@ async fn apply_event(
         fx.rejected_completions += 1;
         return Ok(());
     }
-    let attempt_key = (item, e.epoch.0 as i64, e.attempt as i32, e.agent.as_str(), ts);
+    let attempt_key = (
+        item,
+        e.epoch.0 as i64,
+        e.attempt as i32,
+        e.agent.as_str(),
+        ts,
+    );
     match &e.body {
         EventBody::AttemptStarted => {
-            upsert_attempt(tx, attempt_key, "started_at = LEAST(attempts.started_at, EXCLUDED.started_at)").await?;
+            upsert_attempt(
+                tx,
+                attempt_key,
+                "started_at = LEAST(attempts.started_at, EXCLUDED.started_at)",
+            )
+            .await?;
         }
         EventBody::PromptAssembled { lessons, .. } => {
             let attempt_id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
@@ -248,9 +298,13 @@ async fn apply_event(
                 .execute(&mut *tx)
                 .await?;
         }
-        EventBody::AttemptEvaluated { status, health_ok, .. } => {
+        EventBody::AttemptEvaluated {
+            status, health_ok, ..
+        } => {
             let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
-            let status = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned));
+            let status = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
             sqlx::query("UPDATE attempts SET eval_status = $2, health_ok = $3, evaluated_at = $4 WHERE id = $1")
                 .bind(id)
                 .bind(status)
@@ -259,7 +313,11 @@ async fn apply_event(
                 .execute(&mut *tx)
                 .await?;
         }
-        EventBody::TaskCompleted { outcome, attempts, duration_ms } => {
+        EventBody::TaskCompleted {
+            outcome,
+            attempts,
+            duration_ms,
+        } => {
             let fixed_attempt = match outcome {
                 Outcome::Fixed { attempt } => Some(*attempt as i32),
                 _ => None,
@@ -294,7 +352,9 @@ async fn apply_event(
                 touched_runs.insert(e.run.0);
             }
         }
-        EventBody::LeaseAcquired { .. } | EventBody::LeaseAbandoned { .. } | EventBody::LeaseReleased => {}
+        EventBody::LeaseAcquired { .. }
+        | EventBody::LeaseAbandoned { .. }
+        | EventBody::LeaseReleased => {}
     }
     fx.applied.push((e.body.kind(), e.ts_ms));
     Ok(())
@@ -374,9 +434,13 @@ mod tests {
         let mut e = event(EventBody::AttemptStarted);
         e.ts_ms = -1;
         assert!(check_storable(&e).is_err());
-        let e = event(EventBody::ScriptProposed { script: "echo \0".into() });
+        let e = event(EventBody::ScriptProposed {
+            script: "echo \0".into(),
+        });
         assert!(check_storable(&e).unwrap_err().contains("NUL"));
-        let e = event(EventBody::ScriptProposed { script: "literal \\u0000 is fine".into() });
+        let e = event(EventBody::ScriptProposed {
+            script: "literal \\u0000 is fine".into(),
+        });
         assert!(check_storable(&e).is_ok());
     }
 }

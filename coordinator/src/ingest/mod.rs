@@ -148,7 +148,10 @@ impl Ingester {
             self.group_ready.store(true, Ordering::Relaxed);
         }
         if self.claim_due() {
-            if let Err(error) = stream::claim_abandoned(&mut conn, &self.stream, &self.consumer, CLAIM_IDLE_MS).await {
+            if let Err(error) =
+                stream::claim_abandoned(&mut conn, &self.stream, &self.consumer, CLAIM_IDLE_MS)
+                    .await
+            {
                 tracing::warn!(%error, "could not claim entries abandoned by other consumers");
             }
         }
@@ -168,7 +171,9 @@ impl Ingester {
     ) -> Result<Vec<StreamEntry>, CoordinatorError> {
         match stream::read_group(conn, &self.stream, &self.consumer, start, BATCH).await {
             Err(e) if e.code() == Some("NOGROUP") => {
-                tracing::warn!("ingest consumer group is gone (redis lost its data?); re-creating it");
+                tracing::warn!(
+                    "ingest consumer group is gone (redis lost its data?); re-creating it"
+                );
                 stream::ensure_group(conn, &self.stream).await?;
                 Ok(stream::read_group(conn, &self.stream, &self.consumer, start, BATCH).await?)
             }
@@ -208,7 +213,8 @@ impl Ingester {
         let now_ms = chrono::Utc::now().timestamp_millis();
         for (kind, ts_ms) in &fx.applied {
             m.events_ingested.with_label_values(&[*kind]).inc();
-            m.ingest_lag.observe((now_ms - ts_ms).max(0) as f64 / 1000.0);
+            m.ingest_lag
+                .observe((now_ms - ts_ms).max(0) as f64 / 1000.0);
         }
         for reason in &fx.quarantined {
             m.events_quarantined.with_label_values(&[*reason]).inc();

@@ -66,7 +66,10 @@ pub(crate) async fn read_group(
 
 /// Creates the group at the start of the stream (so nothing already there is
 /// skipped); an existing group is fine.
-pub(crate) async fn ensure_group(conn: &mut ConnectionManager, stream: &str) -> Result<(), RedisError> {
+pub(crate) async fn ensure_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+) -> Result<(), RedisError> {
     let created: Result<Value, RedisError> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -105,7 +108,11 @@ pub(crate) async fn claim_abandoned(
     Ok(())
 }
 
-pub(crate) async fn ack(conn: &mut ConnectionManager, stream: &str, ids: &[String]) -> Result<(), RedisError> {
+pub(crate) async fn ack(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    ids: &[String],
+) -> Result<(), RedisError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -121,7 +128,11 @@ pub(crate) async fn ack(conn: &mut ConnectionManager, stream: &str, ids: &[Strin
 /// Trims entries below the smallest id still pending in the group, or below
 /// `last_acked` when nothing is pending. Unacknowledged entries are never
 /// trimmed; entries not yet delivered have larger ids than anything acked.
-pub(crate) async fn trim(conn: &mut ConnectionManager, stream: &str, last_acked: &str) -> Result<u64, RedisError> {
+pub(crate) async fn trim(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    last_acked: &str,
+) -> Result<u64, RedisError> {
     let summary: Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg(INGEST_GROUP)
@@ -181,7 +192,12 @@ fn parse_entry(entry: Value) -> Option<StreamEntry> {
                 .map(|kv| (as_bytes(&kv[0]), as_bytes(&kv[1])))
                 .collect(),
         ),
-        Value::Map(pairs) => Some(pairs.iter().map(|(k, v)| (as_bytes(k), as_bytes(v))).collect()),
+        Value::Map(pairs) => Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (as_bytes(k), as_bytes(v)))
+                .collect(),
+        ),
         _ => None,
     };
     Some(StreamEntry { id, fields })
@@ -225,8 +241,14 @@ mod tests {
         let reply = Value::Array(vec![Value::Array(vec![
             bulk(b"fleet:events"),
             Value::Array(vec![
-                Value::Array(vec![bulk(b"1-0"), Value::Array(vec![bulk(b"e"), bulk(b"{}")])]),
-                Value::Array(vec![bulk(b"2-0"), Value::Array(vec![bulk(&[0xff, 0]), bulk(&[1, 2])])]),
+                Value::Array(vec![
+                    bulk(b"1-0"),
+                    Value::Array(vec![bulk(b"e"), bulk(b"{}")]),
+                ]),
+                Value::Array(vec![
+                    bulk(b"2-0"),
+                    Value::Array(vec![bulk(&[0xff, 0]), bulk(&[1, 2])]),
+                ]),
                 Value::Array(vec![bulk(b"3-0"), Value::Nil]),
             ]),
         ])]);

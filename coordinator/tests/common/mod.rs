@@ -32,7 +32,8 @@ pub fn redis_url() -> String {
 }
 
 pub fn database_url() -> String {
-    std::env::var("FLEET_DATABASE_URL").unwrap_or_else(|_| "postgres://fleet:fleet@127.0.0.1:55432/fleet".into())
+    std::env::var("FLEET_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://fleet:fleet@127.0.0.1:55432/fleet".into())
 }
 
 pub struct TestEnv {
@@ -54,8 +55,12 @@ impl TestEnv {
         let url = database_url();
         let pool = tokio::time::timeout(Duration::from_secs(20), db::connect(&url, Some(&schema)))
             .await
-            .unwrap_or_else(|_| panic!("postgres at {url} did not answer within 20 s: run `make deps`"))
-            .unwrap_or_else(|e| panic!("postgres is not reachable at {url} ({e}): run `make deps`"));
+            .unwrap_or_else(|_| {
+                panic!("postgres at {url} did not answer within 20 s: run `make deps`")
+            })
+            .unwrap_or_else(|e| {
+                panic!("postgres is not reachable at {url} ({e}): run `make deps`")
+            });
         db::migrate(&pool).await.expect("migrations apply");
         let redis = redis_url();
         let leases = tokio::time::timeout(
@@ -68,7 +73,13 @@ impl TestEnv {
         let packs_dir = std::env::temp_dir().join(format!("coordinator-packs-{id}"));
         std::fs::create_dir_all(packs_dir.join("demo")).unwrap();
         std::fs::write(packs_dir.join("demo/pack.toml"), PACK).unwrap();
-        Self { pool, schema, packs: SkillPacks::new(&packs_dir), packs_dir, leases }
+        Self {
+            pool,
+            schema,
+            packs: SkillPacks::new(&packs_dir),
+            packs_dir,
+            leases,
+        }
     }
 
     pub fn state(&self, metrics: fleet_coordinator::Metrics) -> AppState {
@@ -114,13 +125,19 @@ impl TestEnv {
     pub async fn wipe_redis(&self) {
         let keys = self.redis_keys().await;
         if !keys.is_empty() {
-            let _: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut self.leases.connection()).await.unwrap();
+            let _: u64 = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut self.leases.connection())
+                .await
+                .unwrap();
         }
     }
 
     pub async fn cleanup(self) {
         self.wipe_redis().await;
-        let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema)).execute(&self.pool).await;
+        let _ = sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .execute(&self.pool)
+            .await;
         let _ = std::fs::remove_dir_all(&self.packs_dir);
     }
 
@@ -129,7 +146,14 @@ impl TestEnv {
     }
 }
 
-pub fn event(run: RunId, task: TaskId, rule: &str, epoch: Epoch, seq: u64, body: EventBody) -> Event {
+pub fn event(
+    run: RunId,
+    task: TaskId,
+    rule: &str,
+    epoch: Epoch,
+    seq: u64,
+    body: EventBody,
+) -> Event {
     Event {
         v: EVENT_VERSION,
         id: EventId::new_v7(),
@@ -153,11 +177,17 @@ pub fn submission(rules: &[&str]) -> fleet_common::api::SubmitRun {
 /// Removes what a test that ran the binary left: its schema and keys.
 pub async fn drop_fleet(schema: &str, prefix: &str) {
     if let Ok(pool) = db::connect(&database_url(), None).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&pool).await;
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await;
     }
     let client = redis::Client::open(redis_url()).unwrap();
     if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
         }
