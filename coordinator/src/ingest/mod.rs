@@ -6,6 +6,7 @@
 //! effect hangs off a newly inserted `run_events` row (keyed by event id).
 
 mod apply;
+mod decode;
 mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,160 @@
+//! Sorting stream entries into events to apply and entries to quarantine
+//! (DESIGN E3). Besides the protocol's own checks (size, version, shape),
+//! events that Postgres would refuse are caught here: one of those would
+//! otherwise fail its whole batch on every redelivery and stop ingestion.
+
+use fleet_common::event::{Delivered, EventBody, QuarantineReason, FIELD_EVENT, FIELD_REJECTED};
+use fleet_common::{Event, Outcome};
+
+use super::stream::StreamEntry;
+
+/// Unix ms of 9999-12-31T23:59:59.999Z; later (or negative) times are garbage.
+const MAX_TS_MS: i64 = 253_402_300_799_999;
+/// Quarantine details are for people; keep them short.
+const MAX_DETAIL_CHARS: usize = 1000;
+
+/// One stream entry, sorted.
+pub(crate) enum Decoded {
+    Event(Box<Delivered>),
+    Bad {
+        reason: &'static str,
+        detail: String,
+        raw: Vec<u8>,
+    },
+    /// Deleted while pending: nothing left to apply or keep.
+    Gone,
+}
+
+pub(crate) fn decode(entry: &StreamEntry) -> Decoded {
+    if entry.fields.is_none() {
+        return Decoded::Gone;
+    }
+    let raw = entry
+        .field(FIELD_EVENT)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| entry.raw());
+    match Delivered::decode(entry.field(FIELD_EVENT), entry.field(FIELD_REJECTED)) {
+        Ok(d) => match check_storable(&d.event) {
+            Ok(()) => Decoded::Event(Box::new(d)),
+            Err(detail) => Decoded::Bad {
+                reason: QuarantineReason::Malformed(String::new()).label(),
+                detail,
+                raw,
+            },
+        },
+        Err(reason) => Decoded::Bad {
+            reason: reason.label(),
+            detail: reason.to_string(),
+            raw,
+        },
+    }
+}
+
+/// Values that parse as an event but that Postgres would refuse (and so
+/// fail the whole batch on every redelivery) are quarantined instead.
+fn check_storable(e: &Event) -> Result<(), String> {
+    let fits_i32 = |v: u64| v <= i32::MAX as u64;
+    let fits_i64 = |v: u64| v <= i64::MAX as u64;
+    if !fits_i64(e.epoch.0)
+        || !fits_i64(e.seq)
+        || !fits_i32(e.incarnation.into())
+        || !fits_i32(e.attempt.into())
+    {
+        return Err("epoch, seq, incarnation or attempt out of range".into());
+    }
+    if !(0..=MAX_TS_MS).contains(&e.ts_ms) {
+        return Err(format!(
+            "ts_ms {} is not a unix time in milliseconds",
+            e.ts_ms
+        ));
+    }
+    match &e.body {
+        EventBody::TaskCompleted {
+            outcome,
+            attempts,
+            duration_ms,
+        } => {
+            let fixed = match outcome {
+                Outcome::Fixed { attempt } => *attempt,
+                _ => 0,
+            };
+            if !fits_i32(fixed.into()) || !fits_i32((*attempts).into()) || !fits_i64(*duration_ms) {
+                return Err("task_completed counters out of range".into());
+            }
+        }
+        EventBody::PromptAssembled { lessons, .. }
+            if lessons
+                .iter()
+                .any(|l| !fits_i32(l.rank.into()) || !l.score.is_finite()) =>
+        {
+            return Err("lesson rank or score out of range".into());
+        }
+        _ => {}
+    }
+    // Postgres text and jsonb cannot hold NUL.
+    let value = serde_json::to_value(e).map_err(|err| err.to_string())?;
+    if contains_nul(&value) {
+        return Err("event contains a NUL character, which postgres cannot store".into());
+    }
+    Ok(())
+}
+
+fn contains_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(contains_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+pub(crate) fn sanitize(detail: &str) -> String {
+    detail
+        .chars()
+        .take(MAX_DETAIL_CHARS)
+        .map(|c| if c == '\0' { '\u{fffd}' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_common::event::EVENT_VERSION;
+    use fleet_common::{AgentId, Epoch, EventId, RunId, TaskId};
+
+    fn event(body: EventBody) -> Event {
+        Event {
+            v: EVENT_VERSION,
+            id: EventId::new_v7(),
+            run: RunId(1),
+            task: TaskId(2),
+            rule: "r".into(),
+            agent: AgentId("a".into()),
+            incarnation: 1,
+            epoch: Epoch(1 << 20 | 1),
+            attempt: 1,
+            seq: 1,
+            ts_ms: 1_700_000_000_000,
+            body,
+        }
+    }
+
+    #[test]
+    fn values_postgres_would_refuse_are_caught_before_the_batch() {
+        assert!(check_storable(&event(EventBody::AttemptStarted)).is_ok());
+        let mut e = event(EventBody::AttemptStarted);
+        e.epoch = Epoch(u64::MAX);
+        assert!(check_storable(&e).is_err());
+        let mut e = event(EventBody::AttemptStarted);
+        e.ts_ms = -1;
+        assert!(check_storable(&e).is_err());
+        let e = event(EventBody::ScriptProposed {
+            script: "echo \0".into(),
+        });
+        assert!(check_storable(&e).unwrap_err().contains("NUL"));
+        let e = event(EventBody::ScriptProposed {
+            script: "literal \\u0000 is fine".into(),
+        });
+        assert!(check_storable(&e).is_ok());
+    }
+}
