@@ -25,7 +25,7 @@ pub struct Heartbeat {
     lost: CancellationToken,
     reason: Arc<OnceLock<AbandonReason>>,
     stop: CancellationToken,
-    handle: JoinHandle<()>,
+    handle: Option<JoinHandle<()>>,
 }
 
 impl Heartbeat {
@@ -53,7 +53,7 @@ impl Heartbeat {
             lost,
             reason,
             stop,
-            handle,
+            handle: Some(handle),
         }
     }
 
@@ -74,9 +74,19 @@ impl Heartbeat {
     }
 
     /// Stops renewing and waits for the task to end.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        let _ = self.handle.await;
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    /// A lease's holder that vanishes (its future dropped) must not leave
+    /// the lease renewed forever.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

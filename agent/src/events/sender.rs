@@ -90,5 +90,16 @@ async fn complete(
 
 fn retried(metrics: &AgentMetrics, event: &Event, e: &LeaseError, after: Duration) {
     metrics.event_send_retries.inc();
-    warn!(seq = event.seq, kind = event.body.kind(), error = %e, retry_in_ms = after.as_millis() as u64, "event send failed, retrying");
+    warn!(
+        run = %event.run,
+        task = %event.task,
+        rule = %event.rule,
+        agent = %event.agent,
+        epoch = %event.epoch,
+        seq = event.seq,
+        kind = event.body.kind(),
+        error = %e,
+        retry_in_ms = after.as_millis() as u64,
+        "event send failed, retrying"
+    );
 }

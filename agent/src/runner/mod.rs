@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use fleet_common::lease::{LeaseClient, LeaseError};
 use fleet_common::AgentId;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
@@ -22,6 +21,7 @@ use quota::{LeaseQuota, Ticket};
 
 use crate::events::EventSink;
 use crate::metrics::AgentMetrics;
+use crate::spawn::spawn;
 use crate::workbench::Workbench;
 
 /// Longest pause between lease calls while Redis keeps failing.
@@ -67,13 +67,16 @@ impl Runner {
     /// is spent. In-flight leases are completed or handed back first.
     pub async fn run(self, benches: Vec<Workbench>) -> RunSummary {
         let runner = Arc::new(self);
-        let mut slots = JoinSet::new();
-        for (slot, bench) in benches.into_iter().enumerate() {
-            let span = tracing::info_span!("slot", slot, agent = %runner.agent);
-            slots.spawn(runner.clone().slot(bench).instrument(span));
-        }
-        while let Some(r) = slots.join_next().await {
-            if let Err(e) = r {
+        let slots: Vec<_> = benches
+            .into_iter()
+            .enumerate()
+            .map(|(slot, bench)| {
+                let span = tracing::info_span!("slot", slot, agent = %runner.agent);
+                spawn("slot", runner.clone().slot(bench).instrument(span))
+            })
+            .collect();
+        for handle in slots {
+            if let Err(e) = handle.await {
                 error!(error = %e, "slot task failed");
             }
         }
