@@ -424,3 +424,52 @@ async fn a_second_accepted_outcome_is_counted_as_a_protocol_failure() {
     assert_eq!(metrics.duplicate_outcomes(), 1);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_event_postgres_refuses_is_isolated_and_quarantined() {
+    let env = TestEnv::new().await;
+    let (run, lease) = setup(&env, &["sshd_a"]).await;
+    let metrics = Metrics::new();
+    // Stands in for any value the decoder lets through but Postgres refuses.
+    sqlx::query("ALTER TABLE run_events ADD CONSTRAINT no_evil CHECK (agent_id <> 'evil')")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let before = event(
+        run,
+        lease.id(),
+        "sshd_a",
+        lease.epoch,
+        1,
+        EventBody::AttemptStarted,
+    );
+    let mut evil = event(
+        run,
+        lease.id(),
+        "sshd_a",
+        lease.epoch,
+        2,
+        EventBody::LeaseReleased,
+    );
+    evil.agent = AgentId("evil".into());
+    let after = event(
+        run,
+        lease.id(),
+        "sshd_a",
+        lease.epoch,
+        3,
+        EventBody::LeaseReleased,
+    );
+    for e in [&before, &evil, &after] {
+        env.leases.append_event(e).await.unwrap();
+    }
+    let report = ingester(&env, &metrics).drain().await.unwrap();
+    assert_eq!((report.applied, report.quarantined), (2, 1), "{report:?}");
+    let reason: String = sqlx::query_scalar("SELECT reason FROM quarantined_events")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "refused_by_postgres");
+    assert_eq!(metrics.quarantined("refused_by_postgres"), 1);
+    env.cleanup().await;
+}

@@ -32,6 +32,18 @@ pub(crate) struct Effects {
     pub completed_runs: Vec<i64>,
 }
 
+impl Effects {
+    pub fn merge(&mut self, o: Effects) {
+        self.applied.extend(o.applied);
+        self.duplicates += o.duplicates;
+        self.quarantined.extend(o.quarantined);
+        self.rejected_completions += o.rejected_completions;
+        self.outcomes.extend(o.outcomes);
+        self.duplicate_outcomes += o.duplicate_outcomes;
+        self.completed_runs.extend(o.completed_runs);
+    }
+}
+
 pub(crate) async fn apply_batch(
     tx: &mut PgConnection,
     entries: &[StreamEntry],
@@ -75,19 +87,7 @@ pub(crate) async fn apply_batch(
                 detail,
                 raw,
             } => {
-                let inserted = sqlx::query(
-                    "INSERT INTO quarantined_events (stream_id, reason, detail, raw)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING",
-                )
-                .bind(&entry.id)
-                .bind(*reason)
-                .bind(sanitize(detail))
-                .bind(&*raw)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
-                    tracing::warn!(stream_id = %entry.id, reason = *reason, detail = %sanitize(detail), "event quarantined");
+                if quarantine(tx, &entry.id, reason, detail, raw).await? {
                     fx.quarantined.push(reason);
                 }
             }
@@ -104,6 +104,31 @@ pub(crate) async fn apply_batch(
         }
     }
     Ok(fx)
+}
+
+/// Keeps a bad entry verbatim; false if it was quarantined before.
+pub(crate) async fn quarantine(
+    conn: &mut PgConnection,
+    stream_id: &str,
+    reason: &'static str,
+    detail: &str,
+    raw: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO quarantined_events (stream_id, reason, detail, raw)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (stream_id) DO NOTHING",
+    )
+    .bind(stream_id)
+    .bind(reason)
+    .bind(sanitize(detail))
+    .bind(raw)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        tracing::warn!(stream_id, reason, detail = %sanitize(detail), "event quarantined");
+    }
+    Ok(inserted == 1)
 }
 
 fn timestamp(ts_ms: i64) -> DateTime<Utc> {

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use fleet_common::event::FIELD_EVENT;
 use fleet_common::lease::LeaseClient;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,20 @@ const CLAIM_IDLE_MS: u64 = 30_000;
 const CLAIM_EVERY: Duration = Duration::from_secs(10);
 /// How long `run` waits for new entries per call to `run_once`.
 const RUN_BLOCK: Duration = Duration::from_millis(200);
+
+/// Quarantine reason of an event Postgres refused to store.
+const REFUSED: &str = "refused_by_postgres";
+
+/// Data exceptions (22xxx) and integrity violations (23xxx) are about the
+/// event itself; anything else (connection, missing table) is retried.
+fn is_refused_data(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestReport {
@@ -192,9 +207,14 @@ impl Ingester {
     }
 
     async fn apply(&self, entries: &[StreamEntry]) -> Result<IngestReport, CoordinatorError> {
-        let mut tx = self.pool.begin().await?;
-        let fx = apply::apply_batch(&mut tx, entries).await?;
-        tx.commit().await?;
+        let fx = match self.commit(entries).await {
+            Err(CoordinatorError::Postgres(e)) if is_refused_data(&e) => {
+                tracing::warn!(error = %e, entries = entries.len(),
+                    "postgres refused a batch; applying its entries one by one");
+                self.commit_one_by_one(entries).await?
+            }
+            other => other?,
+        };
         let report = self.record(&fx);
 
         // Acknowledge only after the commit (E2). If this fails the entries
@@ -207,6 +227,40 @@ impl Ingester {
             tracing::warn!(%error, "stream trim failed; retried after the next batch");
         }
         Ok(report)
+    }
+
+    async fn commit(&self, entries: &[StreamEntry]) -> Result<Effects, CoordinatorError> {
+        let mut tx = self.pool.begin().await?;
+        let fx = apply::apply_batch(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(fx)
+    }
+
+    /// Isolates the entry Postgres refuses and quarantines it, so one event
+    /// that slipped past decoding cannot stop ingestion (E3). Entries before
+    /// it are committed; nothing is acknowledged until all are done.
+    async fn commit_one_by_one(
+        &self,
+        entries: &[StreamEntry],
+    ) -> Result<Effects, CoordinatorError> {
+        let mut total = Effects::default();
+        for entry in entries {
+            match self.commit(std::slice::from_ref(entry)).await {
+                Err(CoordinatorError::Postgres(e)) if is_refused_data(&e) => {
+                    let raw = entry
+                        .field(FIELD_EVENT)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_else(|| entry.raw());
+                    let detail = format!("postgres refused the event: {e}");
+                    let mut conn = self.pool.acquire().await?;
+                    if apply::quarantine(&mut conn, &entry.id, REFUSED, &detail, &raw).await? {
+                        total.quarantined.push(REFUSED);
+                    }
+                }
+                other => total.merge(other?),
+            }
+        }
+        Ok(total)
     }
 
     fn record(&self, fx: &Effects) -> IngestReport {
