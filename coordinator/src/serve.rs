@@ -126,10 +126,18 @@ pub async fn serve_on(
         return Ok(());
     };
 
+    let packs = SkillPacks::new(&config.skill_packs);
+    match packs.names() {
+        names if names.is_empty() => tracing::warn!(dir = %config.skill_packs.display(),
+            "no skill packs found (no <dir>/<name>/pack.toml); every submission will be refused"),
+        names => {
+            tracing::info!(dir = %config.skill_packs.display(), packs = ?names, "skill packs found")
+        }
+    }
     let state = AppState {
         pool: pool.clone(),
         leases: leases.clone(),
-        packs: SkillPacks::new(&config.skill_packs),
+        packs,
         metrics: metrics.clone(),
         api_token: config.api_token.clone(),
         agent_token: config.agent_token.clone(),
