@@ -8,7 +8,7 @@
 //! bounded by a timeout and raced against that deadline, so a hung Redis
 //! call cannot keep the agent working past it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use fleet_common::event::AbandonReason;
 use fleet_common::lease::{Lease, LeaseClient, Renewal};
@@ -26,6 +26,8 @@ pub struct Heartbeat {
     reason: Arc<OnceLock<AbandonReason>>,
     stop: CancellationToken,
     handle: Option<JoinHandle<()>>,
+    /// The current local deadline, shared with the renewal task.
+    deadline: Arc<Mutex<Instant>>,
 }
 
 impl Heartbeat {
@@ -40,6 +42,7 @@ impl Heartbeat {
         let lost = CancellationToken::new();
         let reason = Arc::new(OnceLock::new());
         let stop = CancellationToken::new();
+        let deadline = Arc::new(Mutex::new(granted_sent_at + settings.local_deadline()));
         let beat = Beat {
             client,
             lease,
@@ -47,6 +50,7 @@ impl Heartbeat {
             lost: lost.clone(),
             reason: reason.clone(),
             stop: stop.clone(),
+            deadline: deadline.clone(),
         };
         let handle = spawn("heartbeat", beat.run(granted_sent_at));
         Self {
@@ -54,6 +58,7 @@ impl Heartbeat {
             reason,
             stop,
             handle: Some(handle),
+            deadline,
         }
     }
 
@@ -71,6 +76,16 @@ impl Heartbeat {
 
     pub fn reason(&self) -> Option<AbandonReason> {
         self.reason.get().copied()
+    }
+
+    /// Why the lease must be given up now, checked synchronously: the
+    /// renewal task may not have run yet after a long pause (SIGSTOP), so
+    /// callers about to act on the lease also look at the clock themselves.
+    pub fn must_stop(&self) -> Option<AbandonReason> {
+        self.reason().or_else(|| {
+            let deadline = *self.deadline.lock().expect("heartbeat deadline lock");
+            (Instant::now() >= deadline).then_some(AbandonReason::LocalDeadline)
+        })
     }
 
     /// Stops renewing and waits for the task to end.
@@ -97,6 +112,7 @@ struct Beat {
     lost: CancellationToken,
     reason: Arc<OnceLock<AbandonReason>>,
     stop: CancellationToken,
+    deadline: Arc<Mutex<Instant>>,
 }
 
 impl Beat {
@@ -124,6 +140,7 @@ impl Beat {
             match renewal {
                 Ok(Ok(Renewal::Renewed { deadline_ms })) => {
                     deadline = sent + self.settings.local_deadline();
+                    *self.deadline.lock().expect("heartbeat deadline lock") = deadline;
                     debug!(redis_deadline_ms = deadline_ms, "lease renewed");
                 }
                 Ok(Ok(Renewal::Refused(why))) => {

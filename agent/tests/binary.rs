@@ -82,6 +82,7 @@ async fn sigterm_hands_the_lease_back_and_exits_zero() {
         .await
         .unwrap();
     assert!(ready.is_some());
+    support::cleanup(&client).await;
 }
 
 #[tokio::test]
@@ -106,6 +107,7 @@ async fn max_leases_exits_zero_once_reached() {
         .await
         .unwrap();
     assert_eq!(agents, ["agent-bin"], "the agent was seen alive");
+    support::cleanup(&client).await;
 }
 
 #[test]

@@ -58,6 +58,7 @@ async fn events_carry_the_envelope_and_flush_means_stored() {
         assert!(e.ts_ms > 0 && !e.id.0.is_empty());
     }
     sink.close(Duration::from_secs(1)).await;
+    support::cleanup(&client).await;
 }
 
 #[tokio::test]
@@ -110,6 +111,7 @@ async fn an_outage_loses_and_reorders_nothing() {
         "the outage was noticed and retried"
     );
     sink.close(Duration::from_secs(1)).await;
+    support::cleanup(&direct).await;
 }
 
 #[tokio::test]
@@ -164,4 +166,5 @@ async fn the_completion_takes_the_next_seq_and_is_applied_atomically() {
         ]
     );
     sink.close(Duration::from_secs(1)).await;
+    support::cleanup(&client).await;
 }

@@ -42,6 +42,7 @@ async fn a_live_lease_stays_renewed() {
         "renewals move the Redis deadline"
     );
     hb.stop().await;
+    support::cleanup(&client).await;
 }
 
 #[tokio::test]
@@ -70,6 +71,7 @@ async fn a_refused_renewal_fires_lost_within_one_period() {
         "lost after {waited:?}"
     );
     hb.stop().await;
+    support::cleanup(&client).await;
 }
 
 #[tokio::test]
@@ -115,6 +117,7 @@ async fn a_hung_redis_trips_the_local_deadline_before_the_redis_deadline() {
         Some("leased")
     );
     hb.stop().await;
+    support::cleanup(&direct).await;
 }
 
 #[tokio::test]
@@ -149,4 +152,22 @@ async fn an_unreachable_redis_trips_the_local_deadline() {
         .unwrap();
     assert!(fired_at_redis_ms < redis_deadline);
     hb.stop().await;
+    support::cleanup(&direct).await;
+}
+
+#[tokio::test]
+async fn a_lease_past_its_local_deadline_must_stop_before_the_task_notices() {
+    // As after SIGSTOP/SIGCONT: the deadline passed while nothing ran.
+    let client = fresh_client(fast()).await;
+    enqueue(&client, &[rule_task(1, "r1", Budgets::default())]).await;
+    let lease = lease_one(&client, "agent-hb").await;
+    let long_ago = Instant::now() - Duration::from_secs(1);
+    let hb = Heartbeat::start(client.clone(), lease, fast(), long_ago);
+    assert_eq!(hb.must_stop(), Some(AbandonReason::LocalDeadline));
+    let reason = tokio::time::timeout(Duration::from_secs(1), hb.lost())
+        .await
+        .expect("lost fires");
+    assert_eq!(reason, AbandonReason::LocalDeadline);
+    hb.stop().await;
+    support::cleanup(&client).await;
 }

@@ -107,6 +107,7 @@ async fn one_agent_drains_the_queue_with_one_completion_per_task() {
     let stats = client.stats().await.unwrap();
     assert_eq!(stats.get("completed"), Some(&20));
     assert_eq!(stats.get("stale_rejected"), None);
+    support::cleanup(&client).await;
 }
 
 #[tokio::test]
@@ -177,6 +178,7 @@ async fn a_lost_lease_is_abandoned_and_never_completed() {
         first_epoch,
         "completed under the new grant"
     );
+    support::cleanup(&client).await;
 }
 
 #[tokio::test]
@@ -239,4 +241,5 @@ async fn shutdown_hands_the_lease_back_promptly() {
     assert!(!events
         .iter()
         .any(|d| d.event.body.kind() == "task_completed"));
+    support::cleanup(&client).await;
 }

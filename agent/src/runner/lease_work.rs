@@ -125,6 +125,11 @@ impl Runner {
             reason = heartbeat.lost() => Err(reason),
             r = self.after_shutdown_grace(self.sink.flush()) => Ok(r),
         };
+        // A lease past its local deadline is not ours to complete (L4).
+        let flushed = match (flushed, heartbeat.must_stop()) {
+            (Ok(_), Some(reason)) => Err(reason),
+            (other, _) => other,
+        };
         match flushed {
             Err(reason) => {
                 heartbeat.stop().await;

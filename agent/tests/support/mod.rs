@@ -159,3 +159,21 @@ pub fn sample_lease(task: RuleTask) -> Lease {
         deadline_ms: 0,
     }
 }
+
+/// Deletes every key under the client's prefix (call at the end of a test;
+/// a failed test leaves its keys for inspection).
+pub async fn cleanup(client: &LeaseClient) {
+    let mut conn = client.connection();
+    let pattern = format!("{}*", client.keys().prefix());
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await.unwrap();
+        let mut keys = Vec::new();
+        while let Some(k) = iter.next_item().await {
+            keys.push(k.unwrap());
+        }
+        keys
+    };
+    if !keys.is_empty() {
+        let _: () = client.connection().del(keys).await.unwrap();
+    }
+}
