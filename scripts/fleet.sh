@@ -26,6 +26,16 @@ api="http://$listen"
 export FLEET_API_URL="$api"
 bin="$root/target/debug"
 
+# GET /healthz with bash alone (no curl on a bare machine).
+healthy() {
+  local host="${listen%:*}" port="${listen##*:}"
+  exec 3<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
+  printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
+  local status; read -r -t 2 _ status _ <&3 || status=""
+  exec 3<&- 3>&-
+  [[ "$status" == 200 ]]
+}
+
 alive() { [[ -f "$state/pids/$1.pid" ]] && kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null; }
 
 if alive coordinator; then
@@ -37,11 +47,11 @@ else
   echo $! > "$state/pids/coordinator.pid"
 fi
 for _ in $(seq 1 100); do
-  curl -fsS "$api/healthz" >/dev/null 2>&1 && break
+  healthy && break
   alive coordinator || { echo "fleet: coordinator exited; see $state/logs/coordinator.log" >&2; tail -20 "$state/logs/coordinator.log" >&2; exit 1; }
   sleep 0.2
 done
-curl -fsS "$api/healthz" >/dev/null || { echo "fleet: coordinator not healthy after 20 s; see $state/logs/coordinator.log" >&2; exit 1; }
+healthy || { echo "fleet: coordinator not healthy after 20 s; see $state/logs/coordinator.log" >&2; exit 1; }
 
 for i in $(seq 1 "${AGENTS:-2}"); do
   name="agent-$i"

@@ -154,7 +154,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
 
     let mut report = check(&fleet.db.pool, run.0).await;
     report.kills = kills.len() as u64;
-    report.pauses = pauses;
+    report.pauses = pauses as u64;
     report.recovery_ms = recovery(&fleet.db.pool, &kills).await;
     report.stale_rejected_redis = fleet.leases.stats().await.unwrap().get("stale_rejected").copied().unwrap_or(0);
     fleet.shutdown().await;

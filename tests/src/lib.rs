@@ -13,6 +13,7 @@
 //! - [`procs`]: starting and signalling the real binaries.
 
 pub mod chaos;
+pub mod coord;
 pub mod db;
 pub mod fleet;
 pub mod procs;

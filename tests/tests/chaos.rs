@@ -28,3 +28,55 @@ async fn agents_killed_and_paused_mid_lease_lose_and_duplicate_nothing() {
     assert_eq!(report.stale_rejected, report.stale_rejected_redis, "Postgres and Redis disagree on refused completions");
     assert!(!report.recovery_ms.is_empty(), "no killed lease was ever re-granted");
 }
+
+/// The checker itself must see a breach: a history with a hole in an agent's
+/// sequence, a task completed twice, a completion accepted under an old
+/// epoch and a task never finished is reported as exactly that.
+#[tokio::test]
+async fn checker_reports_lost_duplicated_and_stale_outcomes() {
+    use fleet_common::event::{Event, EventBody, EVENT_VERSION};
+    use fleet_common::settings::LeaseSettings;
+    use fleet_common::{AgentId, Epoch, EventId, Outcome, TaskId};
+    use fleet_tests::coord::TestCoordinator;
+    use redis::AsyncCommands;
+
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let run = c.submit(&["rule_a", "rule_b", "rule_c"]).await.run;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM work_items WHERE run_id = $1 ORDER BY id")
+        .bind(run.0)
+        .fetch_all(&c.db.pool)
+        .await
+        .unwrap();
+    let ev = |task: i64, epoch: u64, seq: u64, body: EventBody| Event {
+        v: EVENT_VERSION,
+        id: EventId::new_v7(),
+        run,
+        task: TaskId(task),
+        rule: "rule".into(),
+        agent: AgentId("agent-1".into()),
+        incarnation: 1,
+        epoch: Epoch(epoch),
+        attempt: 0,
+        seq,
+        ts_ms: 1_700_000_000_000 + seq as i64,
+        body,
+    };
+    let done = EventBody::TaskCompleted { outcome: Outcome::AlreadyPassing, attempts: 0, duration_ms: 1 };
+    let history = [
+        ev(ids[0], 1, 1, EventBody::LeaseAcquired { deadline_ms: 0 }),
+        ev(ids[0], 1, 2, done.clone()),
+        ev(ids[0], 1, 3, done.clone()), // completed twice
+        ev(ids[1], 3, 4, done.clone()), // accepted under epoch 3 ...
+        ev(ids[1], 5, 6, EventBody::LeaseAcquired { deadline_ms: 0 }), // ... though 5 was granted; seq 5 missing
+        // ids[2] never finishes
+    ];
+    for e in &history {
+        let _: String = c.queue.conn().xadd(c.queue.keys.events(), "*", &[("e", e.to_json())]).await.unwrap();
+    }
+    c.ingester().drain().await.unwrap();
+    let report = fleet_tests::chaos::check(&c.db.pool, run.0).await;
+    assert_eq!(report.tasks, 3);
+    assert_eq!(report.duplicated, 1, "{}", report.line());
+    assert_eq!(report.stale_accepted, 1, "{}", report.line());
+    assert_eq!(report.lost, 2, "one unfinished task + one missing event: {}", report.line());
+}

@@ -1,0 +1,121 @@
+//! The HTTP API in-process on a real port, Redis and Postgres: bad
+//! submissions get a 4xx whose message says what is wrong.
+
+use fleet_common::api::{AgentConfig, ApiError, RunStatus, SubmitRunResponse};
+use fleet_common::settings::LeaseSettings;
+use fleet_coordinator::api::{router, AppState};
+use fleet_tests::coord::TestCoordinator;
+use fleet_tests::services::redis_url;
+use reqwest::StatusCode;
+use serde_json::json;
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    _c: TestCoordinator,
+}
+
+async fn start() -> Api {
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let state = AppState {
+        pool: c.db.pool.clone(),
+        leases: c.queue.client.clone(),
+        packs: c.packs.clone(),
+        metrics: c.metrics.clone(),
+        api_token: "api-secret".into(),
+        agent_token: "agent-secret".into(),
+        agent_config: AgentConfig {
+            redis_url: redis_url(),
+            key_prefix: c.queue.keys.prefix().to_owned(),
+            lease: LeaseSettings::default(),
+        },
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    Api { base, http: reqwest::Client::new(), _c: c }
+}
+
+impl Api {
+    async fn submit(&self, token: Option<&str>, body: serde_json::Value) -> (StatusCode, String) {
+        let mut req = self.http.post(format!("{}/api/v1/runs", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    async fn rejected(&self, body: serde_json::Value) -> String {
+        let (status, text) = self.submit(Some("api-secret"), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} answered {text}");
+        serde_json::from_str::<ApiError>(&text).unwrap_or_else(|_| panic!("not an ApiError: {text}")).error
+    }
+}
+
+#[tokio::test]
+async fn writes_need_the_token() {
+    let api = start().await;
+    let body = json!({"skill_pack": "sim-demo", "rules": ["sshd_set_keepalive"]});
+    assert_eq!(api.submit(None, body.clone()).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.submit(Some("wrong"), body.clone()).await.0, StatusCode::UNAUTHORIZED);
+    let register = json!({"agent": "agent-1", "host": "h", "version": "0"});
+    let resp = api.http.post(format!("{}/api/v1/agents/register", api.base)).bearer_auth("api-secret").json(&register).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the API token is not an agent token");
+    let resp = api.http.post(format!("{}/api/v1/agents/register", api.base)).bearer_auth("agent-secret").json(&register).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let config: AgentConfig = resp.json().await.unwrap();
+    assert_eq!(config.lease, LeaseSettings::default());
+}
+
+#[tokio::test]
+async fn bad_submissions_say_what_is_wrong() {
+    let api = start().await;
+    let cases = [
+        (json!({"skill_pack": "nope", "rules": ["a"]}), "sim-demo"),
+        (json!({"skill_pack": "../etc", "rules": ["a"]}), "skill pack"),
+        (json!({"skill_pack": "sim-demo", "rules": []}), "rules"),
+        (json!({"skill_pack": "sim-demo", "rules": ["a", "b", "a"]}), "\"a\""),
+        (json!({"skill_pack": "sim-demo", "rules": ["ok", "rm -rf /"]}), "rm -rf /"),
+        (json!({"skill_pack": "sim-demo", "rules": ["a"], "budgets": {"max_attempts": 0}}), "max_attempts"),
+        (json!({"skill_pack": "sim-demo", "rules": ["a"], "budgets": {"wall_time_s": 999999}}), "wall_time_s"),
+        (json!({"skill_pack": "sim-demo", "rules": ["a"], "surprise": true}), "surprise"),
+        (json!({"skill_pack": "sim-demo"}), "rules"),
+        (json!({"skill_pack": "sim-demo", "rules": "a"}), "rules"),
+    ];
+    for (body, mentions) in cases {
+        let msg = api.rejected(body.clone()).await;
+        assert!(msg.contains(mentions), "{body}: message {msg:?} does not mention {mentions:?}");
+    }
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/runs", api.base))
+        .bearer_auth("api-secret")
+        .header("content-type", "application/json")
+        .body("{\"skill_pack\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    serde_json::from_str::<ApiError>(&resp.text().await.unwrap()).expect("json error body for broken json");
+}
+
+#[tokio::test]
+async fn a_good_submission_is_created_and_visible() {
+    let api = start().await;
+    let (status, text) = api
+        .submit(Some("api-secret"), json!({"skill_pack": "sim-demo", "rules": ["sshd_set_keepalive", "audit_rules_immutable"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let created: SubmitRunResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(created.tasks, 2);
+    let run: RunStatus = api.http.get(format!("{}/api/v1/runs/{}", api.base, created.run)).send().await.unwrap().json().await.unwrap();
+    assert_eq!((run.total, run.finished, run.status.as_str()), (2, 0, "running"));
+    assert_eq!(run.profile, "sim");
+    let missing = api.http.get(format!("{}/api/v1/runs/999999", api.base)).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let health = api.http.get(format!("{}/healthz", api.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("fleet_runs_submitted_total"), "{metrics}");
+}
