@@ -72,6 +72,25 @@ impl std::fmt::Debug for ServeConfig {
 }
 
 impl ServeConfig {
+    /// The required settings; everything else at the CLI's defaults
+    /// (listen 127.0.0.1:8080, prefix `fleet:`, packs `skill-packs`,
+    /// default lease settings, consumer `coordinator`).
+    pub fn new(database_url: &str, redis_url: &str, api_token: &str, agent_token: &str) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: database_url.to_owned(),
+            pg_schema: None,
+            redis_url: redis_url.to_owned(),
+            advertise_redis_url: None,
+            key_prefix: "fleet:".to_owned(),
+            api_token: api_token.to_owned(),
+            agent_token: agent_token.to_owned(),
+            skill_packs: PathBuf::from("skill-packs"),
+            lease: LeaseSettings::default(),
+            consumer: "coordinator".to_owned(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), CoordinatorError> {
         let bad = |m: &str| Err(CoordinatorError::Config(m.to_owned()));
         if self.api_token.trim().is_empty() {
@@ -262,19 +281,12 @@ mod tests {
 
     #[test]
     fn debug_print_hides_tokens() {
-        let c = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: "postgres://u:pw@h/db".into(),
-            pg_schema: None,
-            redis_url: "redis://h".into(),
-            advertise_redis_url: None,
-            key_prefix: "fleet:".into(),
-            api_token: "TOPSECRET1".into(),
-            agent_token: "TOPSECRET2".into(),
-            skill_packs: "skill-packs".into(),
-            lease: LeaseSettings::default(),
-            consumer: "coordinator".into(),
-        };
+        let c = ServeConfig::new(
+            "postgres://u:pw@h/db",
+            "redis://h",
+            "TOPSECRET1",
+            "TOPSECRET2",
+        );
         let s = format!("{c:?}");
         assert!(!s.contains("TOPSECRET") && !s.contains("pw"), "{s}");
         assert!(c.validate().is_ok());
