@@ -1,6 +1,6 @@
 //! The lease loop: each slot leases a task, works it with its own
 //! [`Workbench`], and ends the lease one of three ways (see
-//! [`lease_work`]). Slots = workbenches; the agent runs one today.
+//! [`LeaseEnd`]). Slots = workbenches; the agent runs one today.
 
 mod lease_work;
 mod quota;
