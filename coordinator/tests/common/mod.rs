@@ -50,6 +50,10 @@ impl TestEnv {
     }
 
     pub async fn with_settings(settings: LeaseSettings) -> Self {
+        Self::with_redis(&redis_url(), settings).await
+    }
+
+    pub async fn with_redis(redis: &str, settings: LeaseSettings) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let schema = format!("t_{id}");
         let url = database_url();
@@ -62,10 +66,9 @@ impl TestEnv {
                 panic!("postgres is not reachable at {url} ({e}): run `make deps`")
             });
         db::migrate(&pool).await.expect("migrations apply");
-        let redis = redis_url();
         let leases = tokio::time::timeout(
             Duration::from_secs(10),
-            LeaseClient::connect(&redis, Keyspace::new(format!("t-{id}:")), settings),
+            LeaseClient::connect(redis, Keyspace::new(format!("t-{id}:")), settings),
         )
         .await
         .unwrap_or_else(|_| panic!("redis at {redis} did not answer within 10 s: run `make deps`"))
