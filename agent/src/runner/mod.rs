@@ -1,5 +1,5 @@
 //! The lease loop: each slot leases a task, works it with its own
-//! [`Workbench`], and ends the lease one of three ways (see
+//! [`Workbench`], and ends the lease (see
 //! [`LeaseEnd`]). Slots = workbenches; the agent runs one today.
 
 mod lease_work;
