@@ -47,7 +47,8 @@ pub struct ServeConfig {
     pub agent_token: String,
     pub skill_packs: PathBuf,
     pub lease: LeaseSettings,
-    /// Consumer name in the ingest group; unique per coordinator process.
+    /// Consumer name in the ingest group: stable across restarts, distinct
+    /// between coordinators running at the same time.
     pub consumer: String,
 }
 

@@ -75,7 +75,9 @@ pub struct ServeArgs {
     pub skill_packs: PathBuf,
     #[command(flatten)]
     pub lease: LeaseArgs,
-    /// Consumer name in the ingest group; unique per coordinator process.
+    /// Consumer name in the ingest group: keep it across restarts (a restarted
+    /// coordinator re-reads what it had not acknowledged); give each
+    /// concurrently running coordinator its own.
     #[arg(long, env = "FLEET_INGEST_CONSUMER", default_value = "coordinator")]
     pub consumer: String,
 }
