@@ -130,7 +130,7 @@ impl Metrics {
             runs_submitted: counter("fleet_runs_submitted_total", "Runs accepted by the API"),
             lease_protocol: gauge_vec(
                 "fleet_lease_protocol_counter",
-                "Lease script counters held in Redis (granted, completed, stale_rejected, ...)",
+                "Lease script counters held in Redis (stale_rejected, reclaimed, dead_lettered, released)",
                 &["counter"],
             ),
             registry,

@@ -17,10 +17,10 @@ use crate::reconcile::{reconcile, take_reconcile_request};
 
 /// Expired leases reclaimed per tick, at most.
 const REAP_LIMIT: u32 = 1000;
-/// Protocol counters exported as gauges (bounded label set).
-const PROTOCOL_COUNTERS: [&str; 6] = [
-    "granted",
-    "completed",
+/// Protocol counters exported as gauges (bounded label set). Grants and
+/// completions are not counted in Redis (they are on the hot path); the
+/// ingester counts outcomes from events instead.
+const PROTOCOL_COUNTERS: [&str; 4] = [
     "stale_rejected",
     "reclaimed",
     "dead_lettered",

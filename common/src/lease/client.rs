@@ -308,8 +308,8 @@ impl LeaseClient {
         Ok(QueueDepth { ready, leased })
     }
 
-    /// Protocol counters: granted, completed, stale_rejected, reclaimed,
-    /// dead_lettered, released.
+    /// Protocol counters: stale_rejected, reclaimed, dead_lettered,
+    /// released (grants and completions are not counted on the hot path).
     pub async fn stats(&self) -> Result<HashMap<String, u64>, LeaseError> {
         Ok(self.conn.clone().hgetall(self.keys.stats()).await?)
     }

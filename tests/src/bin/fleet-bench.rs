@@ -8,10 +8,10 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use fleet_common::lease::{Completion, LeaseClient};
+use fleet_common::lease::Completion;
 use fleet_common::settings::LeaseSettings;
 use fleet_common::Outcome;
 use fleet_tests::queue::{agent, completion, tasks, TestQueue};
@@ -21,6 +21,8 @@ use fleet_tests::services::redis_url;
 enum Which {
     All,
     Lease,
+    /// Redis-side cost of each lease script (INFO commandstats per phase).
+    LeaseProfile,
 }
 
 #[derive(Parser)]
@@ -31,43 +33,52 @@ struct Args {
     /// Concurrent simulated agents (and redis-benchmark clients).
     #[arg(long, default_value_t = 64)]
     agents: usize,
-    /// Measured seconds per side.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    /// Redis connections the agents share (default: one per agent, as
+    /// separate agent processes have; fewer means pipelining across agents).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Lease cycles per agent (the queue holds agents × this many tasks).
+    #[arg(long, default_value_t = 400)]
+    tasks_per_agent: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.which == Which::LeaseProfile {
+        return profile_lease().await;
+    }
     if matches!(args.which, Which::All | Which::Lease) {
-        bench_lease(args.agents, Duration::from_secs(args.seconds)).await?;
+        bench_lease(args.agents, args.connections.unwrap_or(args.agents), args.tasks_per_agent).await?;
     }
     Ok(())
 }
 
-async fn bench_lease(agents: usize, measure: Duration) -> anyhow::Result<()> {
+async fn bench_lease(agents: usize, connections: usize, tasks_per_agent: usize) -> anyhow::Result<()> {
     let settings = LeaseSettings::default();
     let q = TestQueue::new(settings).await;
-    // Enough tasks that the queue never runs dry during the measurement.
-    let total = 400_000i64;
-    for start in (1..=total).step_by(20_000) {
-        q.client.enqueue(&tasks(1, start, 20_000, 5)).await?;
+    // A queue the size of a large run, drained to the end: every task is one
+    // full cycle, so the rate is tasks over the time to drain them.
+    let total = (agents * tasks_per_agent) as i64;
+    for start in (1..=total).step_by(10_000) {
+        q.client.enqueue(&tasks(1, start, 10_000.min(total - start + 1), 5)).await?;
     }
     q.client.set_generation(1).await?;
 
+    let mut pool = Vec::new();
+    for _ in 0..connections.clamp(1, agents) {
+        pool.push(q.peer(settings).await);
+    }
+    let clients: Vec<_> = (0..agents).map(|i| pool[i % pool.len()].clone()).collect();
     let cycles = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let deadline = Instant::now() + measure;
+    let started = Instant::now();
     let mut handles = Vec::new();
-    for i in 0..agents {
-        // One connection per agent, as separate agent processes would have.
-        let client: LeaseClient = q.peer(settings).await;
+    for (i, client) in clients.into_iter().enumerate() {
         let cycles = cycles.clone();
         handles.push(tokio::spawn(async move {
             let me = agent(&format!("bench-{i}"));
             let mut seq = 0;
-            while Instant::now() < deadline {
-                let Some(lease) = client.lease(&me).await? else { break };
+            while let Some(lease) = client.lease(&me).await? {
                 client.renew(&lease).await?;
                 seq += 1;
                 let done = completion(&lease, Outcome::Fixed { attempt: 1 }, seq);
@@ -77,24 +88,26 @@ async fn bench_lease(agents: usize, measure: Duration) -> anyhow::Result<()> {
             anyhow::Ok(())
         }));
     }
-    let started = Instant::now();
     for h in handles {
         h.await??;
     }
-    stop.notify_waiters();
-    let cycles_per_s = cycles.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let done = cycles.load(Ordering::Relaxed);
+    anyhow::ensure!(done == total as u64, "drained {done} of {total} tasks");
+    let cycles_per_s = done as f64 / elapsed.as_secs_f64();
     q.wipe().await;
 
-    let raw = raw_evalsha(agents, measure)?;
+    let raw = raw_evalsha(agents, (elapsed.as_secs_f64() * 3.0 * cycles_per_s) as u64)?;
+    let shared = if connections == agents { String::new() } else { format!(" connections={connections}") };
+    let ratio = cycles_per_s / raw;
     println!(
-        "bench lease: agents={agents} cycles_per_s={cycles_per_s:.0} raw_evalsha_per_s={raw:.0} ratio={:.2}",
-        cycles_per_s / raw
+        "bench lease: agents={agents}{shared} cycles_per_s={cycles_per_s:.0} raw_evalsha_per_s={raw:.0} ratio={ratio:.2}"
     );
     Ok(())
 }
 
 /// redis-benchmark's EVALSHA rate for a no-op script on the same Redis.
-fn raw_evalsha(clients: usize, measure: Duration) -> anyhow::Result<f64> {
+fn raw_evalsha(clients: usize, requests: u64) -> anyhow::Result<f64> {
     let url = redis::Client::open(redis_url().as_str())?;
     let info = url.get_connection_info();
     let (host, port) = match &info.addr() {
@@ -103,8 +116,8 @@ fn raw_evalsha(clients: usize, measure: Duration) -> anyhow::Result<f64> {
     };
     let mut conn = url.get_connection()?;
     let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg("return 1").query(&mut conn)?;
-    // Size the request count so the run lasts about `measure`.
-    let requests = 60_000 * measure.as_secs().max(1);
+    // At least as many calls as the cycles made, so both sides run as long.
+    let requests = requests.max(100_000);
     let out = Command::new("redis-benchmark")
         .args(["-h", &host, "-p", &port.to_string(), "-c", &clients.to_string()])
         .args(["-n", &requests.to_string(), "-q", "EVALSHA", &sha, "0"])
@@ -121,4 +134,54 @@ fn raw_evalsha(clients: usize, measure: Duration) -> anyhow::Result<f64> {
         .and_then(|s| s.parse::<f64>().ok())
         .ok_or_else(|| anyhow::anyhow!("cannot parse redis-benchmark output: {text:?}"))?;
     Ok(rate)
+}
+
+/// Prints the microseconds Redis spends inside each lease script, measured
+/// by Redis itself (commandstats), one phase at a time on one connection.
+async fn profile_lease() -> anyhow::Result<()> {
+    const N: i64 = 5_000;
+    let q = TestQueue::new(LeaseSettings::default()).await;
+    q.client.enqueue(&tasks(1, 1, N, 5)).await?;
+    q.client.set_generation(1).await?;
+    let mut conn = q.conn();
+    let me = agent("profile");
+    let usec = |conn: &mut redis::aio::ConnectionManager| {
+        let mut conn = conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+            let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or_default().to_owned();
+            let field = line.split(',').find_map(|f| f.strip_prefix("usec_per_call=")).unwrap_or("0").to_owned();
+            anyhow::Ok(field.parse::<f64>().unwrap_or(0.0))
+        }
+    };
+    let reset = |conn: &mut redis::aio::ConnectionManager| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut conn).await }
+    };
+    let mut leases = Vec::new();
+    reset(&mut conn).await?;
+    for _ in 0..N {
+        leases.push(q.client.lease(&me).await?.expect("task"));
+    }
+    let lease_us = usec(&mut conn).await?;
+    reset(&mut conn).await?;
+    for l in &leases {
+        q.client.renew(l).await?;
+    }
+    let renew_us = usec(&mut conn).await?;
+    reset(&mut conn).await?;
+    for (i, l) in leases.iter().enumerate() {
+        q.client.complete(l, &completion(l, Outcome::Fixed { attempt: 1 }, i as u64)).await?;
+    }
+    let complete_us = usec(&mut conn).await?;
+    reset(&mut conn).await?;
+    for _ in 0..N {
+        let _: i64 = redis::Script::new("return 1").invoke_async(&mut conn).await?;
+    }
+    let noop_us = usec(&mut conn).await?;
+    q.wipe().await;
+    println!(
+        "bench lease-profile: redis_usec_per_call lease={lease_us:.2} renew={renew_us:.2} complete={complete_us:.2} noop={noop_us:.2}"
+    );
+    Ok(())
 }

@@ -7,7 +7,7 @@
 local id, epoch, agent, ev, finished_ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local k = task_key(id)
 local now = now_ms()
-local f = redis.call('HMGET', k, 'state', 'epoch', 'agent', 'deadline')
+local f = redis.call('HMGET', k, 'state', 'epoch', 'agent', 'deadline', 'groups')
 -- A retried call whose first try succeeded (reply lost) must not count twice.
 if f[1] == 'done' and f[2] == epoch and f[3] == agent then
   return {'duplicate'}
@@ -30,6 +30,5 @@ end
 redis.call('HSET', k, 'state', 'done', 'finished_ms', fmt_int(now))
 redis.call('ZREM', LEASES, id)
 redis.call('XADD', EVENTS, '*', 'e', ev)
-redis.call('HINCRBY', STATS, 'completed', 1)
-leave_groups(k, finished_ttl)
+leave_groups(k, f[5], finished_ttl)
 return {'accepted'}

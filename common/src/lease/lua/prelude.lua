@@ -34,9 +34,8 @@ local function release_held(group, pending)
 end
 
 -- A task left the queue for good (done or dead): its groups shrink.
-local function leave_groups(k, finished_ttl)
-  local groups = redis.call('HGET', k, 'groups') or ''
-  for g in string.gmatch(groups, '[^\t]+') do
+local function leave_groups(k, groups, finished_ttl)
+  for g in string.gmatch(groups or '', '[^\t]+') do
     local pending = redis.call('DECR', P .. 'grp:' .. g)
     release_held(g, pending)
   end
@@ -54,7 +53,7 @@ local function reclaim(id, now, finished_ttl)
   end
   local losses = redis.call('HINCRBY', k, 'losses', 1)
   redis.call('HINCRBY', STATS, 'reclaimed', 1)
-  local f = redis.call('HMGET', k, 'budget', 'run', 'rule', 'epoch', 'agent', 'score')
+  local f = redis.call('HMGET', k, 'budget', 'run', 'rule', 'epoch', 'agent', 'score', 'groups')
   if losses >= tonumber(f[1]) then
     redis.call('HSET', k, 'state', 'dead', 'finished_ms', fmt_int(now))
     local seq = redis.call('HINCRBY', STATS, 'coordinator_seq', 1)
@@ -67,7 +66,7 @@ local function reclaim(id, now, finished_ttl)
       .. ',"attempts":0,"duration_ms":0}}'
     redis.call('XADD', EVENTS, '*', 'e', ev)
     redis.call('HINCRBY', STATS, 'dead_lettered', 1)
-    leave_groups(k, finished_ttl)
+    leave_groups(k, f[7], finished_ttl)
     return 'dead'
   end
   redis.call('HSET', k, 'state', 'queued')
@@ -76,6 +75,7 @@ local function reclaim(id, now, finished_ttl)
 end
 
 -- Reclaims up to `limit` leases whose deadline has passed.
+-- Returns the numbers requeued and dead-lettered.
 local function reap(now, limit, finished_ttl)
   local requeued, dead = 0, 0
   local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)

@@ -12,5 +12,4 @@ if tonumber(f[4]) <= now then return {'refused', 'expired'} end
 local deadline = now + ttl
 redis.call('HSET', k, 'deadline', fmt_int(deadline))
 redis.call('ZADD', LEASES, deadline, id)
-redis.call('ZADD', P .. 'agents', now, agent)
 return {'renewed', fmt_int(deadline)}
