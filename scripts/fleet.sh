@@ -29,11 +29,11 @@ bin="$root/target/debug"
 # GET /healthz with bash alone (no curl on a bare machine).
 healthy() {
   local host="${listen%:*}" port="${listen##*:}"
-  exec 3<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
-  printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
-  local status; read -r -t 2 _ status _ <&3 || status=""
-  exec 3<&- 3>&-
-  [[ "$status" == 200 ]]
+  (
+    exec 3<>"/dev/tcp/$host/$port" || exit 1
+    printf 'GET /healthz HTTP/1.0\r\nHost: %s\r\n\r\n' "$host" >&3
+    read -r -t 2 _ status _ <&3 && [[ "$status" == 200 ]]
+  ) 2>/dev/null
 }
 
 alive() { [[ -f "$state/pids/$1.pid" ]] && kill -0 "$(cat "$state/pids/$1.pid")" 2>/dev/null; }

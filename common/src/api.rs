@@ -51,6 +51,9 @@ pub struct RunStatus {
     pub total: u64,
     pub finished: u64,
     pub fixed: u64,
+    /// Fixed on the first attempt.
+    #[serde(default)]
+    pub fixed_first_try: u64,
     pub already_passing: u64,
     pub escalated: u64,
     pub escalated_by_reason: BTreeMap<String, u64>,
@@ -87,6 +90,19 @@ pub struct AgentInfo {
     /// Redis-clock ms of the last lease call, renewal or heartbeat.
     pub last_seen_ms: Option<i64>,
     pub alive: bool,
+}
+
+impl RunStatus {
+    /// fixed / (fixed + escalated): rules already passing are not counted.
+    pub fn fix_rate(&self) -> Option<f64> {
+        let attempted = self.fixed + self.escalated;
+        (attempted > 0).then(|| self.fixed as f64 / attempted as f64)
+    }
+
+    /// Share of fixed rules that were fixed on the first attempt.
+    pub fn first_try_rate(&self) -> Option<f64> {
+        (self.fixed > 0).then(|| self.fixed_first_try as f64 / self.fixed as f64)
+    }
 }
 
 /// Body of every 4xx/5xx answer.

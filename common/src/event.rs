@@ -220,8 +220,8 @@ impl Event {
         struct VersionProbe {
             v: Option<u64>,
         }
-        let probe: VersionProbe = serde_json::from_slice(raw)
-            .map_err(|e| QuarantineReason::Malformed(e.to_string()))?;
+        let probe: VersionProbe =
+            serde_json::from_slice(raw).map_err(|e| QuarantineReason::Malformed(e.to_string()))?;
         match probe.v {
             Some(v) if v == u64::from(EVENT_VERSION) => {}
             Some(v) => return Err(QuarantineReason::UnknownVersion(v)),
@@ -304,15 +304,29 @@ mod tests {
             EventBody::LeaseAcquired { deadline_ms: 5 },
             EventBody::AttemptStarted,
             EventBody::PromptAssembled {
-                lessons: vec![LessonRef { id: "l-1".into(), rank: 1, score: 0.75 }],
+                lessons: vec![LessonRef {
+                    id: "l-1".into(),
+                    rank: 1,
+                    score: 0.75,
+                }],
                 prompt_chars: 1200,
             },
-            EventBody::ScriptProposed { script: "echo hi".into() },
-            EventBody::AttemptEvaluated { status: EvalStatus::Fail, health_ok: true, duration_ms: 3 },
-            EventBody::LeaseAbandoned { reason: AbandonReason::RenewRefused },
+            EventBody::ScriptProposed {
+                script: "echo hi".into(),
+            },
+            EventBody::AttemptEvaluated {
+                status: EvalStatus::Fail,
+                health_ok: true,
+                duration_ms: 3,
+            },
+            EventBody::LeaseAbandoned {
+                reason: AbandonReason::RenewRefused,
+            },
             EventBody::LeaseReleased,
             EventBody::TaskCompleted {
-                outcome: Outcome::Escalated { reason: EscalationReason::Health },
+                outcome: Outcome::Escalated {
+                    reason: EscalationReason::Health,
+                },
                 attempts: 3,
                 duration_ms: 10,
             },
@@ -326,7 +340,8 @@ mod tests {
 
     #[test]
     fn unknown_version_is_reported_as_such() {
-        let mut v: serde_json::Value = serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
         v["v"] = 2.into();
         let err = Event::decode(v.to_string().as_bytes()).unwrap_err();
         assert_eq!(err, QuarantineReason::UnknownVersion(2));
@@ -337,15 +352,27 @@ mod tests {
         assert_eq!(Event::decode(b"not json").unwrap_err().label(), "malformed");
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert_eq!(Event::decode(&big).unwrap_err().label(), "oversized");
-        let mut v: serde_json::Value = serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
         v["surprise"] = 1.into();
-        assert_eq!(Event::decode(v.to_string().as_bytes()).unwrap_err().label(), "malformed");
-        let mut v: serde_json::Value = serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
+        assert_eq!(
+            Event::decode(v.to_string().as_bytes()).unwrap_err().label(),
+            "malformed"
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
         v["body"]["type"] = "self_destruct".into();
-        assert_eq!(Event::decode(v.to_string().as_bytes()).unwrap_err().label(), "malformed");
-        let mut v: serde_json::Value = serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
+        assert_eq!(
+            Event::decode(v.to_string().as_bytes()).unwrap_err().label(),
+            "malformed"
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
         v["agent"] = "../../etc".into();
-        assert_eq!(Event::decode(v.to_string().as_bytes()).unwrap_err().label(), "malformed");
+        assert_eq!(
+            Event::decode(v.to_string().as_bytes()).unwrap_err().label(),
+            "malformed"
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub struct Keyspace {
 impl Keyspace {
     /// `prefix` should end with `:`; the default fleet uses `fleet:`.
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {

@@ -96,7 +96,10 @@ mod tests {
 
     #[test]
     fn renewing_too_rarely_is_refused() {
-        let s = LeaseSettings { renew_every_ms: 1500, ..Default::default() };
+        let s = LeaseSettings {
+            renew_every_ms: 1500,
+            ..Default::default()
+        };
         assert!(s.validate().is_err());
     }
 }

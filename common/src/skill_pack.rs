@@ -15,7 +15,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum SkillPackError {
     #[error("cannot read skill pack {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("skill pack {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -81,8 +84,10 @@ pub struct Placement {
 impl SkillPack {
     pub fn load(dir: &Path) -> Result<Self, SkillPackError> {
         let path = dir.join("pack.toml");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| SkillPackError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| SkillPackError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Self::parse(&text).map_err(|message| SkillPackError::Invalid { path, message })
     }
 
@@ -159,8 +164,14 @@ remaining = 0
     #[test]
     fn families_are_fine_grained_and_default_to_the_rule() {
         let p = SkillPack::parse(PACK).unwrap();
-        assert_eq!(p.family_of("audit_rules_dac_modification_chmod"), "audit_rules_dac_modification");
-        assert_eq!(p.family_of("sshd_disable_root_login"), "sshd_disable_root_login");
+        assert_eq!(
+            p.family_of("audit_rules_dac_modification_chmod"),
+            "audit_rules_dac_modification"
+        );
+        assert_eq!(
+            p.family_of("sshd_disable_root_login"),
+            "sshd_disable_root_login"
+        );
     }
 
     #[test]

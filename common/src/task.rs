@@ -97,10 +97,14 @@ impl EscalationReason {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The Evaluator passed after the given attempt (1-based).
-    Fixed { attempt: u32 },
+    Fixed {
+        attempt: u32,
+    },
     /// The rule passed before any attempt.
     AlreadyPassing,
-    Escalated { reason: EscalationReason },
+    Escalated {
+        reason: EscalationReason,
+    },
 }
 
 impl Outcome {
@@ -127,7 +131,9 @@ mod tests {
 
     #[test]
     fn outcome_wire_form_is_tagged_and_snake_case() {
-        let o = Outcome::Escalated { reason: EscalationReason::LeaseLost };
+        let o = Outcome::Escalated {
+            reason: EscalationReason::LeaseLost,
+        };
         let s = serde_json::to_string(&o).unwrap();
         assert_eq!(s, r#"{"kind":"escalated","reason":"lease_lost"}"#);
         assert_eq!(serde_json::from_str::<Outcome>(&s).unwrap(), o);

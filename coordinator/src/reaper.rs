@@ -20,12 +20,7 @@ const REAP_LIMIT: u32 = 1000;
 /// Protocol counters exported as gauges (bounded label set). Grants and
 /// completions are not counted in Redis (they are on the hot path); the
 /// ingester counts outcomes from events instead.
-const PROTOCOL_COUNTERS: [&str; 4] = [
-    "stale_rejected",
-    "reclaimed",
-    "dead_lettered",
-    "released",
-];
+const PROTOCOL_COUNTERS: [&str; 4] = ["stale_rejected", "reclaimed", "dead_lettered", "released"];
 
 pub struct Reaper {
     pool: PgPool,

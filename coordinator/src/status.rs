@@ -42,16 +42,18 @@ pub async fn run_status(
     .fetch_optional(pool)
     .await?
     .ok_or(CoordinatorError::NotFound)?;
-    let (finished, fixed, already_passing, escalated): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state = 'done'),
+    let (finished, fixed, fixed_first_try, already_passing, escalated): (i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'done'),
                 count(*) FILTER (WHERE outcome = 'fixed'),
+                count(*) FILTER (WHERE outcome = 'fixed' AND fixed_attempt = 1),
                 count(*) FILTER (WHERE outcome = 'already_passing'),
                 count(*) FILTER (WHERE outcome = 'escalated')
          FROM work_items WHERE run_id = $1",
-    )
-    .bind(run.0)
-    .fetch_one(pool)
-    .await?;
+        )
+        .bind(run.0)
+        .fetch_one(pool)
+        .await?;
     let by_reason: Vec<(String, i64)> = sqlx::query_as(
         "SELECT coalesce(reason, ''), count(*) FROM work_items
          WHERE run_id = $1 AND outcome = 'escalated' GROUP BY 1",
@@ -80,6 +82,7 @@ pub async fn run_status(
         total: row.total as u64,
         finished: finished as u64,
         fixed: fixed as u64,
+        fixed_first_try: fixed_first_try as u64,
         already_passing: already_passing as u64,
         escalated: escalated as u64,
         escalated_by_reason: by_reason

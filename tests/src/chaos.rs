@@ -98,13 +98,23 @@ async fn random_holder(fleet: &Fleet) -> Option<(TaskId, u64, String)> {
 }
 
 fn slot_of(agent: &str) -> Option<usize> {
-    agent.strip_prefix("agent-")?.parse::<usize>().ok()?.checked_sub(1)
+    agent
+        .strip_prefix("agent-")?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
 }
 
 pub async fn run(plan: ChaosPlan) -> ChaosReport {
-    let opts = FleetOpts { agents: plan.agents, sim_work_ms: plan.sim_work_ms, lease_loss_budget: 5 };
+    let opts = FleetOpts {
+        agents: plan.agents,
+        sim_work_ms: plan.sim_work_ms,
+        lease_loss_budget: 5,
+    };
     let mut fleet = Fleet::start(opts).await;
-    let rules = (0..plan.tasks).map(|i| format!("chaos_rule_{i:05}")).collect();
+    let rules = (0..plan.tasks)
+        .map(|i| format!("chaos_rule_{i:05}"))
+        .collect();
     let run = fleet.submit(rules).await;
     let ttl = fleet.leases.settings().ttl();
 
@@ -117,18 +127,33 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         if fleet.status(run).await.status == "completed" {
             break;
         }
-        assert!(started.elapsed() < plan.timeout, "chaos run not finished in {:?}; logs in {}", plan.timeout, fleet.logs.display());
+        assert!(
+            started.elapsed() < plan.timeout,
+            "chaos run not finished in {:?}; logs in {}",
+            plan.timeout,
+            fleet.logs.display()
+        );
         tokio::time::sleep(plan.kill_every).await;
         // Restart killed agents after a short, random downtime.
         let now = Instant::now();
-        let due: Vec<usize> = restart_at.iter().filter(|(_, t)| *t <= now).map(|(i, _)| *i).collect();
+        let due: Vec<usize> = restart_at
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(i, _)| *i)
+            .collect();
         restart_at.retain(|(_, t)| *t > now);
         for i in due {
             fleet.start_agent(i);
         }
-        let Some((task, epoch, agent)) = random_holder(&fleet).await else { continue };
-        let Some(slot) = slot_of(&agent) else { continue };
-        let Some(proc_) = fleet.agents.get_mut(slot).and_then(Option::take) else { continue };
+        let Some((task, epoch, agent)) = random_holder(&fleet).await else {
+            continue;
+        };
+        let Some(slot) = slot_of(&agent) else {
+            continue;
+        };
+        let Some(proc_) = fleet.agents.get_mut(slot).and_then(Option::take) else {
+            continue;
+        };
         if pauses < plan.pauses && started.elapsed() >= next_pause {
             // A zombie: paused past its TTL while holding a lease, then
             // woken up to find its work taken over.
@@ -156,7 +181,14 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
     report.kills = kills.len() as u64;
     report.pauses = pauses as u64;
     report.recovery_ms = recovery(&fleet.db.pool, &kills).await;
-    report.stale_rejected_redis = fleet.leases.stats().await.unwrap().get("stale_rejected").copied().unwrap_or(0);
+    report.stale_rejected_redis = fleet
+        .leases
+        .stats()
+        .await
+        .unwrap()
+        .get("stale_rejected")
+        .copied()
+        .unwrap_or(0);
     fleet.shutdown().await;
     report
 }
@@ -165,7 +197,11 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
 /// stale completion accepted.
 pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
     let count = |sql: &'static str| async move {
-        let n: i64 = sqlx::query_scalar(sql).bind(run).fetch_one(pool).await.expect(sql);
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(run)
+            .fetch_one(pool)
+            .await
+            .expect(sql);
         n as u64
     };
     let tasks = count("SELECT count(*) FROM work_items WHERE run_id = $1").await;

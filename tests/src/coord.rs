@@ -29,7 +29,12 @@ impl TestCoordinator {
     }
 
     pub fn ingester(&self) -> Ingester {
-        Ingester::new(self.db.pool.clone(), self.queue.client.clone(), self.metrics.clone(), "test".into())
+        Ingester::new(
+            self.db.pool.clone(),
+            self.queue.client.clone(),
+            self.metrics.clone(),
+            "test".into(),
+        )
     }
 
     pub fn submission(rules: &[&str]) -> SubmitRun {
@@ -43,8 +48,13 @@ impl TestCoordinator {
     }
 
     pub async fn submit(&self, rules: &[&str]) -> SubmitRunResponse {
-        planner::submit(&self.db.pool, &self.queue.client, &self.packs, Self::submission(rules))
-            .await
-            .expect("submit")
+        planner::submit(
+            &self.db.pool,
+            &self.queue.client,
+            &self.packs,
+            Self::submission(rules),
+        )
+        .await
+        .expect("submit")
     }
 }

@@ -15,8 +15,12 @@ impl TestDb {
         let url = database_url();
         let pool = fleet_coordinator::db::connect(&url, Some(&schema))
             .await
-            .unwrap_or_else(|e| panic!("postgres is not reachable at {url} ({e}): run `make deps` first"));
-        fleet_coordinator::db::migrate(&pool).await.expect("migrations apply");
+            .unwrap_or_else(|e| {
+                panic!("postgres is not reachable at {url} ({e}): run `make deps` first")
+            });
+        fleet_coordinator::db::migrate(&pool)
+            .await
+            .expect("migrations apply");
         Self { pool, schema }
     }
 }

@@ -26,7 +26,11 @@ pub struct FleetOpts {
 
 impl Default for FleetOpts {
     fn default() -> Self {
-        Self { agents: 2, sim_work_ms: 20, lease_loss_budget: 5 }
+        Self {
+            agents: 2,
+            sim_work_ms: 20,
+            lease_loss_budget: 5,
+        }
     }
 }
 
@@ -87,7 +91,11 @@ impl Fleet {
             .env("FLEET_SKILL_PACKS", repo_root().join("skill-packs"))
             .arg("--lease-loss-budget")
             .arg(self.opts.lease_loss_budget.to_string());
-        self.coordinator = Some(Proc::spawn("coordinator", cmd, &self.logs.join("coordinator.log")));
+        self.coordinator = Some(Proc::spawn(
+            "coordinator",
+            cmd,
+            &self.logs.join("coordinator.log"),
+        ));
         self.wait_healthy(Duration::from_secs(30)).await;
     }
 
@@ -100,9 +108,16 @@ impl Fleet {
                 }
             }
             if let Some(status) = self.coordinator.as_mut().and_then(Proc::try_exited) {
-                panic!("coordinator exited with {status}; see {}", self.logs.display());
+                panic!(
+                    "coordinator exited with {status}; see {}",
+                    self.logs.display()
+                );
             }
-            assert!(start.elapsed() < timeout, "coordinator not healthy; see {}", self.logs.display());
+            assert!(
+                start.elapsed() < timeout,
+                "coordinator not healthy; see {}",
+                self.logs.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -119,7 +134,11 @@ impl Fleet {
             .env("FLEET_AGENT_ID", &name)
             .arg("--sim-work-ms")
             .arg(self.opts.sim_work_ms.to_string());
-        self.agents[i] = Some(Proc::spawn(&name, cmd, &self.logs.join(format!("{name}.log"))));
+        self.agents[i] = Some(Proc::spawn(
+            &name,
+            cmd,
+            &self.logs.join(format!("{name}.log")),
+        ));
     }
 
     pub async fn submit(&self, rules: Vec<String>) -> RunId {
@@ -138,7 +157,11 @@ impl Fleet {
             .send()
             .await
             .expect("submit");
-        assert!(resp.status().is_success(), "submit failed: {}", resp.text().await.unwrap());
+        assert!(
+            resp.status().is_success(),
+            "submit failed: {}",
+            resp.text().await.unwrap()
+        );
         resp.json::<SubmitRunResponse>().await.unwrap().run
     }
 
@@ -196,7 +219,10 @@ impl Fleet {
             if pending == 0 && lag == Some(0) {
                 return;
             }
-            assert!(start.elapsed() < timeout, "stream not drained: pending={pending} lag={lag:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "stream not drained: pending={pending} lag={lag:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -72,7 +72,10 @@ impl TestQueue {
             .map(|entry| {
                 let raw: String = entry.get("e").expect("entry without event");
                 let rejected: Option<String> = entry.get("rejected");
-                (Event::decode(raw.as_bytes()).expect("stream holds a valid event"), rejected)
+                (
+                    Event::decode(raw.as_bytes()).expect("stream holds a valid event"),
+                    rejected,
+                )
             })
             .collect()
     }
@@ -121,7 +124,11 @@ pub fn completion(lease: &Lease, outcome: Outcome, seq: u64) -> Event {
         attempt: 0,
         seq,
         ts_ms: 0,
-        body: EventBody::TaskCompleted { outcome, attempts: 1, duration_ms: 1 },
+        body: EventBody::TaskCompleted {
+            outcome,
+            attempts: 1,
+            duration_ms: 1,
+        },
     }
 }
 

@@ -33,12 +33,19 @@ async fn start() -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-    Api { base, http: reqwest::Client::new(), _c: c }
+    Api {
+        base,
+        http: reqwest::Client::new(),
+        _c: c,
+    }
 }
 
 impl Api {
     async fn submit(&self, token: Option<&str>, body: serde_json::Value) -> (StatusCode, String) {
-        let mut req = self.http.post(format!("{}/api/v1/runs", self.base)).json(&body);
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/runs", self.base))
+            .json(&body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -49,7 +56,9 @@ impl Api {
     async fn rejected(&self, body: serde_json::Value) -> String {
         let (status, text) = self.submit(Some("api-secret"), body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} answered {text}");
-        serde_json::from_str::<ApiError>(&text).unwrap_or_else(|_| panic!("not an ApiError: {text}")).error
+        serde_json::from_str::<ApiError>(&text)
+            .unwrap_or_else(|_| panic!("not an ApiError: {text}"))
+            .error
     }
 }
 
@@ -57,12 +66,36 @@ impl Api {
 async fn writes_need_the_token() {
     let api = start().await;
     let body = json!({"skill_pack": "sim-demo", "rules": ["sshd_set_keepalive"]});
-    assert_eq!(api.submit(None, body.clone()).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(api.submit(Some("wrong"), body.clone()).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        api.submit(None, body.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.submit(Some("wrong"), body.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let register = json!({"agent": "agent-1", "host": "h", "version": "0"});
-    let resp = api.http.post(format!("{}/api/v1/agents/register", api.base)).bearer_auth("api-secret").json(&register).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "the API token is not an agent token");
-    let resp = api.http.post(format!("{}/api/v1/agents/register", api.base)).bearer_auth("agent-secret").json(&register).send().await.unwrap();
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/agents/register", api.base))
+        .bearer_auth("api-secret")
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "the API token is not an agent token"
+    );
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/agents/register", api.base))
+        .bearer_auth("agent-secret")
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let config: AgentConfig = resp.json().await.unwrap();
     assert_eq!(config.lease, LeaseSettings::default());
@@ -73,19 +106,40 @@ async fn bad_submissions_say_what_is_wrong() {
     let api = start().await;
     let cases = [
         (json!({"skill_pack": "nope", "rules": ["a"]}), "sim-demo"),
-        (json!({"skill_pack": "../etc", "rules": ["a"]}), "skill pack"),
+        (
+            json!({"skill_pack": "../etc", "rules": ["a"]}),
+            "skill pack",
+        ),
         (json!({"skill_pack": "sim-demo", "rules": []}), "rules"),
-        (json!({"skill_pack": "sim-demo", "rules": ["a", "b", "a"]}), "\"a\""),
-        (json!({"skill_pack": "sim-demo", "rules": ["ok", "rm -rf /"]}), "rm -rf /"),
-        (json!({"skill_pack": "sim-demo", "rules": ["a"], "budgets": {"max_attempts": 0}}), "max_attempts"),
-        (json!({"skill_pack": "sim-demo", "rules": ["a"], "budgets": {"wall_time_s": 999999}}), "wall_time_s"),
-        (json!({"skill_pack": "sim-demo", "rules": ["a"], "surprise": true}), "surprise"),
+        (
+            json!({"skill_pack": "sim-demo", "rules": ["a", "b", "a"]}),
+            "\"a\"",
+        ),
+        (
+            json!({"skill_pack": "sim-demo", "rules": ["ok", "rm -rf /"]}),
+            "rm -rf /",
+        ),
+        (
+            json!({"skill_pack": "sim-demo", "rules": ["a"], "budgets": {"max_attempts": 0}}),
+            "max_attempts",
+        ),
+        (
+            json!({"skill_pack": "sim-demo", "rules": ["a"], "budgets": {"wall_time_s": 999999}}),
+            "wall_time_s",
+        ),
+        (
+            json!({"skill_pack": "sim-demo", "rules": ["a"], "surprise": true}),
+            "surprise",
+        ),
         (json!({"skill_pack": "sim-demo"}), "rules"),
         (json!({"skill_pack": "sim-demo", "rules": "a"}), "rules"),
     ];
     for (body, mentions) in cases {
         let msg = api.rejected(body.clone()).await;
-        assert!(msg.contains(mentions), "{body}: message {msg:?} does not mention {mentions:?}");
+        assert!(
+            msg.contains(mentions),
+            "{body}: message {msg:?} does not mention {mentions:?}"
+        );
     }
     let resp = api
         .http
@@ -97,7 +151,8 @@ async fn bad_submissions_say_what_is_wrong() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    serde_json::from_str::<ApiError>(&resp.text().await.unwrap()).expect("json error body for broken json");
+    serde_json::from_str::<ApiError>(&resp.text().await.unwrap())
+        .expect("json error body for broken json");
 }
 
 #[tokio::test]
@@ -109,13 +164,42 @@ async fn a_good_submission_is_created_and_visible() {
     assert_eq!(status, StatusCode::CREATED, "{text}");
     let created: SubmitRunResponse = serde_json::from_str(&text).unwrap();
     assert_eq!(created.tasks, 2);
-    let run: RunStatus = api.http.get(format!("{}/api/v1/runs/{}", api.base, created.run)).send().await.unwrap().json().await.unwrap();
-    assert_eq!((run.total, run.finished, run.status.as_str()), (2, 0, "running"));
+    let run: RunStatus = api
+        .http
+        .get(format!("{}/api/v1/runs/{}", api.base, created.run))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (run.total, run.finished, run.status.as_str()),
+        (2, 0, "running")
+    );
     assert_eq!(run.profile, "sim");
-    let missing = api.http.get(format!("{}/api/v1/runs/999999", api.base)).send().await.unwrap();
+    let missing = api
+        .http
+        .get(format!("{}/api/v1/runs/999999", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let health = api.http.get(format!("{}/healthz", api.base)).send().await.unwrap();
+    let health = api
+        .http
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    let metrics = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("fleet_runs_submitted_total"), "{metrics}");
 }

@@ -20,13 +20,23 @@ async fn agents_killed_and_paused_mid_lease_lose_and_duplicate_nothing() {
     .await;
     println!("{}", report.line());
     assert_eq!(report.tasks, 500);
-    assert!(report.kills >= 5, "too few kills to mean anything: {}", report.line());
+    assert!(
+        report.kills >= 5,
+        "too few kills to mean anything: {}",
+        report.line()
+    );
     assert_eq!(report.pauses, 1);
     assert_eq!(report.lost, 0, "{}", report.line());
     assert_eq!(report.duplicated, 0, "{}", report.line());
     assert_eq!(report.stale_accepted, 0, "{}", report.line());
-    assert_eq!(report.stale_rejected, report.stale_rejected_redis, "Postgres and Redis disagree on refused completions");
-    assert!(!report.recovery_ms.is_empty(), "no killed lease was ever re-granted");
+    assert_eq!(
+        report.stale_rejected, report.stale_rejected_redis,
+        "Postgres and Redis disagree on refused completions"
+    );
+    assert!(
+        !report.recovery_ms.is_empty(),
+        "no killed lease was ever re-granted"
+    );
 }
 
 /// The checker itself must see a breach: a history with a hole in an agent's
@@ -42,11 +52,12 @@ async fn checker_reports_lost_duplicated_and_stale_outcomes() {
 
     let c = TestCoordinator::new(LeaseSettings::default()).await;
     let run = c.submit(&["rule_a", "rule_b", "rule_c"]).await.run;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM work_items WHERE run_id = $1 ORDER BY id")
-        .bind(run.0)
-        .fetch_all(&c.db.pool)
-        .await
-        .unwrap();
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM work_items WHERE run_id = $1 ORDER BY id")
+            .bind(run.0)
+            .fetch_all(&c.db.pool)
+            .await
+            .unwrap();
     let ev = |task: i64, epoch: u64, seq: u64, body: EventBody| Event {
         v: EVENT_VERSION,
         id: EventId::new_v7(),
@@ -61,22 +72,36 @@ async fn checker_reports_lost_duplicated_and_stale_outcomes() {
         ts_ms: 1_700_000_000_000 + seq as i64,
         body,
     };
-    let done = EventBody::TaskCompleted { outcome: Outcome::AlreadyPassing, attempts: 0, duration_ms: 1 };
+    let done = EventBody::TaskCompleted {
+        outcome: Outcome::AlreadyPassing,
+        attempts: 0,
+        duration_ms: 1,
+    };
     let history = [
         ev(ids[0], 1, 1, EventBody::LeaseAcquired { deadline_ms: 0 }),
         ev(ids[0], 1, 2, done.clone()),
         ev(ids[0], 1, 3, done.clone()), // completed twice
         ev(ids[1], 3, 4, done.clone()), // accepted under epoch 3 ...
         ev(ids[1], 5, 6, EventBody::LeaseAcquired { deadline_ms: 0 }), // ... though 5 was granted; seq 5 missing
-        // ids[2] never finishes
+                                                                       // ids[2] never finishes
     ];
     for e in &history {
-        let _: String = c.queue.conn().xadd(c.queue.keys.events(), "*", &[("e", e.to_json())]).await.unwrap();
+        let _: String = c
+            .queue
+            .conn()
+            .xadd(c.queue.keys.events(), "*", &[("e", e.to_json())])
+            .await
+            .unwrap();
     }
     c.ingester().drain().await.unwrap();
     let report = fleet_tests::chaos::check(&c.db.pool, run.0).await;
     assert_eq!(report.tasks, 3);
     assert_eq!(report.duplicated, 1, "{}", report.line());
     assert_eq!(report.stale_accepted, 1, "{}", report.line());
-    assert_eq!(report.lost, 2, "one unfinished task + one missing event: {}", report.line());
+    assert_eq!(
+        report.lost,
+        2,
+        "one unfinished task + one missing event: {}",
+        report.line()
+    );
 }

@@ -22,25 +22,37 @@ fn demo_rules() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_run_gets_the_predicted_outcome_for_every_rule() {
-    let mut fleet = Fleet::start(FleetOpts { agents: 2, sim_work_ms: 5, lease_loss_budget: 5 }).await;
+    let mut fleet = Fleet::start(FleetOpts {
+        agents: 2,
+        sim_work_ms: 5,
+        lease_loss_budget: 5,
+    })
+    .await;
     let rules = demo_rules();
     let run = fleet.submit(rules.clone()).await;
     let status = fleet.wait_completed(run, Duration::from_secs(120)).await;
     assert_eq!(status.total as usize, rules.len());
 
-    let rows: Vec<(String, String, Option<String>, Option<i32>)> =
-        sqlx::query_as("SELECT rule_id, outcome, reason, fixed_attempt FROM work_items WHERE run_id = $1")
-            .bind(run.0)
-            .fetch_all(&fleet.db.pool)
-            .await
-            .unwrap();
-    let got: HashMap<String, (String, Option<String>, Option<i32>)> =
-        rows.into_iter().map(|(r, o, why, a)| (r, (o, why, a))).collect();
+    let rows: Vec<(String, String, Option<String>, Option<i32>)> = sqlx::query_as(
+        "SELECT rule_id, outcome, reason, fixed_attempt FROM work_items WHERE run_id = $1",
+    )
+    .bind(run.0)
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    let got: HashMap<String, (String, Option<String>, Option<i32>)> = rows
+        .into_iter()
+        .map(|(r, o, why, a)| (r, (o, why, a)))
+        .collect();
     for rule in &rules {
         let (outcome, reason, attempt) = &got[rule];
         let want = expected_outcome(rule, &Budgets::default());
         assert_eq!(outcome, want.kind(), "{rule}");
-        assert_eq!(reason.as_deref(), want.reason().map(|r| r.as_str()), "{rule}");
+        assert_eq!(
+            reason.as_deref(),
+            want.reason().map(|r| r.as_str()),
+            "{rule}"
+        );
         if let Outcome::Fixed { attempt: n } = want {
             assert_eq!(*attempt, Some(n as i32), "{rule}");
         }
@@ -49,6 +61,11 @@ async fn demo_run_gets_the_predicted_outcome_for_every_rule() {
     assert_eq!(status.fixed, by_kind("fixed"));
     assert_eq!(status.escalated, by_kind("escalated"));
     assert_eq!(status.already_passing, by_kind("already_passing"));
+    let first_try = rules
+        .iter()
+        .filter(|r| expected_outcome(r, &Budgets::default()) == Outcome::Fixed { attempt: 1 })
+        .count() as u64;
+    assert_eq!(status.fixed_first_try, first_try);
 
     // audit_rules_immutable is leased only after every other audit rule's
     // outcome was accepted (the pack's ordering constraint). Both times come
@@ -65,17 +82,32 @@ async fn demo_run_gets_the_predicted_outcome_for_every_rule() {
     .fetch_one(&fleet.db.pool)
     .await
     .unwrap();
-    let audit_members = rules.iter().filter(|r| r.starts_with("audit_rules_") && *r != "audit_rules_immutable").count();
-    assert_eq!(members as usize, audit_members, "the check must cover every audit rule");
-    assert_eq!(violations, 0, "audit_rules_immutable was leased before its group finished");
+    let audit_members = rules
+        .iter()
+        .filter(|r| r.starts_with("audit_rules_") && *r != "audit_rules_immutable")
+        .count();
+    assert_eq!(
+        members as usize, audit_members,
+        "the check must cover every audit rule"
+    );
+    assert_eq!(
+        violations, 0,
+        "audit_rules_immutable was leased before its group finished"
+    );
 
     for slot in &mut fleet.agents {
         let agent = slot.take().unwrap();
         let name = agent.name.clone();
         let status = agent.terminate(Duration::from_secs(10)).await;
-        assert!(status.is_some_and(|s| s.success()), "{name} did not exit cleanly on SIGTERM: {status:?}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not exit cleanly on SIGTERM: {status:?}"
+        );
     }
     let coordinator = fleet.coordinator.take().unwrap();
     let status = coordinator.terminate(Duration::from_secs(10)).await;
-    assert!(status.is_some_and(|s| s.success()), "coordinator did not exit cleanly: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "coordinator did not exit cleanly: {status:?}"
+    );
 }

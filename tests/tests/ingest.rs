@@ -28,7 +28,12 @@ fn event(run: RunId, task: TaskId, seq: u64, body: EventBody) -> Event {
 }
 
 async fn xadd(c: &TestCoordinator, fields: &[(&str, &[u8])]) {
-    let _: String = c.queue.conn().xadd(c.queue.keys.events(), "*", fields).await.unwrap();
+    let _: String = c
+        .queue
+        .conn()
+        .xadd(c.queue.keys.events(), "*", fields)
+        .await
+        .unwrap();
 }
 
 async fn count(c: &TestCoordinator, sql: &str) -> i64 {
@@ -36,7 +41,13 @@ async fn count(c: &TestCoordinator, sql: &str) -> i64 {
 }
 
 async fn first_task(c: &TestCoordinator, run: RunId) -> TaskId {
-    TaskId(sqlx::query_scalar("SELECT min(id) FROM work_items WHERE run_id = $1").bind(run.0).fetch_one(&c.db.pool).await.unwrap())
+    TaskId(
+        sqlx::query_scalar("SELECT min(id) FROM work_items WHERE run_id = $1")
+            .bind(run.0)
+            .fetch_one(&c.db.pool)
+            .await
+            .unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -76,19 +87,40 @@ async fn bad_entries_are_quarantined_and_ingestion_goes_on() {
     let report = c.ingester().drain().await.unwrap();
     assert_eq!(report.quarantined, 5);
     assert_eq!(report.applied, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM quarantined_events").await, 5);
-    let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM quarantined_events ORDER BY id")
-        .fetch_all(&c.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(reasons, ["malformed", "unknown_version", "oversized", "malformed", "unknown_task"]);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM quarantined_events").await,
+        5
+    );
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM quarantined_events ORDER BY id")
+            .fetch_all(&c.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        reasons,
+        [
+            "malformed",
+            "unknown_version",
+            "oversized",
+            "malformed",
+            "unknown_task"
+        ]
+    );
     assert_eq!(c.metrics.quarantined_total(), 5);
-    let kept: Vec<u8> = sqlx::query_scalar("SELECT raw FROM quarantined_events WHERE reason = 'unknown_version'")
+    let kept: Vec<u8> =
+        sqlx::query_scalar("SELECT raw FROM quarantined_events WHERE reason = 'unknown_version'")
+            .fetch_one(&c.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        kept,
+        future.to_string().into_bytes(),
+        "quarantine keeps the entry verbatim"
+    );
+    let applied: String = sqlx::query_scalar("SELECT event_id FROM run_events")
         .fetch_one(&c.db.pool)
         .await
         .unwrap();
-    assert_eq!(kept, future.to_string().into_bytes(), "quarantine keeps the entry verbatim");
-    let applied: String = sqlx::query_scalar("SELECT event_id FROM run_events").fetch_one(&c.db.pool).await.unwrap();
     assert_eq!(applied, good.id.0);
 }
 
@@ -101,10 +133,16 @@ async fn nothing_is_acknowledged_before_postgres_commits() {
     xadd(&c, &[("e", e.to_json().as_bytes())]).await;
 
     // Postgres refuses the write: the batch fails and stays pending.
-    sqlx::query("ALTER TABLE run_events RENAME TO run_events_away").execute(&c.db.pool).await.unwrap();
+    sqlx::query("ALTER TABLE run_events RENAME TO run_events_away")
+        .execute(&c.db.pool)
+        .await
+        .unwrap();
     let ing = c.ingester();
     assert!(ing.run_once(BLOCK).await.is_err());
-    sqlx::query("ALTER TABLE run_events_away RENAME TO run_events").execute(&c.db.pool).await.unwrap();
+    sqlx::query("ALTER TABLE run_events_away RENAME TO run_events")
+        .execute(&c.db.pool)
+        .await
+        .unwrap();
 
     // A new ingester (a restarted coordinator with the same consumer name)
     // picks the unacknowledged entry up again.
@@ -119,21 +157,59 @@ async fn accepted_outcome_finishes_the_item_and_run_while_rejected_one_is_only_r
     let run = c.submit(&["sshd_set_idle_timeout"]).await.run;
     let task = first_task(&c, run).await;
     let done = |seq| {
-        event(run, task, seq, EventBody::TaskCompleted { outcome: Outcome::Fixed { attempt: 2 }, attempts: 2, duration_ms: 40 })
+        event(
+            run,
+            task,
+            seq,
+            EventBody::TaskCompleted {
+                outcome: Outcome::Fixed { attempt: 2 },
+                attempts: 2,
+                duration_ms: 40,
+            },
+        )
     };
     let stale = done(1);
-    xadd(&c, &[("e", stale.to_json().as_bytes()), ("rejected", b"stale_epoch".as_slice())]).await;
+    xadd(
+        &c,
+        &[
+            ("e", stale.to_json().as_bytes()),
+            ("rejected", b"stale_epoch".as_slice()),
+        ],
+    )
+    .await;
     c.ingester().drain().await.unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM work_items WHERE state = 'pending'").await, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM run_events WHERE rejected = 'stale_epoch'").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM work_items WHERE state = 'pending'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM run_events WHERE rejected = 'stale_epoch'"
+        )
+        .await,
+        1
+    );
 
     let accepted = done(2);
     xadd(&c, &[("e", accepted.to_json().as_bytes())]).await;
     c.ingester().drain().await.unwrap();
     let (outcome, fixed_attempt): (String, i32) =
-        sqlx::query_as("SELECT outcome, fixed_attempt FROM work_items WHERE id = $1").bind(task.0).fetch_one(&c.db.pool).await.unwrap();
+        sqlx::query_as("SELECT outcome, fixed_attempt FROM work_items WHERE id = $1")
+            .bind(task.0)
+            .fetch_one(&c.db.pool)
+            .await
+            .unwrap();
     assert_eq!((outcome.as_str(), fixed_attempt), ("fixed", 2));
-    let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(run.0).fetch_one(&c.db.pool).await.unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+        .bind(run.0)
+        .fetch_one(&c.db.pool)
+        .await
+        .unwrap();
     assert_eq!(status, "completed");
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use fleet_common::event::{EventBody, RejectReason};
 use fleet_common::lease::{Completion, LeaseError, Renewal};
 use fleet_common::settings::LeaseSettings;
-use fleet_common::{EscalationReason, Epoch, Outcome, TaskId};
+use fleet_common::{Epoch, EscalationReason, Outcome, TaskId};
 use fleet_tests::queue::{agent, completion, fast_settings, queued, tasks, TestQueue};
 use redis::AsyncCommands;
 use tokio::sync::Mutex;
@@ -16,7 +16,13 @@ const FIXED: Outcome = Outcome::Fixed { attempt: 1 };
 
 async fn ready_queue(settings: LeaseSettings, n: i64) -> TestQueue {
     let q = TestQueue::new(settings).await;
-    assert_eq!(q.client.enqueue(&tasks(1, 1, n, settings.lease_loss_budget)).await.unwrap(), n as u64);
+    assert_eq!(
+        q.client
+            .enqueue(&tasks(1, 1, n, settings.lease_loss_budget))
+            .await
+            .unwrap(),
+        n as u64
+    );
     q.client.set_generation(1).await.unwrap();
     q
 }
@@ -26,14 +32,26 @@ async fn grant_renew_complete_appends_the_outcome_atomically() {
     let q = ready_queue(LeaseSettings::default(), 1).await;
     let lease = q.client.lease(&agent("a1")).await.unwrap().expect("a task");
     assert_eq!(lease.epoch, Epoch((1 << Epoch::GRANT_BITS) | 1));
-    assert!(matches!(q.client.renew(&lease).await.unwrap(), Renewal::Renewed { .. }));
+    assert!(matches!(
+        q.client.renew(&lease).await.unwrap(),
+        Renewal::Renewed { .. }
+    ));
     let done = completion(&lease, FIXED, 1);
-    assert_eq!(q.client.complete(&lease, &done).await.unwrap(), Completion::Accepted);
-    assert_eq!(q.task_field(lease.id(), "state").await.as_deref(), Some("done"));
+    assert_eq!(
+        q.client.complete(&lease, &done).await.unwrap(),
+        Completion::Accepted
+    );
+    assert_eq!(
+        q.task_field(lease.id(), "state").await.as_deref(),
+        Some("done")
+    );
     let stream = q.stream().await;
     assert_eq!(stream, vec![(done.clone(), None)]);
     // A retried completion (reply lost) is recognised, not appended again.
-    assert_eq!(q.client.complete(&lease, &done).await.unwrap(), Completion::Duplicate);
+    assert_eq!(
+        q.client.complete(&lease, &done).await.unwrap(),
+        Completion::Duplicate
+    );
     assert_eq!(q.stream().await.len(), 1);
     assert!(q.client.lease(&agent("a1")).await.unwrap().is_none());
 }
@@ -44,18 +62,29 @@ async fn stale_completion_is_rejected_recorded_and_counted() {
     let zombie = q.client.lease(&agent("zombie")).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     // The next lease call reclaims the expired lease itself and re-grants it.
-    let live = q.client.lease(&agent("live")).await.unwrap().expect("re-granted");
+    let live = q
+        .client
+        .lease(&agent("live"))
+        .await
+        .unwrap()
+        .expect("re-granted");
     assert_eq!(live.id(), zombie.id());
     assert!(live.epoch > zombie.epoch, "epochs must grow per grant (L1)");
 
     let stale = completion(&zombie, FIXED, 1);
     let verdict = q.client.complete(&zombie, &stale).await.unwrap();
     assert_eq!(verdict, Completion::Rejected(RejectReason::StaleEpoch));
-    assert!(matches!(q.client.renew(&zombie).await.unwrap(), Renewal::Refused(RejectReason::StaleEpoch)));
+    assert!(matches!(
+        q.client.renew(&zombie).await.unwrap(),
+        Renewal::Refused(RejectReason::StaleEpoch)
+    ));
     assert_eq!(q.stat("stale_rejected").await, 1);
 
     let good = completion(&live, FIXED, 1);
-    assert_eq!(q.client.complete(&live, &good).await.unwrap(), Completion::Accepted);
+    assert_eq!(
+        q.client.complete(&live, &good).await.unwrap(),
+        Completion::Accepted
+    );
     let stream = q.stream().await;
     assert_eq!(stream.len(), 2);
     assert_eq!(stream[0], (stale, Some("stale_epoch".into())));
@@ -67,10 +96,17 @@ async fn completion_after_redis_deadline_is_rejected_even_before_a_reap() {
     let q = ready_queue(fast_settings(200, 5), 1).await;
     let lease = q.client.lease(&agent("slow")).await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let verdict = q.client.complete(&lease, &completion(&lease, FIXED, 1)).await.unwrap();
+    let verdict = q
+        .client
+        .complete(&lease, &completion(&lease, FIXED, 1))
+        .await
+        .unwrap();
     assert_eq!(verdict, Completion::Rejected(RejectReason::Expired));
     // The refusal reclaimed it: the task is leasable again, one loss counted.
-    assert_eq!(q.task_field(lease.id(), "losses").await.as_deref(), Some("1"));
+    assert_eq!(
+        q.task_field(lease.id(), "losses").await.as_deref(),
+        Some("1")
+    );
     assert!(q.client.lease(&agent("other")).await.unwrap().is_some());
 }
 
@@ -88,8 +124,15 @@ async fn reaper_requeues_then_dead_letters_as_lease_lost() {
     assert!(second.epoch > first.epoch);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = q.client.reap(100).await.unwrap();
-    assert_eq!((r.requeued, r.dead_lettered), (0, 1), "budget of 2 losses is spent");
-    assert_eq!(q.task_field(second.id(), "state").await.as_deref(), Some("dead"));
+    assert_eq!(
+        (r.requeued, r.dead_lettered),
+        (0, 1),
+        "budget of 2 losses is spent"
+    );
+    assert_eq!(
+        q.task_field(second.id(), "state").await.as_deref(),
+        Some("dead")
+    );
     assert!(q.client.lease(&agent("a3")).await.unwrap().is_none());
 
     let stream = q.stream().await;
@@ -101,13 +144,19 @@ async fn reaper_requeues_then_dead_letters_as_lease_lost() {
     assert_eq!(
         event.body,
         EventBody::TaskCompleted {
-            outcome: Outcome::Escalated { reason: EscalationReason::LeaseLost },
+            outcome: Outcome::Escalated {
+                reason: EscalationReason::LeaseLost
+            },
             attempts: 0,
             duration_ms: 0
         }
     );
     // The dead-lettered task's holder cannot complete it any more.
-    let late = q.client.complete(&second, &completion(&second, FIXED, 1)).await.unwrap();
+    let late = q
+        .client
+        .complete(&second, &completion(&second, FIXED, 1))
+        .await
+        .unwrap();
     assert_eq!(late, Completion::Rejected(RejectReason::NotLeased));
 }
 
@@ -116,11 +165,21 @@ async fn release_hands_back_without_counting_a_loss() {
     let q = ready_queue(LeaseSettings::default(), 1).await;
     let lease = q.client.lease(&agent("a1")).await.unwrap().unwrap();
     assert!(q.client.release(&lease).await.unwrap());
-    assert!(!q.client.release(&lease).await.unwrap(), "second release holds nothing");
-    assert_eq!(q.task_field(lease.id(), "losses").await.as_deref(), Some("0"));
+    assert!(
+        !q.client.release(&lease).await.unwrap(),
+        "second release holds nothing"
+    );
+    assert_eq!(
+        q.task_field(lease.id(), "losses").await.as_deref(),
+        Some("0")
+    );
     let again = q.client.lease(&agent("a2")).await.unwrap().unwrap();
     assert!(again.epoch > lease.epoch);
-    let verdict = q.client.complete(&lease, &completion(&lease, FIXED, 1)).await.unwrap();
+    let verdict = q
+        .client
+        .complete(&lease, &completion(&lease, FIXED, 1))
+        .await
+        .unwrap();
     assert_eq!(verdict, Completion::Rejected(RejectReason::StaleEpoch));
 }
 
@@ -135,13 +194,19 @@ async fn epochs_stay_monotonic_when_redis_comes_back_empty() {
     }
     q.wipe().await;
     // Until reconciled, nothing is granted: an old epoch could come back.
-    assert!(matches!(q.client.lease(&agent("a1")).await, Err(LeaseError::NotReady)));
+    assert!(matches!(
+        q.client.lease(&agent("a1")).await,
+        Err(LeaseError::NotReady)
+    ));
     // Reconciliation: tasks re-enqueued from the source of truth, then a
     // higher generation installed (the coordinator takes it from Postgres).
     q.client.enqueue(&tasks(1, 1, 3, 5)).await.unwrap();
     q.client.set_generation(2).await.unwrap();
     let after = q.client.lease(&agent("a1")).await.unwrap().unwrap();
-    assert!(seen.iter().all(|e| after.epoch > *e), "{after:?} not above {seen:?}");
+    assert!(
+        seen.iter().all(|e| after.epoch > *e),
+        "{after:?} not above {seen:?}"
+    );
     assert_eq!(after.epoch.generation(), 2);
 }
 
@@ -173,11 +238,28 @@ async fn held_rule_waits_for_its_group_to_finish() {
     let b = q.client.lease(&agent("a2")).await.unwrap().unwrap();
     assert_ne!(a.task.rule, "audit_rules_immutable");
     assert_ne!(b.task.rule, "audit_rules_immutable");
-    assert!(q.client.lease(&agent("a3")).await.unwrap().is_none(), "held rule leased early");
-    q.client.complete(&a, &completion(&a, FIXED, 1)).await.unwrap();
-    assert!(q.client.lease(&agent("a3")).await.unwrap().is_none(), "one member still open");
-    q.client.complete(&b, &completion(&b, FIXED, 1)).await.unwrap();
-    let last = q.client.lease(&agent("a3")).await.unwrap().expect("released after group");
+    assert!(
+        q.client.lease(&agent("a3")).await.unwrap().is_none(),
+        "held rule leased early"
+    );
+    q.client
+        .complete(&a, &completion(&a, FIXED, 1))
+        .await
+        .unwrap();
+    assert!(
+        q.client.lease(&agent("a3")).await.unwrap().is_none(),
+        "one member still open"
+    );
+    q.client
+        .complete(&b, &completion(&b, FIXED, 1))
+        .await
+        .unwrap();
+    let last = q
+        .client
+        .lease(&agent("a3"))
+        .await
+        .unwrap()
+        .expect("released after group");
     assert_eq!(last.task.rule, "audit_rules_immutable");
 }
 
@@ -187,7 +269,11 @@ async fn enqueue_is_idempotent_and_priority_orders_the_queue() {
     let mut t = tasks(1, 1, 3, 5);
     t[2].priority = 1;
     assert_eq!(q.client.enqueue(&t).await.unwrap(), 3);
-    assert_eq!(q.client.enqueue(&t).await.unwrap(), 0, "known tasks are skipped");
+    assert_eq!(
+        q.client.enqueue(&t).await.unwrap(),
+        0,
+        "known tasks are skipped"
+    );
     q.client.set_generation(1).await.unwrap();
     let order: Vec<i64> = {
         let mut v = Vec::new();
@@ -219,12 +305,23 @@ async fn slow_but_live_agent_keeps_its_lease() {
     let thief = q.peer(settings).await;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(thief.lease(&agent("thief")).await.unwrap().is_none(), "live lease was taken");
+        assert!(
+            thief.lease(&agent("thief")).await.unwrap().is_none(),
+            "live lease was taken"
+        );
         assert_eq!(thief.reap(10).await.unwrap().requeued, 0);
     }
-    assert!(!heartbeat.is_finished(), "renewal refused: {:?}", heartbeat.await);
+    assert!(
+        !heartbeat.is_finished(),
+        "renewal refused: {:?}",
+        heartbeat.await
+    );
     heartbeat.abort();
-    let verdict = q.client.complete(&lease, &completion(&lease, FIXED, 1)).await.unwrap();
+    let verdict = q
+        .client
+        .complete(&lease, &completion(&lease, FIXED, 1))
+        .await
+        .unwrap();
     assert_eq!(verdict, Completion::Accepted);
 }
 
@@ -254,8 +351,14 @@ async fn under_contention_no_task_is_completed_twice() {
                 // One in five leases overruns the TTL, like a stalled agent.
                 let work = if lease.id().0 % 5 == i % 5 { 200 } else { 1 };
                 tokio::time::sleep(Duration::from_millis(work)).await;
-                match client.complete(&lease, &completion(&lease, FIXED, 1)).await.unwrap() {
-                    Completion::Accepted => *accepted.lock().await.entry(lease.id()).or_default() += 1,
+                match client
+                    .complete(&lease, &completion(&lease, FIXED, 1))
+                    .await
+                    .unwrap()
+                {
+                    Completion::Accepted => {
+                        *accepted.lock().await.entry(lease.id()).or_default() += 1
+                    }
                     Completion::Duplicate => panic!("no retries here"),
                     Completion::Rejected(_) => rejected += 1,
                 }
@@ -269,8 +372,14 @@ async fn under_contention_no_task_is_completed_twice() {
     }
     let accepted = accepted.lock().await;
     assert_eq!(accepted.len() as i64, TASKS, "every task completed");
-    assert!(accepted.values().all(|&n| n == 1), "a task was completed twice");
-    assert!(rejected > 0, "the race should have produced stale completions");
+    assert!(
+        accepted.values().all(|&n| n == 1),
+        "a task was completed twice"
+    );
+    assert!(
+        rejected > 0,
+        "the race should have produced stale completions"
+    );
     assert_eq!(q.stat("stale_rejected").await, rejected as u64);
     let stream = q.stream().await;
     let applied = stream.iter().filter(|(_, r)| r.is_none()).count();
@@ -281,7 +390,13 @@ async fn under_contention_no_task_is_completed_twice() {
 async fn finished_task_keys_expire() {
     let q = ready_queue(LeaseSettings::default(), 1).await;
     let lease = q.client.lease(&agent("a1")).await.unwrap().unwrap();
-    q.client.complete(&lease, &completion(&lease, FIXED, 1)).await.unwrap();
+    q.client
+        .complete(&lease, &completion(&lease, FIXED, 1))
+        .await
+        .unwrap();
     let ttl: i64 = q.conn().ttl(q.keys.task(lease.id())).await.unwrap();
-    assert!(ttl > 0 && ttl <= LeaseSettings::default().finished_ttl_s as i64, "ttl {ttl}");
+    assert!(
+        ttl > 0 && ttl <= LeaseSettings::default().finished_ttl_s as i64,
+        "ttl {ttl}"
+    );
 }

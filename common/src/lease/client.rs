@@ -98,7 +98,11 @@ pub struct LeaseClient {
 
 impl LeaseClient {
     pub fn new(conn: ConnectionManager, keys: Keyspace, settings: LeaseSettings) -> Self {
-        Self { conn, keys, settings }
+        Self {
+            conn,
+            keys,
+            settings,
+        }
     }
 
     /// Connects with a connection manager that reconnects on its own.
@@ -137,7 +141,8 @@ impl LeaseClient {
         // one at a time and a long one would stall every agent's renewal.
         for chunk in tasks.chunks(256) {
             let mut inv = SCRIPTS.enqueue.prepare_invoke();
-            inv.arg(self.keys.prefix()).arg(self.settings.finished_ttl_s);
+            inv.arg(self.keys.prefix())
+                .arg(self.settings.finished_ttl_s);
             for t in chunk {
                 let hold = match &t.hold {
                     Some((group, threshold)) => format!("{group}\t{threshold}"),
@@ -198,7 +203,9 @@ impl LeaseClient {
             .invoke_async(&mut self.conn.clone())
             .await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
-            (Some("renewed"), Some(d)) => Ok(Renewal::Renewed { deadline_ms: parse(d)? }),
+            (Some("renewed"), Some(d)) => Ok(Renewal::Renewed {
+                deadline_ms: parse(d)?,
+            }),
             (Some("refused"), Some(r)) => Ok(Renewal::Refused(reason(r)?)),
             _ => Err(LeaseError::Protocol(format!("renew: {reply:?}"))),
         }
@@ -250,7 +257,10 @@ impl LeaseClient {
             .arg(self.settings.finished_ttl_s)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(ReapReport { requeued, dead_lettered })
+        Ok(ReapReport {
+            requeued,
+            dead_lettered,
+        })
     }
 
     /// Installs an epoch generation; the one in force never decreases.
@@ -285,7 +295,11 @@ impl LeaseClient {
 
     /// A new incarnation number for an agent process, for event sequences.
     pub async fn next_incarnation(&self, agent: &AgentId) -> Result<u32, LeaseError> {
-        let n: u32 = self.conn.clone().incr(self.keys.incarnation(agent), 1).await?;
+        let n: u32 = self
+            .conn
+            .clone()
+            .incr(self.keys.incarnation(agent), 1)
+            .await?;
         Ok(n)
     }
 
@@ -320,12 +334,15 @@ impl LeaseClient {
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now = secs * 1000 + micros / 1000;
         let min = now - window_ms as i64;
-        Ok(conn.zrangebyscore_withscores(self.keys.agents(), min, "+inf").await?)
+        Ok(conn
+            .zrangebyscore_withscores(self.keys.agents(), min, "+inf")
+            .await?)
     }
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, LeaseError> {
-    s.parse().map_err(|_| LeaseError::Protocol(format!("not a number: {s:?}")))
+    s.parse()
+        .map_err(|_| LeaseError::Protocol(format!("not a number: {s:?}")))
 }
 
 fn reason(s: &str) -> Result<RejectReason, LeaseError> {

@@ -6,7 +6,11 @@ use redis::Script;
 
 macro_rules! lua {
     ($file:literal) => {
-        Script::new(concat!(include_str!("lua/prelude.lua"), "\n", include_str!(concat!("lua/", $file))))
+        Script::new(concat!(
+            include_str!("lua/prelude.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
     };
 }
 

@@ -185,7 +185,7 @@ pub struct StatusArgs {
     /// Print the RunStatus JSON.
     #[arg(long, conflicts_with = "summary_line")]
     pub json: bool,
-    /// Print one line (for scripts and logs).
+    /// Print the one `fleet: run=… fix_rate=…` line (for scripts and logs).
     #[arg(long)]
     pub summary_line: bool,
 }

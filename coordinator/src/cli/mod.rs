@@ -134,7 +134,7 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else if a.summary_line {
-        println!("{}", table::run_line(&s));
+        println!("{}", table::fleet_line(&s));
     } else {
         print!("{}", table::run_summary(&s));
     }

@@ -92,6 +92,22 @@ pub fn run_summary(s: &RunStatus) -> String {
 }
 
 /// One line for scripts and logs.
+/// The one line `make fleet` ends with. The regression ratio needs the dream
+/// stage's comparison with the previous run; until then it is `n/a`.
+pub fn fleet_line(s: &RunStatus) -> String {
+    let rate = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
+    format!(
+        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio=n/a",
+        s.run,
+        s.skill_pack,
+        s.total,
+        s.fixed,
+        s.escalated,
+        rate(s.fix_rate()),
+        rate(s.first_try_rate()),
+    )
+}
+
 pub fn run_line(s: &RunStatus) -> String {
     let reasons: Vec<String> = s
         .escalated_by_reason

@@ -49,19 +49,30 @@ async fn main() -> anyhow::Result<()> {
         return profile_lease().await;
     }
     if matches!(args.which, Which::All | Which::Lease) {
-        bench_lease(args.agents, args.connections.unwrap_or(args.agents), args.tasks_per_agent).await?;
+        bench_lease(
+            args.agents,
+            args.connections.unwrap_or(args.agents),
+            args.tasks_per_agent,
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn bench_lease(agents: usize, connections: usize, tasks_per_agent: usize) -> anyhow::Result<()> {
+async fn bench_lease(
+    agents: usize,
+    connections: usize,
+    tasks_per_agent: usize,
+) -> anyhow::Result<()> {
     let settings = LeaseSettings::default();
     let q = TestQueue::new(settings).await;
     // A queue the size of a large run, drained to the end: every task is one
     // full cycle, so the rate is tasks over the time to drain them.
     let total = (agents * tasks_per_agent) as i64;
     for start in (1..=total).step_by(10_000) {
-        q.client.enqueue(&tasks(1, start, 10_000.min(total - start + 1), 5)).await?;
+        q.client
+            .enqueue(&tasks(1, start, 10_000.min(total - start + 1), 5))
+            .await?;
     }
     q.client.set_generation(1).await?;
 
@@ -98,7 +109,11 @@ async fn bench_lease(agents: usize, connections: usize, tasks_per_agent: usize) 
     q.wipe().await;
 
     let raw = raw_evalsha(agents, (elapsed.as_secs_f64() * 3.0 * cycles_per_s) as u64)?;
-    let shared = if connections == agents { String::new() } else { format!(" connections={connections}") };
+    let shared = if connections == agents {
+        String::new()
+    } else {
+        format!(" connections={connections}")
+    };
     let ratio = cycles_per_s / raw;
     println!(
         "bench lease: agents={agents}{shared} cycles_per_s={cycles_per_s:.0} raw_evalsha_per_s={raw:.0} ratio={ratio:.2}"
@@ -115,11 +130,21 @@ fn raw_evalsha(clients: usize, requests: u64) -> anyhow::Result<f64> {
         other => anyhow::bail!("bench needs a tcp redis url, got {other:?}"),
     };
     let mut conn = url.get_connection()?;
-    let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg("return 1").query(&mut conn)?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(&mut conn)?;
     // At least as many calls as the cycles made, so both sides run as long.
     let requests = requests.max(100_000);
     let out = Command::new("redis-benchmark")
-        .args(["-h", &host, "-p", &port.to_string(), "-c", &clients.to_string()])
+        .args([
+            "-h",
+            &host,
+            "-p",
+            &port.to_string(),
+            "-c",
+            &clients.to_string(),
+        ])
         .args(["-n", &requests.to_string(), "-q", "EVALSHA", &sha, "0"])
         .output()
         .map_err(|e| anyhow::anyhow!("cannot run redis-benchmark ({e}): run `make deps`"))?;
@@ -148,15 +173,31 @@ async fn profile_lease() -> anyhow::Result<()> {
     let usec = |conn: &mut redis::aio::ConnectionManager| {
         let mut conn = conn.clone();
         async move {
-            let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
-            let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or_default().to_owned();
-            let field = line.split(',').find_map(|f| f.strip_prefix("usec_per_call=")).unwrap_or("0").to_owned();
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut conn)
+                .await?;
+            let line = info
+                .lines()
+                .find(|l| l.starts_with("cmdstat_evalsha:"))
+                .unwrap_or_default()
+                .to_owned();
+            let field = line
+                .split(',')
+                .find_map(|f| f.strip_prefix("usec_per_call="))
+                .unwrap_or("0")
+                .to_owned();
             anyhow::Ok(field.parse::<f64>().unwrap_or(0.0))
         }
     };
     let reset = |conn: &mut redis::aio::ConnectionManager| {
         let mut conn = conn.clone();
-        async move { redis::cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut conn).await }
+        async move {
+            redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async::<()>(&mut conn)
+                .await
+        }
     };
     let mut leases = Vec::new();
     reset(&mut conn).await?;
@@ -171,12 +212,16 @@ async fn profile_lease() -> anyhow::Result<()> {
     let renew_us = usec(&mut conn).await?;
     reset(&mut conn).await?;
     for (i, l) in leases.iter().enumerate() {
-        q.client.complete(l, &completion(l, Outcome::Fixed { attempt: 1 }, i as u64)).await?;
+        q.client
+            .complete(l, &completion(l, Outcome::Fixed { attempt: 1 }, i as u64))
+            .await?;
     }
     let complete_us = usec(&mut conn).await?;
     reset(&mut conn).await?;
     for _ in 0..N {
-        let _: i64 = redis::Script::new("return 1").invoke_async(&mut conn).await?;
+        let _: i64 = redis::Script::new("return 1")
+            .invoke_async(&mut conn)
+            .await?;
     }
     let noop_us = usec(&mut conn).await?;
     q.wipe().await;
