@@ -24,6 +24,10 @@ pub struct ChaosPlan {
     pub kill_every: Duration,
     /// Agents to pause past the TTL, one after another.
     pub pauses: usize,
+    /// Completions a zombie attempts after overstaying its lease. Paused
+    /// agent processes fence themselves when they wake (DESIGN L4), so this
+    /// in-process zombie is what makes Redis's own fence (L3) face the run.
+    pub zombie_completions: usize,
     pub timeout: Duration,
 }
 
@@ -42,6 +46,8 @@ pub struct ChaosReport {
     pub stale_rejected: u64,
     /// Redis's own count of refused completions, to cross-check.
     pub stale_rejected_redis: u64,
+    /// Completions the zombie attempted after its lease expired.
+    pub zombie_attempts: u64,
     /// From SIGKILL to the task's next grant, ms.
     pub recovery_ms: Vec<u64>,
 }
@@ -118,6 +124,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
     let run = fleet.submit(rules).await;
     let ttl = fleet.leases.settings().ttl();
 
+    let zombie = tokio::spawn(zombie(fleet.leases.clone(), ttl, plan.zombie_completions));
     let started = Instant::now();
     let mut kills = Vec::new();
     let mut pauses = 0;
@@ -174,10 +181,13 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
     for (i, _) in restart_at {
         fleet.start_agent(i);
     }
+    let (zombie_attempts, zombie_accepted) = zombie.await.expect("zombie task");
     fleet.stop_agents().await;
     fleet.wait_ingested(Duration::from_secs(30)).await;
 
     let mut report = check(&fleet.db.pool, run.0).await;
+    report.zombie_attempts = zombie_attempts;
+    report.stale_accepted += zombie_accepted;
     report.kills = kills.len() as u64;
     report.pauses = pauses as u64;
     report.recovery_ms = recovery(&fleet.db.pool, &kills).await;
@@ -191,6 +201,44 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         .unwrap_or(0);
     fleet.shutdown().await;
     report
+}
+
+/// Leases real tasks from the running fleet's queue, overstays each lease
+/// by more than its TTL (as a paused agent would), then tries to complete
+/// it. Returns (attempts, accepted); every attempt must be refused.
+async fn zombie(leases: fleet_common::lease::LeaseClient, ttl: Duration, attempts: usize) -> (u64, u64) {
+    use fleet_common::event::{Event, EventBody, EVENT_VERSION};
+    use fleet_common::{EventId, Outcome};
+    let me = fleet_common::AgentId("zombie-1".into());
+    let (mut tried, mut accepted) = (0u64, 0u64);
+    let mut idle = 0;
+    while (tried as usize) < attempts && idle < 100 {
+        let Ok(Some(lease)) = leases.lease(&me).await else {
+            idle += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+        tried += 1;
+        let late = Event {
+            v: EVENT_VERSION,
+            id: EventId::new_v7(),
+            run: lease.task.run,
+            task: lease.task.task,
+            rule: lease.task.rule.clone(),
+            agent: me.clone(),
+            incarnation: 1,
+            epoch: lease.epoch,
+            attempt: 1,
+            seq: tried,
+            ts_ms: now_ms(),
+            body: EventBody::TaskCompleted { outcome: Outcome::Fixed { attempt: 1 }, attempts: 1, duration_ms: 1 },
+        };
+        if leases.complete(&lease, &late).await.expect("complete call").is_accepted() {
+            accepted += 1;
+        }
+    }
+    (tried, accepted)
 }
 
 /// The checker: every task exactly one accepted outcome, no event lost, no

@@ -15,6 +15,7 @@ async fn agents_killed_and_paused_mid_lease_lose_and_duplicate_nothing() {
         sim_work_ms: 25,
         kill_every: Duration::from_millis(300),
         pauses: 1,
+        zombie_completions: 3,
         timeout: Duration::from_secs(300),
     })
     .await;

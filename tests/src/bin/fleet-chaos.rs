@@ -25,6 +25,9 @@ struct Args {
     /// Agents paused past their TTL.
     #[arg(long, default_value_t = 3)]
     pauses: usize,
+    /// Completions a zombie attempts after its lease expired.
+    #[arg(long, default_value_t = 10)]
+    zombie_completions: usize,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
@@ -39,6 +42,7 @@ async fn main() {
         sim_work_ms: a.sim_work_ms,
         kill_every: Duration::from_millis(a.kill_every_ms),
         pauses: a.pauses,
+        zombie_completions: a.zombie_completions,
         timeout: Duration::from_secs(a.timeout_s),
     })
     .await;
