@@ -55,7 +55,9 @@ else
 fi
 
 # -------------------------------------------------------------- postgresql ---
-PG_DATA=$STATE/pg/data
+# shellcheck source=scripts/lib/pg-dir.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib/pg-dir.sh"
+PG_DATA=$PG_DIR/data
 PGBIN=""
 if [[ -f $PG_DATA/PG_VERSION ]]; then
     PGBIN=/usr/lib/postgresql/$(cat "$PG_DATA/PG_VERSION")/bin
@@ -67,7 +69,7 @@ elif [[ ! -x $PGBIN/pg_ctl ]]; then
 elif runuser -u postgres -- "$PGBIN/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1; then
     log "stopping postgres on 127.0.0.1:$PG_PORT"
     runuser -u postgres -- "$PGBIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 >/dev/null ||
-        die "postgres did not stop within 60 s; see $STATE/pg/log/postgresql.log (try: runuser -u postgres -- $PGBIN/pg_ctl stop -D $PG_DATA -m immediate)"
+        die "postgres did not stop within 60 s; see $PG_DIR/log/postgresql.log (try: runuser -u postgres -- $PGBIN/pg_ctl stop -D $PG_DATA -m immediate)"
     log "postgres stopped"
 else
     log "postgres not running (cluster $PG_DATA)"

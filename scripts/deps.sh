@@ -136,7 +136,9 @@ EOF
 fi
 
 # -------------------------------------------------------------- postgresql ---
-PG_DIR=$STATE/pg
+# shellcheck source=scripts/lib/pg-dir.sh
+source "$SCRIPT_DIR/lib/pg-dir.sh"
+[[ $PG_DIR == "$STATE/pg" ]] || log "user postgres cannot enter $STATE; its cluster lives in $PG_DIR"
 PG_DATA=$PG_DIR/data
 PG_RUN=$PG_DIR/run
 PG_LOG=$PG_DIR/log
@@ -161,7 +163,7 @@ else
             die "could not create system user 'postgres'; create it by hand (useradd --system --user-group postgres)"
     fi
     mkdir -p -- "$PG_DATA" "$PG_RUN" "$PG_LOG"
-    chmod 0755 "$STATE"
+    chmod 0755 "$STATE" "$(dirname -- "$PG_DIR")"
     chown -R postgres:postgres "$PG_DIR"
     chmod 0700 "$PG_DATA"
     asuser test -x "$PG_DIR" -a -w "$PG_DATA" ||
