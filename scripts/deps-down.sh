@@ -56,7 +56,7 @@ fi
 
 # -------------------------------------------------------------- postgresql ---
 # shellcheck source=scripts/lib/pg-dir.sh
-source "$(dirname -- "${BASH_SOURCE[0]}")/lib/pg-dir.sh"
+source "$SCRIPT_DIR/lib/pg-dir.sh"
 PG_DATA=$PG_DIR/data
 PGBIN=""
 if [[ -f $PG_DATA/PG_VERSION ]]; then
