@@ -206,7 +206,11 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
 /// Leases real tasks from the running fleet's queue, overstays each lease
 /// by more than its TTL (as a paused agent would), then tries to complete
 /// it. Returns (attempts, accepted); every attempt must be refused.
-async fn zombie(leases: fleet_common::lease::LeaseClient, ttl: Duration, attempts: usize) -> (u64, u64) {
+async fn zombie(
+    leases: fleet_common::lease::LeaseClient,
+    ttl: Duration,
+    attempts: usize,
+) -> (u64, u64) {
     use fleet_common::event::{Event, EventBody, EVENT_VERSION};
     use fleet_common::{EventId, Outcome};
     let me = fleet_common::AgentId("zombie-1".into());
@@ -232,9 +236,18 @@ async fn zombie(leases: fleet_common::lease::LeaseClient, ttl: Duration, attempt
             attempt: 1,
             seq: tried,
             ts_ms: now_ms(),
-            body: EventBody::TaskCompleted { outcome: Outcome::Fixed { attempt: 1 }, attempts: 1, duration_ms: 1 },
+            body: EventBody::TaskCompleted {
+                outcome: Outcome::Fixed { attempt: 1 },
+                attempts: 1,
+                duration_ms: 1,
+            },
         };
-        if leases.complete(&lease, &late).await.expect("complete call").is_accepted() {
+        if leases
+            .complete(&lease, &late)
+            .await
+            .expect("complete call")
+            .is_accepted()
+        {
             accepted += 1;
         }
     }

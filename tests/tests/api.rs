@@ -115,4 +115,3 @@ async fn bad_submissions_say_what_is_wrong() {
     serde_json::from_str::<ApiError>(&resp.text().await.unwrap())
         .expect("json error body for broken json");
 }
-
