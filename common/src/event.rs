@@ -108,6 +108,14 @@ pub enum EventBody {
     },
     /// Graceful hand-back on shutdown.
     LeaseReleased,
+    /// A lease expired by Redis time and was taken back (DESIGN L5), by the
+    /// reaper or by a lease call; appended by the script that reclaimed it,
+    /// with `agent` = `coordinator` and the lost grant's epoch. `losses` is
+    /// the task's lease-loss count including this one.
+    LeaseReclaimed {
+        holder: AgentId,
+        losses: u32,
+    },
     /// Appended atomically with acceptance by the complete script, or by the
     /// reaper when it dead-letters (then `agent` is `coordinator`).
     TaskCompleted {
@@ -128,6 +136,7 @@ impl EventBody {
             Self::AttemptEvaluated { .. } => "attempt_evaluated",
             Self::LeaseAbandoned { .. } => "lease_abandoned",
             Self::LeaseReleased => "lease_released",
+            Self::LeaseReclaimed { .. } => "lease_reclaimed",
             Self::TaskCompleted { .. } => "task_completed",
         }
     }
@@ -323,6 +332,10 @@ mod tests {
                 reason: AbandonReason::RenewRefused,
             },
             EventBody::LeaseReleased,
+            EventBody::LeaseReclaimed {
+                holder: AgentId("agent-2".into()),
+                losses: 2,
+            },
             EventBody::TaskCompleted {
                 outcome: Outcome::Escalated {
                     reason: EscalationReason::Health,

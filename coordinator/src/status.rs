@@ -10,9 +10,6 @@ use sqlx::PgPool;
 
 use crate::error::CoordinatorError;
 
-/// Task keys per pipelined round trip when summing lease losses.
-const LOSS_CHUNK: usize = 1000;
-
 #[derive(sqlx::FromRow)]
 struct RunRow {
     skill_pack: String,
@@ -25,16 +22,9 @@ struct RunRow {
 
 /// A run's progress; `NotFound` if there is no such run.
 ///
-/// Counts come from `work_items` and `run_events` in Postgres.
-/// `lease_losses` is the sum of the `losses` field of the run's task hashes
-/// in Redis: it is exact while those keys live (finished ones expire after
-/// `finished_ttl_s`), restarts from zero for tasks Redis lost, and is 0 when
-/// Redis does not answer.
-pub async fn run_status(
-    pool: &PgPool,
-    leases: &LeaseClient,
-    run: RunId,
-) -> Result<RunStatus, CoordinatorError> {
+/// Every count comes from Postgres (`work_items` and `run_events`); lease
+/// losses are the run's `lease_reclaimed` events.
+pub async fn run_status(pool: &PgPool, run: RunId) -> Result<RunStatus, CoordinatorError> {
     let row: RunRow = sqlx::query_as(
         "SELECT skill_pack, profile, status, total, created_at, finished_at FROM runs WHERE id = $1",
     )
@@ -67,13 +57,12 @@ pub async fn run_status(
     .bind(run.0)
     .fetch_one(pool)
     .await?;
-    let lease_losses = match lease_losses(pool, leases, run).await {
-        Ok(n) => n,
-        Err(error) => {
-            tracing::debug!(run = run.0, %error, "lease losses unavailable; reporting 0");
-            0
-        }
-    };
+    let lease_losses: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM run_events WHERE run_id = $1 AND kind = 'lease_reclaimed'",
+    )
+    .bind(run.0)
+    .fetch_one(pool)
+    .await?;
     Ok(RunStatus {
         run,
         skill_pack: row.skill_pack,
@@ -89,33 +78,11 @@ pub async fn run_status(
             .into_iter()
             .map(|(r, n)| (r, n as u64))
             .collect::<BTreeMap<_, _>>(),
-        lease_losses,
+        lease_losses: lease_losses as u64,
         stale_completions_rejected: stale as u64,
         created_at: row.created_at.to_rfc3339(),
         finished_at: row.finished_at.map(|t| t.to_rfc3339()),
     })
-}
-
-async fn lease_losses(
-    pool: &PgPool,
-    leases: &LeaseClient,
-    run: RunId,
-) -> Result<u64, CoordinatorError> {
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM work_items WHERE run_id = $1")
-        .bind(run.0)
-        .fetch_all(pool)
-        .await?;
-    let mut conn = leases.connection();
-    let mut total = 0;
-    for chunk in ids.chunks(LOSS_CHUNK) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.hget(leases.keys().task(fleet_common::TaskId(*id)), "losses");
-        }
-        let losses: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-        total += losses.into_iter().flatten().sum::<u64>();
-    }
-    Ok(total)
 }
 
 #[derive(sqlx::FromRow)]

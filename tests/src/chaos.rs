@@ -48,6 +48,11 @@ pub struct ChaosReport {
     pub stale_rejected_redis: u64,
     /// Completions the zombie attempted after its lease expired.
     pub zombie_attempts: u64,
+    /// Lease losses recorded in Postgres (`lease_reclaimed` events), as the
+    /// API reports them, and as Redis counted them.
+    pub lease_losses: u64,
+    pub lease_losses_api: u64,
+    pub lease_losses_redis: u64,
     /// From SIGKILL to the task's next grant, ms.
     pub recovery_ms: Vec<u64>,
 }
@@ -292,12 +297,16 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
     .await;
     let stale_rejected =
         count("SELECT count(*) FROM run_events WHERE run_id = $1 AND rejected IS NOT NULL").await;
+    let lease_losses =
+        count("SELECT count(*) FROM run_events WHERE run_id = $1 AND kind = 'lease_reclaimed'")
+            .await;
     ChaosReport {
         tasks,
         lost: unfinished + missing_events,
         duplicated,
         stale_accepted,
         stale_rejected,
+        lease_losses,
         ..Default::default()
     }
 }

@@ -14,6 +14,19 @@ use tokio::sync::Mutex;
 
 const FIXED: Outcome = Outcome::Fixed { attempt: 1 };
 
+/// `event` records that `lease` was taken back, as the holder's n-th loss.
+fn assert_reclaimed(event: &fleet_common::Event, lease: &fleet_common::lease::Lease, losses: u32) {
+    assert_eq!(event.agent.as_str(), "coordinator");
+    assert_eq!((event.task, event.epoch), (lease.id(), lease.epoch));
+    assert_eq!(
+        event.body,
+        EventBody::LeaseReclaimed {
+            holder: lease.agent.clone(),
+            losses
+        }
+    );
+}
+
 async fn ready_queue(settings: LeaseSettings, n: i64) -> TestQueue {
     let q = TestQueue::new(settings).await;
     assert_eq!(
@@ -86,9 +99,10 @@ async fn stale_completion_is_rejected_recorded_and_counted() {
         Completion::Accepted
     );
     let stream = q.stream().await;
-    assert_eq!(stream.len(), 2);
-    assert_eq!(stream[0], (stale, Some("stale_epoch".into())));
-    assert_eq!(stream[1], (good, None));
+    assert_eq!(stream.len(), 3);
+    assert_reclaimed(&stream[0].0, &zombie, 1);
+    assert_eq!(stream[1], (stale, Some("stale_epoch".into())));
+    assert_eq!(stream[2], (good, None));
 }
 
 #[tokio::test]
@@ -136,8 +150,10 @@ async fn reaper_requeues_then_dead_letters_as_lease_lost() {
     assert!(q.client.lease(&agent("a3")).await.unwrap().is_none());
 
     let stream = q.stream().await;
-    assert_eq!(stream.len(), 1);
-    let (event, rejected) = &stream[0];
+    assert_eq!(stream.len(), 3, "two losses, then the dead-letter outcome");
+    assert_reclaimed(&stream[0].0, &first, 1);
+    assert_reclaimed(&stream[1].0, &second, 2);
+    let (event, rejected) = &stream[2];
     assert_eq!(rejected, &None);
     assert_eq!(event.agent.as_str(), "coordinator");
     assert_eq!(event.epoch, second.epoch);
@@ -382,8 +398,21 @@ async fn under_contention_no_task_is_completed_twice() {
     );
     assert_eq!(q.stat("stale_rejected").await, rejected as u64);
     let stream = q.stream().await;
-    let applied = stream.iter().filter(|(_, r)| r.is_none()).count();
+    let applied = stream
+        .iter()
+        .filter(|(e, r)| r.is_none() && matches!(e.body, EventBody::TaskCompleted { .. }))
+        .count();
     assert_eq!(applied as i64, TASKS);
+    let reclaims = stream
+        .iter()
+        .filter(|(e, _)| matches!(e.body, EventBody::LeaseReclaimed { .. }))
+        .count();
+    assert!(reclaims > 0, "slow agents must have lost leases");
+    assert_eq!(
+        reclaims as u64,
+        q.stat("reclaimed").await,
+        "every loss is on the stream"
+    );
 }
 
 #[tokio::test]

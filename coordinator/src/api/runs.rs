@@ -35,7 +35,7 @@ pub async fn get(
         .ok_or_else(|| {
             ApiFailure::bad_request(format!("run id {id:?} is not a positive integer"))
         })?;
-    match status::run_status(&state.pool, &state.leases, run).await {
+    match status::run_status(&state.pool, run).await {
         Err(CoordinatorError::NotFound) => {
             Err(ApiFailure::not_found(format!("run {run} not found")))
         }

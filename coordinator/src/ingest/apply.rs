@@ -274,7 +274,8 @@ async fn apply_event(
         }
         EventBody::LeaseAcquired { .. }
         | EventBody::LeaseAbandoned { .. }
-        | EventBody::LeaseReleased => {}
+        | EventBody::LeaseReleased
+        | EventBody::LeaseReclaimed { .. } => {}
     }
     fx.applied.push((e.body.kind(), e.ts_ms));
     Ok(())

@@ -42,35 +42,46 @@ local function leave_groups(k, groups, finished_ttl)
   redis.call('EXPIRE', k, finished_ttl)
 end
 
+-- Appends an event made by a script (agent `coordinator`) about task `id`.
+-- `f` holds the task's run, rule and epoch; `body` is the body's JSON.
+local function append_script_event(id, kind, f, now, body)
+  local seq = redis.call('HINCRBY', STATS, 'coordinator_seq', 1)
+  local ev = '{"v":1,"id":' .. cjson.encode(kind .. '-' .. id .. '-' .. f.epoch)
+    .. ',"run":' .. f.run .. ',"task":' .. id
+    .. ',"rule":' .. cjson.encode(f.rule)
+    .. ',"agent":"coordinator","incarnation":0,"epoch":' .. f.epoch
+    .. ',"attempt":0,"seq":' .. fmt_int(seq) .. ',"ts_ms":' .. fmt_int(now)
+    .. ',"body":' .. body .. '}'
+  redis.call('XADD', EVENTS, '*', 'e', ev)
+end
+
 -- Reclaims one expired lease (DESIGN L5): back to the queue, or dead-letter
--- with an escalated/lease_lost outcome once the loss budget is spent.
--- Returns 'requeued' or 'dead'.
+-- with an escalated/lease_lost outcome once the loss budget is spent. Either
+-- way the loss is recorded as a lease_reclaimed event, so Postgres counts
+-- lease losses apart from failed attempts.
+-- Returns 'requeued', 'dead' or 'skipped'.
 local function reclaim(id, now, finished_ttl)
   local k = task_key(id)
   redis.call('ZREM', LEASES, id)
-  if redis.call('HGET', k, 'state') ~= 'leased' then
+  local h = redis.call('HMGET', k, 'state', 'budget', 'run', 'rule', 'epoch', 'agent', 'score', 'groups')
+  if h[1] ~= 'leased' then
     return 'skipped'
   end
+  local f = {run = h[3], rule = h[4], epoch = h[5]}
   local losses = redis.call('HINCRBY', k, 'losses', 1)
   redis.call('HINCRBY', STATS, 'reclaimed', 1)
-  local f = redis.call('HMGET', k, 'budget', 'run', 'rule', 'epoch', 'agent', 'score', 'groups')
-  if losses >= tonumber(f[1]) then
+  append_script_event(id, 'reclaim', f, now, '{"type":"lease_reclaimed","holder":'
+    .. cjson.encode(h[6]) .. ',"losses":' .. fmt_int(losses) .. '}')
+  if losses >= tonumber(h[2]) then
     redis.call('HSET', k, 'state', 'dead', 'finished_ms', fmt_int(now))
-    local seq = redis.call('HINCRBY', STATS, 'coordinator_seq', 1)
-    local ev = '{"v":1,"id":' .. cjson.encode('reap-' .. id .. '-' .. f[4])
-      .. ',"run":' .. f[2] .. ',"task":' .. id
-      .. ',"rule":' .. cjson.encode(f[3])
-      .. ',"agent":"coordinator","incarnation":0,"epoch":' .. f[4]
-      .. ',"attempt":0,"seq":' .. fmt_int(seq) .. ',"ts_ms":' .. fmt_int(now)
-      .. ',"body":{"type":"task_completed","outcome":{"kind":"escalated","reason":"lease_lost"}'
-      .. ',"attempts":0,"duration_ms":0}}'
-    redis.call('XADD', EVENTS, '*', 'e', ev)
+    append_script_event(id, 'reap', f, now, '{"type":"task_completed","outcome":'
+      .. '{"kind":"escalated","reason":"lease_lost"},"attempts":0,"duration_ms":0}')
     redis.call('HINCRBY', STATS, 'dead_lettered', 1)
-    leave_groups(k, f[7], finished_ttl)
+    leave_groups(k, h[8], finished_ttl)
     return 'dead'
   end
   redis.call('HSET', k, 'state', 'queued')
-  redis.call('ZADD', READY, f[6], id)
+  redis.call('ZADD', READY, h[7], id)
   return 'requeued'
 end
 
