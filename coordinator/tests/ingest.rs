@@ -349,13 +349,21 @@ async fn a_stale_completion_is_recorded_and_never_counted() {
 
     let report = ing.drain().await.unwrap();
     assert_eq!(report.rejected_completions, 1);
-    assert_eq!(report.applied, 0);
+    // The only event applied is the loss the refusal recorded.
+    assert_eq!(report.applied, 1);
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM run_events WHERE rejected IS NULL")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["lease_reclaimed"]);
     assert_eq!(metrics.stale_completions(), 1);
     assert_eq!(metrics.outcomes_total(), 0);
-    let rejected: Option<String> = sqlx::query_scalar("SELECT rejected FROM run_events")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    let rejected: Option<String> =
+        sqlx::query_scalar("SELECT rejected FROM run_events WHERE kind = 'task_completed'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(rejected.as_deref(), Some("expired"));
     let state: String = sqlx::query_scalar("SELECT state FROM work_items")
         .fetch_one(&env.pool)
