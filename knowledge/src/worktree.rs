@@ -189,6 +189,7 @@ impl AgentCheckout {
         }
         // Branches of leases whose worktree is gone (crash after add, before remove).
         let _lock = CacheLock::acquire(&self.cache_dir)?;
+        self.remove_stale_ref_locks()?;
         let glob = format!("refs/heads/agent/{}/*", self.agent_id());
         let refs: Vec<String> = self
             .repo
@@ -199,6 +200,38 @@ impl AgentCheckout {
             self.repo.find_reference(&r)?.delete()?;
         }
         Ok(names.len())
+    }
+
+    /// Git lock files a killed incarnation may have left: those of this
+    /// agent's own branches (only it writes them) and of the refs that are
+    /// written only under the cache lock, which we hold, so no live process
+    /// can own them.
+    fn remove_stale_ref_locks(&self) -> Result<(), KnowledgeError> {
+        let git_dir = self.repo.path();
+        let mut stale = vec![
+            git_dir.join("packed-refs.lock"),
+            git_dir.join(format!("{FETCHED_MAIN}.lock")),
+        ];
+        let mut dirs = vec![git_dir.join("refs/heads/agent").join(self.agent_id())];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "lock") {
+                    stale.push(p);
+                }
+            }
+        }
+        for p in stale {
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!(path = %p.display(), "removed a stale git lock file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(KnowledgeError::Io { path: p, source: e }),
+            }
+        }
+        Ok(())
     }
 
     /// Names of the worktrees currently registered in the cache.

@@ -37,7 +37,12 @@ impl Server {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            use axum::serve::ListenerExt;
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .unwrap()
+                .tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
             axum::serve(listener, app).await.unwrap();
         });
         Server {
