@@ -75,7 +75,8 @@ fn install_hook(git_dir: &Path) -> Result<(), KnowledgeError> {
     let tmp = hooks.join("pre-receive.fleet-tmp");
     let dst = hooks.join("pre-receive");
     let mut f = std::fs::File::create(&tmp).map_err(KnowledgeError::io(&tmp))?;
-    f.write_all(PRE_RECEIVE_HOOK.as_bytes()).map_err(KnowledgeError::io(&tmp))?;
+    f.write_all(PRE_RECEIVE_HOOK.as_bytes())
+        .map_err(KnowledgeError::io(&tmp))?;
     f.set_permissions(std::fs::Permissions::from_mode(0o755))
         .map_err(KnowledgeError::io(&tmp))?;
     f.sync_all().map_err(KnowledgeError::io(&tmp))?;
@@ -85,7 +86,11 @@ fn install_hook(git_dir: &Path) -> Result<(), KnowledgeError> {
 
 fn initial_tree(repo: &Repository, packs_dir: &Path) -> Result<Oid, KnowledgeError> {
     let mut root = repo.treebuilder(None)?;
-    root.insert(RANKING_PATH, repo.blob(&Ranking::default().to_json())?, 0o100644)?;
+    root.insert(
+        RANKING_PATH,
+        repo.blob(&Ranking::default().to_json())?,
+        0o100644,
+    )?;
     if packs_dir.is_dir() {
         let packs = dir_tree(repo, packs_dir)?;
         if let Some(packs) = packs {
@@ -120,7 +125,11 @@ fn dir_tree(repo: &Repository, dir: &Path) -> Result<Option<Oid>, KnowledgeError
             }
         } else if meta.is_file() {
             let bytes = std::fs::read(&path).map_err(KnowledgeError::io(&path))?;
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o100755 } else { 0o100644 };
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o100755
+            } else {
+                0o100644
+            };
             builder.insert(&name, repo.blob(&bytes)?, mode)?;
         }
     }

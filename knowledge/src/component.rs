@@ -7,7 +7,10 @@ pub const MAX_COMPONENT_LEN: usize = 128;
 
 /// Accept `[A-Za-z0-9._-]{1,128}` except `.`/`..` and names starting with `.`
 /// or ending in `.lock` (which git refuses in ref names).
-pub fn validate_component<'a>(what: &'static str, value: &'a str) -> Result<&'a str, KnowledgeError> {
+pub fn validate_component<'a>(
+    what: &'static str,
+    value: &'a str,
+) -> Result<&'a str, KnowledgeError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_COMPONENT_LEN
         && value
@@ -33,12 +36,31 @@ mod tests {
 
     #[test]
     fn accepts_plain_names_and_rejects_hostile_ones() {
-        for ok in ["a", "xccdf_org.ssgproject.content_rule_x", "R-1_2.3", &"a".repeat(128)] {
+        for ok in [
+            "a",
+            "xccdf_org.ssgproject.content_rule_x",
+            "R-1_2.3",
+            &"a".repeat(128),
+        ] {
             assert!(validate_component("t", ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", ".", "..", "../x", "a/b", "a\\b", ".hidden", "x.lock", "a..b", "a b", "é",
-            "a\0b", "a:b", "x*", &"a".repeat(129), "trailing.",
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "x.lock",
+            "a..b",
+            "a b",
+            "é",
+            "a\0b",
+            "a:b",
+            "x*",
+            &"a".repeat(129),
+            "trailing.",
         ] {
             assert!(validate_component("t", bad).is_err(), "{bad:?}");
         }

@@ -104,7 +104,9 @@ impl LessonFile {
         validate_component("agent", &self.provenance.agent)?;
         if let Some(c) = &self.provenance.source_commit {
             if !is_hex_oid(c) {
-                return Err(KnowledgeError::Malformed("source_commit is not a hex object id".into()));
+                return Err(KnowledgeError::Malformed(
+                    "source_commit is not a hex object id".into(),
+                ));
             }
         }
         Ok(())
@@ -137,7 +139,9 @@ impl LessonFile {
     /// Parse a lesson file; malformed front matter is an error, never a panic.
     pub fn parse(text: &str) -> Result<LessonFile, KnowledgeError> {
         let bad = |m: &str| KnowledgeError::Malformed(m.to_string());
-        let rest = text.strip_prefix("---\n").ok_or_else(|| bad("missing opening ---"))?;
+        let rest = text
+            .strip_prefix("---\n")
+            .ok_or_else(|| bad("missing opening ---"))?;
         let (front, body) = if let Some(i) = rest.find("\n---\n") {
             (&rest[..i], &rest[i + 5..])
         } else if let Some(front) = rest.strip_suffix("\n---") {
@@ -169,7 +173,8 @@ impl LessonFile {
             }
         }
 
-        let kind = LessonKind::parse(top.get("kind")?).ok_or_else(|| bad("kind must be lesson, ban or skill"))?;
+        let kind = LessonKind::parse(top.get("kind")?)
+            .ok_or_else(|| bad("kind must be lesson, ban or skill"))?;
         let scope: String = serde_json::from_str(top.get("scope")?)
             .map_err(|_| bad("scope must be a double-quoted string"))?;
         let attempt = prov
@@ -206,9 +211,9 @@ fn is_hex_oid(s: &str) -> bool {
 }
 
 fn split_field(line: &str) -> Result<(&str, &str), KnowledgeError> {
-    let (k, v) = line
-        .split_once(": ")
-        .ok_or_else(|| KnowledgeError::Malformed("a front-matter line is not `key: value`".into()))?;
+    let (k, v) = line.split_once(": ").ok_or_else(|| {
+        KnowledgeError::Malformed("a front-matter line is not `key: value`".into())
+    })?;
     Ok((k, v.trim_end()))
 }
 
@@ -311,7 +316,10 @@ mod tests {
         l2.body = String::new();
         l2.kind = LessonKind::Skill;
         assert_eq!(LessonFile::parse(&l2.render()).unwrap(), l2);
-        assert_eq!(l.path().unwrap(), "lessons/accounts/no-empty-passwords-1.md");
+        assert_eq!(
+            l.path().unwrap(),
+            "lessons/accounts/no-empty-passwords-1.md"
+        );
     }
 
     #[test]
@@ -321,7 +329,8 @@ mod tests {
             String::new(),
             "no front matter".to_string(),
             good.replacen("---\n", "", 1),
-            good.replace("\n---\nDo", "\nDo").replace("\n---\nstill", "\nstill"),
+            good.replace("\n---\nDo", "\nDo")
+                .replace("\n---\nstill", "\nstill"),
             good.replace("kind: ban", "kind: rumour"),
             good.replace("kind: ban\n", ""),
             good.replace("attempt: 2", "attempt: -1"),
@@ -339,7 +348,10 @@ mod tests {
         ];
         for (i, c) in cases.iter().enumerate() {
             assert!(
-                matches!(LessonFile::parse(c), Err(KnowledgeError::Malformed(_) | KnowledgeError::InvalidComponent { .. })),
+                matches!(
+                    LessonFile::parse(c),
+                    Err(KnowledgeError::Malformed(_) | KnowledgeError::InvalidComponent { .. })
+                ),
                 "case {i} parsed: {c:?}"
             );
         }

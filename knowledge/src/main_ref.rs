@@ -15,7 +15,10 @@ pub const MAX_TRIES: u32 = 50;
 
 /// The committer of every commit on `main`.
 pub fn coordinator_signature() -> Result<Signature<'static>, KnowledgeError> {
-    Ok(Signature::now("fleet-coordinator", "coordinator@fleet.invalid")?)
+    Ok(Signature::now(
+        "fleet-coordinator",
+        "coordinator@fleet.invalid",
+    )?)
 }
 
 /// Build a commit on top of the current `main` and move `main` to it by
@@ -64,8 +67,10 @@ where
 
 /// The CAS lost (the ref changed or appeared), or another writer holds the ref's lock file.
 fn is_contention(e: &git2::Error) -> bool {
-    matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked)
-        || e.message().contains("old reference value does not match")
+    matches!(
+        e.code(),
+        ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
+    ) || e.message().contains("old reference value does not match")
         || e.message().contains("failed to lock")
 }
 
@@ -99,7 +104,9 @@ fn insert(
         }
         [dir, rest @ ..] => {
             let sub = match base.and_then(|t| t.get_name(dir)) {
-                Some(e) if e.kind() == Some(git2::ObjectType::Tree) => Some(repo.find_tree(e.id())?),
+                Some(e) if e.kind() == Some(git2::ObjectType::Tree) => {
+                    Some(repo.find_tree(e.id())?)
+                }
                 _ => None,
             };
             let sub_id = insert(repo, sub.as_ref(), rest, blob, mode)?;

@@ -61,7 +61,11 @@ impl GitHttpState {
             .output()
             .map_err(KnowledgeError::io("git"))?;
         let exec_path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Self::with_backend(bare_repo, agent_secret, Path::new(&exec_path).join("git-http-backend"))
+        Self::with_backend(
+            bare_repo,
+            agent_secret,
+            Path::new(&exec_path).join("git-http-backend"),
+        )
     }
 
     /// Like [`GitHttpState::new`] with an explicit `git-http-backend` path.
@@ -70,7 +74,9 @@ impl GitHttpState {
         agent_secret: impl Into<Vec<u8>>,
         backend: PathBuf,
     ) -> Result<Self, KnowledgeError> {
-        let bare_repo = bare_repo.canonicalize().map_err(KnowledgeError::io(bare_repo))?;
+        let bare_repo = bare_repo
+            .canonicalize()
+            .map_err(KnowledgeError::io(bare_repo))?;
         let repo_name = bare_repo
             .file_name()
             .and_then(|n| n.to_str())
@@ -249,7 +255,9 @@ async fn read_cgi_headers<R: AsyncRead + Unpin>(
         if line.is_empty() {
             return Ok((status, headers));
         }
-        let (name, value) = line.split_once(':').ok_or_else(|| bad("cgi header without a colon"))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad("cgi header without a colon"))?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or("");
@@ -259,7 +267,8 @@ async fn read_cgi_headers<R: AsyncRead + Unpin>(
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .ok_or_else(|| bad("cgi status is not a number"))?;
         } else {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("bad cgi header name"))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("bad cgi header name"))?;
             let value = HeaderValue::from_str(value).map_err(|_| bad("bad cgi header value"))?;
             headers.append(name, value);
         }
@@ -272,13 +281,16 @@ mod tests {
 
     #[tokio::test]
     async fn cgi_headers_are_parsed() {
-        let raw: &[u8] = b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nExpires: never\r\n\r\nbody";
+        let raw: &[u8] =
+            b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nExpires: never\r\n\r\nbody";
         let mut r = BufReader::new(raw);
         let (s, h) = read_cgi_headers(&mut r).await.unwrap();
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(h.get("content-type").unwrap(), "text/plain");
         let mut rest = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut r, &mut rest).await.unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut r, &mut rest)
+            .await
+            .unwrap();
         assert_eq!(rest, "body");
         let mut r = BufReader::new(&b"Content-Type: x\n"[..]);
         assert!(read_cgi_headers(&mut r).await.is_err());

@@ -61,7 +61,9 @@ fn callbacks(creds: &AgentCredentials) -> RemoteCallbacks<'_> {
     cb.credentials(move |_url, _user, allowed| {
         asked += 1;
         if asked > 1 || !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-            return Err(git2::Error::from_str("credentials refused by the knowledge repo"));
+            return Err(git2::Error::from_str(
+                "credentials refused by the knowledge repo",
+            ));
         }
         Cred::userpass_plaintext(&creds.agent_id, &creds.token)
     });
@@ -86,7 +88,9 @@ impl AgentCheckout {
     ) -> Result<AgentCheckout, KnowledgeError> {
         validate_component("agent", &credentials.agent_id)?;
         std::fs::create_dir_all(cache_dir.join("leases")).map_err(KnowledgeError::io(cache_dir))?;
-        let cache_dir = cache_dir.canonicalize().map_err(KnowledgeError::io(cache_dir))?;
+        let cache_dir = cache_dir
+            .canonicalize()
+            .map_err(KnowledgeError::io(cache_dir))?;
         let repo_dir = cache_dir.join("repo");
         let repo = {
             let _lock = CacheLock::acquire(&cache_dir)?;
@@ -95,7 +99,8 @@ impl AgentCheckout {
                 Err(_) => {
                     if repo_dir.exists() {
                         tracing::warn!(path = %repo_dir.display(), "cache repo unreadable, recreating");
-                        std::fs::remove_dir_all(&repo_dir).map_err(KnowledgeError::io(&repo_dir))?;
+                        std::fs::remove_dir_all(&repo_dir)
+                            .map_err(KnowledgeError::io(&repo_dir))?;
                     }
                     let mut opts = git2::RepositoryInitOptions::new();
                     opts.initial_head("fleet-cache-unborn");
@@ -132,7 +137,12 @@ impl AgentCheckout {
     /// Create the worktree of one lease on branch
     /// `agent/<agent>/<run>/<rule>-e<epoch>`, starting at the fetched main,
     /// with no upstream.
-    pub fn start_lease(&self, run: &str, rule: &str, epoch: u64) -> Result<LeaseWorktree, KnowledgeError> {
+    pub fn start_lease(
+        &self,
+        run: &str,
+        rule: &str,
+        epoch: u64,
+    ) -> Result<LeaseWorktree, KnowledgeError> {
         validate_component("run", run)?;
         validate_component("rule", rule)?;
         let agent = self.agent_id();
@@ -148,7 +158,10 @@ impl AgentCheckout {
             opts.reference(Some(&branch_ref));
             if let Err(e) = self.repo.worktree(&name, &path, Some(&opts)) {
                 // Leave nothing behind that the next lease would trip over.
-                let _ = self.repo.find_reference(&format!("refs/heads/{branch}")).and_then(|mut r| r.delete());
+                let _ = self
+                    .repo
+                    .find_reference(&format!("refs/heads/{branch}"))
+                    .and_then(|mut r| r.delete());
                 return Err(e.into());
             }
         }
@@ -172,8 +185,13 @@ impl AgentCheckout {
     pub fn cleanup_leftovers(&self) -> Result<usize, KnowledgeError> {
         let prefix = format!("{}+", self.agent_id());
         let mut names: Vec<String> = Vec::new();
-        for dir in [self.repo.path().join("worktrees"), self.cache_dir.join("leases")] {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for dir in [
+            self.repo.path().join("worktrees"),
+            self.cache_dir.join("leases"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 if let Some(n) = e.file_name().to_str() {
                     if n.starts_with(&prefix) && !names.iter().any(|x| x == n) {
@@ -214,7 +232,9 @@ impl AgentCheckout {
         ];
         let mut dirs = vec![git_dir.join("refs/heads/agent").join(self.agent_id())];
         while let Some(dir) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let p = e.path();
                 if p.is_dir() {
@@ -236,7 +256,13 @@ impl AgentCheckout {
 
     /// Names of the worktrees currently registered in the cache.
     pub fn worktree_names(&self) -> Result<Vec<String>, KnowledgeError> {
-        Ok(self.repo.worktrees()?.iter().flatten().map(str::to_owned).collect())
+        Ok(self
+            .repo
+            .worktrees()?
+            .iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect())
     }
 }
 
@@ -302,7 +328,10 @@ impl LeaseWorktree {
         let rel = Path::new(rel_path);
         let ok = !rel_path.is_empty()
             && rel.components().all(|c| matches!(c, Component::Normal(_)))
-            && rel.components().next().is_some_and(|c| c.as_os_str() != ".git");
+            && rel
+                .components()
+                .next()
+                .is_some_and(|c| c.as_os_str() != ".git");
         if !ok {
             return Err(KnowledgeError::BadRelativePath(rel.to_path_buf()));
         }
@@ -330,7 +359,12 @@ impl LeaseWorktree {
     /// Push this lease's branch (and only it) to the knowledge repo.
     pub fn push(&self) -> Result<(), KnowledgeError> {
         let refname = format!("refs/heads/{}", self.branch);
-        push_refspec(self.repo(), &self.remote_url, &self.creds, &format!("{refname}:{refname}"))
+        push_refspec(
+            self.repo(),
+            &self.remote_url,
+            &self.creds,
+            &format!("{refname}:{refname}"),
+        )
     }
 
     /// Remove this worktree (directory, admin entry, local branch) under the lock.
@@ -358,7 +392,9 @@ pub fn push_refspec(
         let mut cb = callbacks(creds);
         cb.push_update_reference(|name, status| {
             if let Some(reason) = status {
-                refused.borrow_mut().push((name.to_string(), reason.to_string()));
+                refused
+                    .borrow_mut()
+                    .push((name.to_string(), reason.to_string()));
             }
             Ok(())
         });

@@ -50,8 +50,15 @@ fn child_agent() {
             },
             body: format!("lesson {i}\n"),
         };
-        lease.write(&lesson.path().unwrap(), lesson.render().as_bytes()).unwrap();
-        lease.write(&skill_path(&rule).unwrap(), format!("#!/bin/sh\necho {i}\n").as_bytes()).unwrap();
+        lease
+            .write(&lesson.path().unwrap(), lesson.render().as_bytes())
+            .unwrap();
+        lease
+            .write(
+                &skill_path(&rule).unwrap(),
+                format!("#!/bin/sh\necho {i}\n").as_bytes(),
+            )
+            .unwrap();
         let t_add = t0.elapsed();
         let oid = lease.commit("churn").unwrap();
         let t_commit = t0.elapsed();
@@ -106,15 +113,24 @@ fn agents_in_many_processes_share_one_cache_without_losing_anything() {
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1000.0 / leases as f64
     );
-    assert_eq!(pushed.len(), processes * leases, "every lease reports its branch");
+    assert_eq!(
+        pushed.len(),
+        processes * leases,
+        "every lease reports its branch"
+    );
     let bare = git2::Repository::open_bare(&server.bare).unwrap();
     for (r, oid) in &pushed {
-        let have = bare.refname_to_id(r).unwrap_or_else(|_| panic!("branch {r} lost"));
+        let have = bare
+            .refname_to_id(r)
+            .unwrap_or_else(|_| panic!("branch {r} lost"));
         assert_eq!(have.to_string(), *oid, "{r}");
     }
     assert_eq!(leftover_worktrees(&cache), (vec![], vec![]));
     let leases_dir: Vec<_> = std::fs::read_dir(cache.join("leases")).unwrap().collect();
-    assert!(leases_dir.is_empty(), "lease directories left: {leases_dir:?}");
+    assert!(
+        leases_dir.is_empty(),
+        "lease directories left: {leases_dir:?}"
+    );
     let local = common::git_ok(&cache.join("repo"), &["for-each-ref", "refs/heads/"]);
     assert_eq!(local, "", "local lease branches left");
 }

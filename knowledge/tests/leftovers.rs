@@ -29,7 +29,9 @@ fn child_committing_forever() {
     let lease = checkout.start_lease("run-crash", "rule_c", epoch).unwrap();
     println!("\nREADY removed={removed}");
     for i in 0.. {
-        lease.write(&format!("attempts/{i}.sh"), &vec![b'x'; 4096]).unwrap();
+        lease
+            .write(&format!("attempts/{i}.sh"), &vec![b'x'; 4096])
+            .unwrap();
         lease.commit(&format!("attempt {i}")).unwrap();
     }
 }
@@ -69,11 +71,24 @@ fn a_killed_agent_leaves_worktrees_that_its_next_start_removes() {
     let server = Server::start();
     let cache = server.dir.path().join("cache");
     // Three incarnations, each killed mid-commit; each start cleans the previous one's lease.
-    assert_eq!(run_and_kill(&server, &cache, 1, Duration::from_millis(30)), 0);
-    assert_eq!(run_and_kill(&server, &cache, 2, Duration::from_millis(77)), 1);
-    assert_eq!(run_and_kill(&server, &cache, 3, Duration::from_millis(151)), 1);
+    assert_eq!(
+        run_and_kill(&server, &cache, 1, Duration::from_millis(30)),
+        0
+    );
+    assert_eq!(
+        run_and_kill(&server, &cache, 2, Duration::from_millis(77)),
+        1
+    );
+    assert_eq!(
+        run_and_kill(&server, &cache, 3, Duration::from_millis(151)),
+        1
+    );
     let (listed, admin) = leftover_worktrees(&cache);
-    assert_eq!((listed.len(), admin.len()), (1, 1), "the last crash left its worktree");
+    assert_eq!(
+        (listed.len(), admin.len()),
+        (1, 1),
+        "the last crash left its worktree"
+    );
 
     // A fourth start, in this process: also leases dropped without remove.
     let checkout = AgentCheckout::open_or_clone(&cache, &server.url, creds("crashy")).unwrap();
@@ -85,7 +100,10 @@ fn a_killed_agent_leaves_worktrees_that_its_next_start_removes() {
     let other = AgentCheckout::open_or_clone(&cache, &server.url, creds("bystander")).unwrap();
     let theirs = other.start_lease("run-crash", "rule_d", 1).unwrap();
     assert_eq!(checkout.cleanup_leftovers().unwrap(), 2);
-    assert_eq!(other.worktree_names().unwrap(), vec!["bystander+run-crash+rule_d+e1".to_string()]);
+    assert_eq!(
+        other.worktree_names().unwrap(),
+        vec!["bystander+run-crash+rule_d+e1".to_string()]
+    );
     theirs.remove().unwrap();
     assert_eq!(leftover_worktrees(&cache), (vec![], vec![]));
     let local = common::git_ok(&cache.join("repo"), &["for-each-ref", "refs/heads/"]);
@@ -94,11 +112,17 @@ fn a_killed_agent_leaves_worktrees_that_its_next_start_removes() {
     // The next lease works, even one reusing a crashed lease's epoch.
     checkout.fetch_main().unwrap();
     let lease = checkout.start_lease("run-crash", "rule_c", 3).unwrap();
-    lease.write("skills/rule_c.sh", b"#!/bin/sh\ntrue\n").unwrap();
+    lease
+        .write("skills/rule_c.sh", b"#!/bin/sh\ntrue\n")
+        .unwrap();
     let oid = lease.commit("after the crash").unwrap();
     lease.push().unwrap();
     lease.remove().unwrap();
     let bare = git2::Repository::open_bare(&server.bare).unwrap();
-    assert_eq!(bare.refname_to_id("refs/heads/agent/crashy/run-crash/rule_c-e3").unwrap(), oid);
+    assert_eq!(
+        bare.refname_to_id("refs/heads/agent/crashy/run-crash/rule_c-e3")
+            .unwrap(),
+        oid
+    );
     assert_eq!(leftover_worktrees(&cache), (vec![], vec![]));
 }

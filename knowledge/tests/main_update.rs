@@ -17,7 +17,13 @@ fn add_file(bare: &Path, name: &str) -> git2::Oid {
                 Some(c) => Some(c.tree()?),
                 None => None,
             };
-            tree_with_file(repo, base.as_ref(), &format!("lessons/test/{name}.md"), name.as_bytes(), false)
+            tree_with_file(
+                repo,
+                base.as_ref(),
+                &format!("lessons/test/{name}.md"),
+                name.as_bytes(),
+                false,
+            )
         },
         &format!("add {name}"),
     )
@@ -52,19 +58,41 @@ fn assert_fast_forward_only(bare: &Path, expected_files: &[String]) {
     // Every commit reachable is on the first-parent chain: history is linear.
     let first_parent = git_ok(bare, &["rev-list", "--first-parent", "--parents", "main"]);
     let all = git_ok(bare, &["rev-list", "main"]);
-    let lines: Vec<Vec<&str>> = first_parent.lines().map(|l| l.split(' ').collect()).collect();
-    assert_eq!(lines.len(), all.lines().count(), "a merge or a side branch reached main");
+    let lines: Vec<Vec<&str>> = first_parent
+        .lines()
+        .map(|l| l.split(' ').collect())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        all.lines().count(),
+        "a merge or a side branch reached main"
+    );
     // Each commit has exactly one parent, the previous main (the root has none).
     for w in lines.windows(2) {
-        assert_eq!(w[0].len(), 2, "commit {} is not a single-parent step", w[0][0]);
+        assert_eq!(
+            w[0].len(),
+            2,
+            "commit {} is not a single-parent step",
+            w[0][0]
+        );
         assert_eq!(w[0][1], w[1][0]);
     }
     assert_eq!(lines.last().unwrap().len(), 1);
-    assert_eq!(lines.len(), expected_files.len() + 1, "one commit per update plus the initial one");
-    let tree = git_ok(bare, &["ls-tree", "-r", "--name-only", "main", "lessons/test/"]);
+    assert_eq!(
+        lines.len(),
+        expected_files.len() + 1,
+        "one commit per update plus the initial one"
+    );
+    let tree = git_ok(
+        bare,
+        &["ls-tree", "-r", "--name-only", "main", "lessons/test/"],
+    );
     let mut have: Vec<&str> = tree.lines().collect();
     have.sort();
-    let mut want: Vec<String> = expected_files.iter().map(|f| format!("lessons/test/{f}.md")).collect();
+    let mut want: Vec<String> = expected_files
+        .iter()
+        .map(|f| format!("lessons/test/{f}.md"))
+        .collect();
     want.sort();
     assert_eq!(have, want, "a commit was lost");
 }
@@ -100,7 +128,10 @@ fn concurrent_updates_from_processes_all_land_fast_forward_only() {
         .map(|tag| {
             spawn_child(
                 "child_entry",
-                &[("BARE", bare.display().to_string()), ("TAG", tag.to_string())],
+                &[
+                    ("BARE", bare.display().to_string()),
+                    ("TAG", tag.to_string()),
+                ],
             )
         })
         .collect();
@@ -126,13 +157,19 @@ fn init_is_idempotent_and_installs_the_receive_guards() {
     std::fs::write(packs.join("demo/pack.toml"), "x = 1\n").unwrap();
     std::fs::write(packs.join("demo/rules/a.txt"), "a\n").unwrap();
     let bare = dir.path().join("k.git");
-    let first = init_bare(&bare, &packs).unwrap().refname_to_id(MAIN_REF).unwrap();
+    let first = init_bare(&bare, &packs)
+        .unwrap()
+        .refname_to_id(MAIN_REF)
+        .unwrap();
     add_file(&bare, "later");
     let repo = init_bare(&bare, &packs).unwrap();
     let after = repo.refname_to_id(MAIN_REF).unwrap();
     assert_ne!(first, after, "a second init must not reset main");
     let files = git_ok(&bare, &["ls-tree", "-r", "--name-only", &first.to_string()]);
-    assert_eq!(files, "packs/demo/pack.toml\npacks/demo/rules/a.txt\nranking.json\n");
+    assert_eq!(
+        files,
+        "packs/demo/pack.toml\npacks/demo/rules/a.txt\nranking.json\n"
+    );
     for (key, want) in [
         ("receive.denyNonFastForwards", "true"),
         ("receive.denyDeletes", "true"),
@@ -140,7 +177,10 @@ fn init_is_idempotent_and_installs_the_receive_guards() {
     ] {
         assert_eq!(git_ok(&bare, &["config", key]).trim(), want, "{key}");
     }
-    let mode = std::fs::metadata(bare.join("hooks/pre-receive")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(bare.join("hooks/pre-receive"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111, "hook must be executable");
     assert_eq!(git_ok(&bare, &["symbolic-ref", "HEAD"]).trim(), MAIN_REF);
 }

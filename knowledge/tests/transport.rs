@@ -10,7 +10,8 @@ use std::io::{Read, Write};
 use common::{creds, git, git_ok, Server};
 use fleet_knowledge::layout::{lesson_path, skill_path};
 use fleet_knowledge::{
-    push_refspec, AgentCheckout, AgentCredentials, KnowledgeError, LessonFile, LessonKind, Provenance,
+    push_refspec, AgentCheckout, AgentCredentials, KnowledgeError, LessonFile, LessonKind,
+    Provenance,
 };
 
 fn lesson(agent: &str) -> LessonFile {
@@ -35,27 +36,55 @@ fn an_agent_with_valid_credentials_fetches_commits_and_pushes_its_branch() {
     let cache = server.dir.path().join("cache-a1");
     let checkout = AgentCheckout::open_or_clone(&cache, &server.url, creds("a1")).unwrap();
     let main = checkout.fetch_main().unwrap();
-    assert_eq!(main, git2::Repository::open_bare(&server.bare).unwrap().refname_to_id("refs/heads/main").unwrap());
+    assert_eq!(
+        main,
+        git2::Repository::open_bare(&server.bare)
+            .unwrap()
+            .refname_to_id("refs/heads/main")
+            .unwrap()
+    );
 
     let lease = checkout.start_lease("run-1", "rule_x", 7).unwrap();
     assert_eq!(lease.branch(), "agent/a1/run-1/rule_x-e7");
     // The worktree starts from main (it holds the skill packs) and has no upstream.
     assert!(lease.path().join("packs/demo/pack.toml").exists());
     let (_, upstream, _) = git(lease.path(), &["rev-parse", "--abbrev-ref", "@{upstream}"]);
-    assert_eq!(upstream.trim(), "", "the lease branch must not track anything");
+    assert_eq!(
+        upstream.trim(),
+        "",
+        "the lease branch must not track anything"
+    );
 
     let l = lesson("a1");
-    lease.write(&l.path().unwrap(), l.render().as_bytes()).unwrap();
-    lease.write(&skill_path("rule_x").unwrap(), b"#!/bin/sh\ntrue\n").unwrap();
+    lease
+        .write(&l.path().unwrap(), l.render().as_bytes())
+        .unwrap();
+    lease
+        .write(&skill_path("rule_x").unwrap(), b"#!/bin/sh\ntrue\n")
+        .unwrap();
     let commit = lease.commit("attempt 1").unwrap();
     lease.push().unwrap();
     lease.remove().unwrap();
 
     let bare = git2::Repository::open_bare(&server.bare).unwrap();
-    assert_eq!(bare.refname_to_id("refs/heads/agent/a1/run-1/rule_x-e7").unwrap(), commit);
-    let text = git_ok(&server.bare, &["show", &format!("{commit}:{}", lesson_path("accounts", "l1").unwrap())]);
+    assert_eq!(
+        bare.refname_to_id("refs/heads/agent/a1/run-1/rule_x-e7")
+            .unwrap(),
+        commit
+    );
+    let text = git_ok(
+        &server.bare,
+        &[
+            "show",
+            &format!("{commit}:{}", lesson_path("accounts", "l1").unwrap()),
+        ],
+    );
     assert_eq!(LessonFile::parse(&text).unwrap(), l);
-    assert_eq!(bare.refname_to_id("refs/heads/main").unwrap(), main, "agents never move main");
+    assert_eq!(
+        bare.refname_to_id("refs/heads/main").unwrap(),
+        main,
+        "agents never move main"
+    );
     assert_eq!(common::leftover_worktrees(&cache), (vec![], vec![]));
 }
 
@@ -68,7 +97,10 @@ fn a_wrong_password_is_refused_with_401() {
         let auth_line = auth
             .map(|a| {
                 use base64::Engine;
-                format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(a))
+                format!(
+                    "Authorization: Basic {}\r\n",
+                    base64::engine::general_purpose::STANDARD.encode(a)
+                )
             })
             .unwrap_or_default();
         write!(
@@ -79,7 +111,11 @@ fn a_wrong_password_is_refused_with_401() {
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         assert!(resp.starts_with("HTTP/1.1 401"), "{auth:?}: {resp}");
-        assert!(resp.to_ascii_lowercase().contains("www-authenticate: basic"), "{resp}");
+        assert!(
+            resp.to_ascii_lowercase()
+                .contains("www-authenticate: basic"),
+            "{resp}"
+        );
     }
     // libgit2 with a wrong token: fetch fails, nothing is cached.
     let bad = AgentCredentials {
@@ -94,12 +130,16 @@ fn a_wrong_password_is_refused_with_401() {
         agent_id: "a1".into(),
         token: creds("a2").token,
     };
-    let checkout = AgentCheckout::open_or_clone(&server.dir.path().join("cache-stolen"), &server.url, stolen).unwrap();
+    let checkout =
+        AgentCheckout::open_or_clone(&server.dir.path().join("cache-stolen"), &server.url, stolen)
+            .unwrap();
     assert!(checkout.fetch_main().is_err());
     // The git CLI without credentials is refused too.
     let (ok, _, err) = git(server.dir.path(), &["ls-remote", &server.url]);
     assert!(
-        !ok && (err.contains("401") || err.contains("Authentication failed") || err.contains("could not read Username")),
+        !ok && (err.contains("401")
+            || err.contains("Authentication failed")
+            || err.contains("could not read Username")),
         "{err}"
     );
 }
@@ -111,22 +151,38 @@ fn pushing_main_or_another_agents_branch_is_refused_and_changes_nothing() {
     let checkout = AgentCheckout::open_or_clone(&cache, &server.url, creds("a1")).unwrap();
     checkout.fetch_main().unwrap();
     let lease = checkout.start_lease("run-1", "rule_y", 1).unwrap();
-    lease.write("lessons/x/evil.md", b"overwrite main\n").unwrap();
+    lease
+        .write("lessons/x/evil.md", b"overwrite main\n")
+        .unwrap();
     lease.commit("evil").unwrap();
     let before = server.refs();
 
     // Through our own push code (libgit2).
     let c = creds("a1");
     let repo = git2::Repository::open(lease.path()).unwrap();
-    for target in ["refs/heads/main", "refs/heads/agent/a2/run-1/x", "refs/heads/agent/a1x/y", "refs/tags/v1", "refs/heads/agent/a1"] {
+    for target in [
+        "refs/heads/main",
+        "refs/heads/agent/a2/run-1/x",
+        "refs/heads/agent/a1x/y",
+        "refs/tags/v1",
+        "refs/heads/agent/a1",
+    ] {
         let err = push_refspec(&repo, &server.url, &c, &format!("+HEAD:{target}")).unwrap_err();
-        assert!(matches!(err, KnowledgeError::PushRefused { .. }), "{target}: {err}");
+        assert!(
+            matches!(err, KnowledgeError::PushRefused { .. }),
+            "{target}: {err}"
+        );
         assert_eq!(server.refs(), before, "{target} changed the refs");
     }
     // Through the real git CLI, credentials in the URL.
-    let url = server.url.replace("http://", &format!("http://a1:{}@", c.token));
+    let url = server
+        .url
+        .replace("http://", &format!("http://a1:{}@", c.token));
     for target in ["main", "agent/a2/run-1/x"] {
-        let (ok, _, err) = git(lease.path(), &["push", &url, &format!("HEAD:refs/heads/{target}")]);
+        let (ok, _, err) = git(
+            lease.path(),
+            &["push", &url, &format!("HEAD:refs/heads/{target}")],
+        );
         assert!(!ok, "push to {target} was accepted");
         assert!(err.contains("pre-receive hook declined"), "{err}");
         assert_eq!(server.refs(), before);
@@ -134,11 +190,22 @@ fn pushing_main_or_another_agents_branch_is_refused_and_changes_nothing() {
     // A non-fast-forward of the agent's own branch is refused too.
     lease.push().unwrap();
     let pushed = server.refs();
-    let (ok, _, err) = git(lease.path(), &["push", "--force", &url, &format!("HEAD~1:refs/heads/{}", lease.branch())]);
+    let (ok, _, err) = git(
+        lease.path(),
+        &[
+            "push",
+            "--force",
+            &url,
+            &format!("HEAD~1:refs/heads/{}", lease.branch()),
+        ],
+    );
     assert!(!ok, "a non-fast-forward push was accepted: {err}");
     assert_eq!(server.refs(), pushed);
     // And deleting it.
-    let (ok, _, _) = git(lease.path(), &["push", &url, &format!(":refs/heads/{}", lease.branch())]);
+    let (ok, _, _) = git(
+        lease.path(),
+        &["push", &url, &format!(":refs/heads/{}", lease.branch())],
+    );
     assert!(!ok);
     assert_eq!(server.refs(), pushed);
     lease.remove().unwrap();

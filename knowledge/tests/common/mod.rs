@@ -61,7 +61,10 @@ impl Server {
             .unwrap()
             .map(|r| {
                 let r = r.unwrap();
-                (r.name().unwrap().to_string(), r.target().map(|o| o.to_string()).unwrap_or_default())
+                (
+                    r.name().unwrap().to_string(),
+                    r.target().map(|o| o.to_string()).unwrap_or_default(),
+                )
             })
             .collect();
         v.sort();
@@ -128,7 +131,11 @@ pub fn leftover_worktrees(cache: &Path) -> (Vec<String>, Vec<String>) {
         .map(str::to_owned)
         .collect();
     let admin: Vec<String> = std::fs::read_dir(repo.join(".git/worktrees"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     (extra, admin)
 }
