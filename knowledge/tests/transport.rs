@@ -210,3 +210,63 @@ fn pushing_main_or_another_agents_branch_is_refused_and_changes_nothing() {
     assert_eq!(server.refs(), pushed);
     lease.remove().unwrap();
 }
+
+/// Incompressible bytes, so packs really are this big on the wire.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn multi_megabyte_packs_stream_both_ways() {
+    let server = Server::start();
+    // Coordinator side: a 4 MB file lands on main.
+    let big_main = noise(4 << 20, 1);
+    let bare = git2::Repository::open_bare(&server.bare).unwrap();
+    fleet_knowledge::update_main(
+        &bare,
+        |repo, tip| {
+            let base = tip.map(|c| c.tree()).transpose()?;
+            fleet_knowledge::tree_with_file(repo, base.as_ref(), "blobs/big.bin", &big_main, false)
+        },
+        "big",
+    )
+    .unwrap();
+    // Agent side: fetch it, push 4 MB back.
+    let checkout = AgentCheckout::open_or_clone(&server.dir.path().join("cache"), &server.url, creds("a1")).unwrap();
+    checkout.fetch_main().unwrap();
+    let lease = checkout.start_lease("run-big", "rule_b", 1).unwrap();
+    assert_eq!(std::fs::read(lease.path().join("blobs/big.bin")).unwrap(), big_main);
+    let big_agent = noise(4 << 20, 2);
+    lease.write("attempts/big.bin", &big_agent).unwrap();
+    let oid = lease.commit("big attempt").unwrap();
+    lease.push().unwrap();
+    lease.remove().unwrap();
+    let blob = bare
+        .find_commit(oid)
+        .unwrap()
+        .tree()
+        .unwrap()
+        .get_path(std::path::Path::new("attempts/big.bin"))
+        .unwrap()
+        .id();
+    assert_eq!(bare.find_blob(blob).unwrap().content(), &big_agent[..]);
+
+    // The real git CLI (protocol v2, gzip-encoded requests) works with valid credentials.
+    let url = server.url.replace("http://", &format!("http://a1:{}@", creds("a1").token));
+    let clone = server.dir.path().join("cli-clone");
+    git_ok(server.dir.path(), &["-c", "protocol.version=2", "clone", "-q", &url, clone.to_str().unwrap()]);
+    assert_eq!(std::fs::read(clone.join("blobs/big.bin")).unwrap(), big_main);
+    std::fs::write(clone.join("cli.bin"), noise(2 << 20, 3)).unwrap();
+    git_ok(&clone, &["add", "cli.bin"]);
+    git_ok(&clone, &["-c", "user.name=a1", "-c", "user.email=a1@x", "commit", "-qm", "cli"]);
+    git_ok(&clone, &["push", "-q", &url, "HEAD:refs/heads/agent/a1/cli/x-e1"]);
+    assert!(bare.find_reference("refs/heads/agent/a1/cli/x-e1").is_ok());
+}
