@@ -240,10 +240,15 @@ fn multi_megabyte_packs_stream_both_ways() {
     )
     .unwrap();
     // Agent side: fetch it, push 4 MB back.
-    let checkout = AgentCheckout::open_or_clone(&server.dir.path().join("cache"), &server.url, creds("a1")).unwrap();
+    let checkout =
+        AgentCheckout::open_or_clone(&server.dir.path().join("cache"), &server.url, creds("a1"))
+            .unwrap();
     checkout.fetch_main().unwrap();
     let lease = checkout.start_lease("run-big", "rule_b", 1).unwrap();
-    assert_eq!(std::fs::read(lease.path().join("blobs/big.bin")).unwrap(), big_main);
+    assert_eq!(
+        std::fs::read(lease.path().join("blobs/big.bin")).unwrap(),
+        big_main
+    );
     let big_agent = noise(4 << 20, 2);
     lease.write("attempts/big.bin", &big_agent).unwrap();
     let oid = lease.commit("big attempt").unwrap();
@@ -260,13 +265,42 @@ fn multi_megabyte_packs_stream_both_ways() {
     assert_eq!(bare.find_blob(blob).unwrap().content(), &big_agent[..]);
 
     // The real git CLI (protocol v2, gzip-encoded requests) works with valid credentials.
-    let url = server.url.replace("http://", &format!("http://a1:{}@", creds("a1").token));
+    let url = server
+        .url
+        .replace("http://", &format!("http://a1:{}@", creds("a1").token));
     let clone = server.dir.path().join("cli-clone");
-    git_ok(server.dir.path(), &["-c", "protocol.version=2", "clone", "-q", &url, clone.to_str().unwrap()]);
-    assert_eq!(std::fs::read(clone.join("blobs/big.bin")).unwrap(), big_main);
+    git_ok(
+        server.dir.path(),
+        &[
+            "-c",
+            "protocol.version=2",
+            "clone",
+            "-q",
+            &url,
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(clone.join("blobs/big.bin")).unwrap(),
+        big_main
+    );
     std::fs::write(clone.join("cli.bin"), noise(2 << 20, 3)).unwrap();
     git_ok(&clone, &["add", "cli.bin"]);
-    git_ok(&clone, &["-c", "user.name=a1", "-c", "user.email=a1@x", "commit", "-qm", "cli"]);
-    git_ok(&clone, &["push", "-q", &url, "HEAD:refs/heads/agent/a1/cli/x-e1"]);
+    git_ok(
+        &clone,
+        &[
+            "-c",
+            "user.name=a1",
+            "-c",
+            "user.email=a1@x",
+            "commit",
+            "-qm",
+            "cli",
+        ],
+    );
+    git_ok(
+        &clone,
+        &["push", "-q", &url, "HEAD:refs/heads/agent/a1/cli/x-e1"],
+    );
     assert!(bare.find_reference("refs/heads/agent/a1/cli/x-e1").is_ok());
 }
