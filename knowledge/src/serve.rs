@@ -113,7 +113,12 @@ async fn handle(State(state): State<GitHttpState>, req: Request) -> Response {
         return unauthorized();
     };
     let path = parts.uri.path();
-    if !path.starts_with(&format!("/{}/", state.inner.repo_name)) {
+    // http-backend refuses aliases itself; refuse them before spawning anything.
+    let aliased = path
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if aliased || !path.starts_with(&format!("/{}/", state.inner.repo_name)) {
         return StatusCode::NOT_FOUND.into_response();
     }
     match run_backend(&state.inner, &agent, &parts, body).await {

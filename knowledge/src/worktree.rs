@@ -323,15 +323,13 @@ impl LeaseWorktree {
         self.repo.as_ref().expect("open until removed")
     }
 
-    /// Write a file at `rel_path` (relative, no `..`, not under `.git`).
+    /// Write a file at `rel_path` (relative, no `..`, no `.git` component).
     pub fn write(&self, rel_path: &str, bytes: &[u8]) -> Result<(), KnowledgeError> {
         let rel = Path::new(rel_path);
         let ok = !rel_path.is_empty()
-            && rel.components().all(|c| matches!(c, Component::Normal(_)))
             && rel
                 .components()
-                .next()
-                .is_some_and(|c| c.as_os_str() != ".git");
+                .all(|c| matches!(c, Component::Normal(n) if !n.eq_ignore_ascii_case(".git")));
         if !ok {
             return Err(KnowledgeError::BadRelativePath(rel.to_path_buf()));
         }

@@ -55,6 +55,23 @@ fn an_agent_with_valid_credentials_fetches_commits_and_pushes_its_branch() {
         "the lease branch must not track anything"
     );
 
+    for bad in [
+        "",
+        "/etc/x",
+        "../x",
+        "a/../../x",
+        ".git/config",
+        "a/.git/x",
+        "a/.GIT/x",
+    ] {
+        assert!(
+            matches!(
+                lease.write(bad, b"x"),
+                Err(KnowledgeError::BadRelativePath(_))
+            ),
+            "{bad:?}"
+        );
+    }
     let l = lesson("a1");
     lease
         .write(&l.path().unwrap(), l.render().as_bytes())
@@ -303,4 +320,46 @@ fn multi_megabyte_packs_stream_both_ways() {
         &["push", "-q", &url, "HEAD:refs/heads/agent/a1/cli/x-e1"],
     );
     assert!(bare.find_reference("refs/heads/agent/a1/cli/x-e1").is_ok());
+}
+
+fn raw_get(port: u16, path: &str, userpass: &str) -> String {
+    use base64::Engine;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(userpass);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+#[test]
+fn cgi_status_and_headers_pass_through_and_aliased_paths_are_refused() {
+    let server = Server::start();
+    let userpass = format!("a1:{}", creds("a1").token);
+    let ok = raw_get(
+        server.port,
+        "/git/knowledge.git/info/refs?service=git-upload-pack",
+        &userpass,
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(
+        ok.contains("content-type: application/x-git-upload-pack-advertisement"),
+        "{ok}"
+    );
+    assert!(ok.contains("# service=git-upload-pack"), "{ok}");
+    // A CGI `Status:` other than 200 comes through.
+    let missing = raw_get(
+        server.port,
+        "/git/knowledge.git/objects/00/0000000000000000000000000000000000000",
+        &userpass,
+    );
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    for path in [
+        "/git/knowledge.git/../knowledge.git/info/refs?service=git-upload-pack",
+        "/git/other.git/info/refs?service=git-upload-pack",
+        "/git/knowledge.git//info/refs?service=git-upload-pack",
+    ] {
+        let resp = raw_get(server.port, path, &userpass);
+        assert!(resp.starts_with("HTTP/1.1 404"), "{path}: {resp}");
+    }
 }
