@@ -183,6 +183,11 @@ impl AgentCheckout {
     /// of this agent left behind, one at a time under the lock. Returns how
     /// many worktrees were removed. Call before taking leases.
     pub fn cleanup_leftovers(&self) -> Result<usize, KnowledgeError> {
+        {
+            // First, so that no stale `<ref>.lock` blocks deleting a branch below.
+            let _lock = CacheLock::acquire(&self.cache_dir)?;
+            self.remove_stale_ref_locks()?;
+        }
         let prefix = format!("{}+", self.agent_id());
         let mut names: Vec<String> = Vec::new();
         for dir in [
@@ -207,7 +212,6 @@ impl AgentCheckout {
         }
         // Branches of leases whose worktree is gone (crash after add, before remove).
         let _lock = CacheLock::acquire(&self.cache_dir)?;
-        self.remove_stale_ref_locks()?;
         let glob = format!("refs/heads/agent/{}/*", self.agent_id());
         let refs: Vec<String> = self
             .repo

@@ -96,6 +96,14 @@ fn a_killed_agent_leaves_worktrees_that_its_next_start_removes() {
     checkout.fetch_main().unwrap();
     drop(checkout.start_lease("run-crash", "rule_d", 1).unwrap());
     drop(checkout.start_lease("run-crash", "rule_d", 2).unwrap());
+    // A kill in the middle of a ref update leaves git lock files behind.
+    let git_dir = cache.join("repo/.git");
+    std::fs::write(
+        git_dir.join("refs/heads/agent/crashy/run-crash/rule_d-e1.lock"),
+        "",
+    )
+    .unwrap();
+    std::fs::write(git_dir.join("packed-refs.lock"), "").unwrap();
     // Another agent's worktree in the same cache is not ours to remove.
     let other = AgentCheckout::open_or_clone(&cache, &server.url, creds("bystander")).unwrap();
     let theirs = other.start_lease("run-crash", "rule_d", 1).unwrap();
