@@ -258,6 +258,29 @@ impl AgentCheckout {
         Ok(())
     }
 
+    /// A file of the fetched `main` (None if absent), read without a worktree.
+    pub fn fetched_file(&self, path: &str) -> Result<Option<Vec<u8>>, KnowledgeError> {
+        let tree = self.repo.find_reference(FETCHED_MAIN)?.peel_to_tree()?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(blob) = entry.to_object(&self.repo)?.into_blob() else {
+            return Ok(None);
+        };
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    /// The ranking published on the fetched `main` (K4: agents rank lessons
+    /// without database access); the default when none is published.
+    pub fn ranking(&self) -> Result<crate::Ranking, KnowledgeError> {
+        match self.fetched_file(crate::layout::RANKING_PATH)? {
+            Some(bytes) => crate::Ranking::from_json(&bytes),
+            None => Ok(crate::Ranking::default()),
+        }
+    }
+
     /// Names of the worktrees currently registered in the cache.
     pub fn worktree_names(&self) -> Result<Vec<String>, KnowledgeError> {
         Ok(self

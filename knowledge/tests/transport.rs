@@ -44,6 +44,18 @@ fn an_agent_with_valid_credentials_fetches_commits_and_pushes_its_branch() {
             .unwrap()
     );
 
+    assert_eq!(
+        checkout.ranking().unwrap(),
+        fleet_knowledge::Ranking::default()
+    );
+    assert_eq!(
+        checkout
+            .fetched_file("packs/demo/pack.toml")
+            .unwrap()
+            .unwrap(),
+        b"name = \"demo\"\n"
+    );
+    assert_eq!(checkout.fetched_file("lessons/none.md").unwrap(), None);
     let lease = checkout.start_lease("run-1", "rule_x", 7).unwrap();
     assert_eq!(lease.branch(), "agent/a1/run-1/rule_x-e7");
     // The worktree starts from main (it holds the skill packs) and has no upstream.
