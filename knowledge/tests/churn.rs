@@ -94,22 +94,36 @@ fn agents_in_many_processes_share_one_cache_without_losing_anything() {
             )
         })
         .collect();
+    // Meanwhile the coordinator keeps moving main (K1 under agent traffic).
+    let done = std::sync::atomic::AtomicBool::new(false);
     let mut pushed = Vec::new();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "an agent process failed");
-        for line in out.stdout.lines() {
-            let line = line.unwrap();
-            // libtest prints "test child_agent ... " in front of the first line.
-            if let Some(rest) = line.find("BRANCH ").map(|i| &line[i + 7..]) {
-                let (r, oid) = rest.split_once(' ').unwrap();
-                pushed.push((r.to_string(), oid.to_string()));
+    let main_updates = std::thread::scope(|s| {
+        let updater = s.spawn(|| {
+            let repo = git2::Repository::open_bare(&server.bare).unwrap();
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                fleet_knowledge::update_main(
+                    &repo,
+                    |repo, tip| {
+                        let base = tip.map(|c| c.tree()).transpose()?;
+                        let path = format!("lessons/promoted/l{n}.md");
+                        fleet_knowledge::tree_with_file(repo, base.as_ref(), &path, b"x", false)
+                    },
+                    "promote",
+                )
+                .unwrap();
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-        }
-    }
+            n
+        });
+        collect(children, &mut pushed);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        updater.join().unwrap()
+    });
     let elapsed = started.elapsed();
     eprintln!(
-        "churn: {processes} processes x {leases} leases in {:.1} s ({:.0} ms per lease per process)",
+        "churn: {processes} processes x {leases} leases in {:.1} s ({:.0} ms per lease per process), {main_updates} main updates meanwhile",
         elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1000.0 / leases as f64
     );
@@ -133,4 +147,24 @@ fn agents_in_many_processes_share_one_cache_without_losing_anything() {
     );
     let local = common::git_ok(&cache.join("repo"), &["for-each-ref", "refs/heads/"]);
     assert_eq!(local, "", "local lease branches left");
+    // main stayed linear: one first-parent step per update, nothing else reachable.
+    let first_parent = common::git_ok(&server.bare, &["rev-list", "--first-parent", "main"]);
+    let all = common::git_ok(&server.bare, &["rev-list", "main"]);
+    assert_eq!(first_parent, all);
+    assert_eq!(first_parent.lines().count(), main_updates + 1);
+}
+
+fn collect(children: Vec<std::process::Child>, pushed: &mut Vec<(String, String)>) {
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "an agent process failed");
+        for line in out.stdout.lines() {
+            let line = line.unwrap();
+            // libtest prints "test child_agent ... " in front of the first line.
+            if let Some(rest) = line.find("BRANCH ").map(|i| &line[i + 7..]) {
+                let (r, oid) = rest.split_once(' ').unwrap();
+                pushed.push((r.to_string(), oid.to_string()));
+            }
+        }
+    }
 }
