@@ -13,6 +13,9 @@ use common::{creds, is_child, leftover_worktrees, spawn_child, Server};
 use fleet_knowledge::layout::skill_path;
 use fleet_knowledge::{AgentCheckout, LessonFile, LessonKind, Provenance};
 
+/// How many commits the coordinator adds to main during the run.
+const MAX_MAIN_UPDATES: usize = 150;
+
 fn size() -> (usize, usize) {
     let s = std::env::var("FLEET_KNOWLEDGE_CHURN").unwrap_or_else(|_| "8x8".into());
     let (p, l) = s.split_once('x').expect("<processes>x<leases>");
@@ -101,7 +104,8 @@ fn agents_in_many_processes_share_one_cache_without_losing_anything() {
         let updater = s.spawn(|| {
             let repo = git2::Repository::open_bare(&server.bare).unwrap();
             let mut n = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            // Capped: every promoted file is checked out by every later lease.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && n < MAX_MAIN_UPDATES {
                 fleet_knowledge::update_main(
                     &repo,
                     |repo, tip| {
