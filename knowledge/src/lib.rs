@@ -1,0 +1,39 @@
+//! The knowledge repo (DESIGN.md K1–K4): a bare git repo owned by the
+//! coordinator, whose `main` holds lessons, skills and the published
+//! ranking, and to which agents push one branch per lease.
+//!
+//! Used by both the coordinator and the agent; depends on neither.
+//!
+//! # Layout
+//!
+//! - `layout.rs`: K4, what `main` holds — `LessonFile` (front matter
+//!   render/parse), `skills/<rule>.sh`, `Ranking` (`ranking.json`).
+//! - `component.rs`: the `[A-Za-z0-9._-]{1,128}` rule for every family,
+//!   id, rule, run and agent id that ends up in a path or a ref.
+//! - `main_ref.rs`: K1, `update_main` — build on the current `main`, move
+//!   it by compare-and-swap, rebuild and retry when it moved.
+//! - `bare.rs`: the coordinator's bare repo — `init_bare` (first commit
+//!   from the skill packs, receive config, the pre-receive hook of K2).
+//! - `serve.rs`: K2, git smart HTTP (`git http-backend` as CGI) behind an
+//!   axum router with per-agent HMAC passwords.
+//! - `worktree.rs`: K3, the agent side — `AgentCheckout` (local cache,
+//!   fetch, leftovers) and `LeaseWorktree` (write, commit, push, remove).
+//! - `lock.rs`: the cross-process lock around worktree add/remove.
+//! - `error.rs`: `KnowledgeError`.
+
+mod bare;
+mod component;
+mod error;
+pub mod layout;
+mod lock;
+mod main_ref;
+mod serve;
+mod worktree;
+
+pub use bare::{init_bare, PRE_RECEIVE_HOOK};
+pub use component::{validate_component, MAX_COMPONENT_LEN};
+pub use error::KnowledgeError;
+pub use layout::{LessonFile, LessonKind, Provenance, RankedLesson, Ranking};
+pub use main_ref::{tree_with_file, update_main, MAIN_REF, MAX_TRIES};
+pub use serve::{agent_git_password, router, GitHttpState};
+pub use worktree::{push_refspec, AgentCheckout, AgentCredentials, LeaseWorktree, FETCHED_MAIN};
