@@ -36,7 +36,7 @@ chaos: deps ## long chaos run: agents SIGKILLed and paused mid-lease; prints one
 
 bench: deps ## benchmarks with baselines measured in the same run
 	@source .fleet/env && cargo build --release --bins && target/release/fleet-bench all
-	@cargo test --release -q -p fleet-knowledge --test bench_worktree -- --ignored --nocapture 2>/dev/null | grep '^bench '
+	@cargo bench -q -p fleet-knowledge --bench worktree 2>/dev/null | grep '^bench '
 
 fmt: ## format all crates
 	cargo fmt --all

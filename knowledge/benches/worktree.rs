@@ -1,9 +1,11 @@
 //! The issue's `bench worktree` figure: one lease (fetch + worktree add +
 //! write + commit + push + remove) with this crate against the same steps
-//! with the `git` CLI, same server, same run. Ignored by default; run with
-//! `cargo test --release -p fleet-knowledge --test bench_worktree -- --ignored --nocapture`
+//! with the `git` CLI, same server, same run. Run by `make bench`, or
+//! `cargo bench -p fleet-knowledge --bench worktree`
 //! (`FLEET_KNOWLEDGE_BENCH_LEASES`, default 30).
 
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;
@@ -16,9 +18,7 @@ fn p50(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[test]
-#[ignore]
-fn bench_worktree() {
+fn main() {
     let n: usize = std::env::var("FLEET_KNOWLEDGE_BENCH_LEASES")
         .ok()
         .and_then(|s| s.parse().ok())
