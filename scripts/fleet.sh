@@ -18,6 +18,10 @@ if [[ ! -f "$tokens" ]]; then
     echo "export FLEET_AGENT_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   } > "$tokens"
 fi
+# Older token files predate the knowledge repo's git secret.
+if ! grep -q FLEET_GIT_SECRET "$tokens"; then
+  (umask 077; echo "export FLEET_GIT_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$tokens")
+fi
 # shellcheck disable=SC1090
 source "$tokens"
 
@@ -43,6 +47,7 @@ if alive coordinator; then
 else
   echo "fleet: starting coordinator on $api"
   FLEET_LISTEN="$listen" FLEET_SKILL_PACKS="$root/skill-packs" \
+    FLEET_KNOWLEDGE_DIR="${FLEET_KNOWLEDGE_DIR:-$state/knowledge.git}" \
     nohup "$bin/fleet-coordinator" serve >> "$state/logs/coordinator.log" 2>&1 &
   echo $! > "$state/pids/coordinator.pid"
 fi
@@ -57,7 +62,7 @@ for i in $(seq 1 "${AGENTS:-2}"); do
   name="agent-$i"
   if alive "$name"; then continue; fi
   echo "fleet: starting $name"
-  FLEET_COORDINATOR_URL="$api" FLEET_AGENT_ID="$name" \
+  FLEET_COORDINATOR_URL="$api" FLEET_AGENT_ID="$name" FLEET_WORK_DIR="$state/agents/$name" \
     nohup "$bin/fleet-agent" --sim-work-ms "${SIM_WORK_MS:-200}" >> "$state/logs/$name.log" 2>&1 &
   echo $! > "$state/pids/$name.pid"
 done

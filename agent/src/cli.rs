@@ -54,6 +54,11 @@ pub struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics. Default: off.
     #[arg(long, env = "FLEET_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The agent's cache of the knowledge repo: one worktree per lease lives
+    /// here. Used only when the coordinator serves a knowledge repo.
+    /// Default: .fleet/agents/<agent-id>.
+    #[arg(long, env = "FLEET_WORK_DIR")]
+    pub work_dir: Option<std::path::PathBuf>,
     /// Log line format.
     #[arg(long, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -89,6 +94,7 @@ impl Cli {
             max_leases: self.max_leases,
             metrics_listen: self.metrics_listen,
             slots: 1,
+            work_dir: self.work_dir,
         })
     }
 }

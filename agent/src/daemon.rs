@@ -8,11 +8,13 @@ use std::time::Duration;
 use fleet_common::keys::Keyspace;
 use fleet_common::lease::LeaseClient;
 use fleet_common::settings::LeaseSettings;
+use fleet_knowledge::AgentCredentials;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::AgentError;
 use crate::events::EventSink;
+use crate::knowledge::{default_work_dir, Knowledge};
 use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::presence::spawn_presence;
 use crate::registration::{register, registration_for};
@@ -29,7 +31,7 @@ pub async fn serve(
     settings: AgentSettings,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AgentError> {
-    let Some((redis_url, keys, lease)) = resolve(&settings, &shutdown).await? else {
+    let Some((redis_url, keys, lease, git)) = resolve(&settings, &shutdown).await? else {
         return Ok(RunSummary::default());
     };
     lease.validate().map_err(AgentError::Config)?;
@@ -51,6 +53,10 @@ pub async fn serve(
     info!(agent = %agent, incarnation, key_prefix = keys.prefix(), "agent starting");
 
     let metrics = AgentMetrics::new();
+    let knowledge = match git {
+        Some((url, password)) => open_knowledge(&settings, url, password, &metrics).await,
+        None => None,
+    };
     let background = CancellationToken::new();
     if let Some(addr) = settings.metrics_listen {
         serve_metrics(addr, metrics.clone(), background.clone()).await?;
@@ -62,6 +68,7 @@ pub async fn serve(
         .map(|_| workbench(&settings))
         .collect();
     let summary = Runner::new(client, sink.clone(), metrics, settings.max_leases, shutdown)
+        .with_knowledge(knowledge)
         .run(benches)
         .await;
 
@@ -78,11 +85,15 @@ fn workbench(settings: &AgentSettings) -> Workbench {
     }
 }
 
-/// Redis URL, keyspace and lease timing, from the coordinator or the flags.
+/// The knowledge repo's URL and this agent's git password.
+type GitAccess = Option<(String, String)>;
+
+/// Redis URL, keyspace, lease timing and git access, from the coordinator
+/// or the flags (no knowledge repo without a coordinator).
 async fn resolve(
     settings: &AgentSettings,
     shutdown: &CancellationToken,
-) -> Result<Option<(String, Keyspace, LeaseSettings)>, AgentError> {
+) -> Result<Option<(String, Keyspace, LeaseSettings, GitAccess)>, AgentError> {
     match &settings.connection {
         Connection::Direct {
             redis_url,
@@ -92,10 +103,42 @@ async fn resolve(
             redis_url.clone(),
             Keyspace::new(key_prefix.clone()),
             *lease,
+            None,
         ))),
         Connection::Coordinator { url, token } => {
             let answer = register(url, token, &registration_for(&settings.agent), shutdown).await?;
-            Ok(answer.map(|c| (c.redis_url, Keyspace::new(c.key_prefix), c.lease)))
+            Ok(answer.map(|c| {
+                let git = c.knowledge_url.zip(c.git_password);
+                (c.redis_url, Keyspace::new(c.key_prefix), c.lease, git)
+            }))
+        }
+    }
+}
+
+/// Opens the knowledge cache and cleans leftovers. A failure is logged and
+/// counted, and the agent works without the knowledge repo rather than not
+/// at all.
+async fn open_knowledge(
+    settings: &AgentSettings,
+    url: String,
+    password: String,
+    metrics: &AgentMetrics,
+) -> Option<Knowledge> {
+    let agent = settings.agent.as_str().to_owned();
+    let work_dir = settings
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(&agent));
+    let creds = AgentCredentials {
+        agent_id: agent,
+        token: password,
+    };
+    match Knowledge::open(work_dir.clone(), url.clone(), creds).await {
+        Ok(k) => Some(k),
+        Err(e) => {
+            metrics.knowledge_errors.inc();
+            error!(error = %e, work_dir = %work_dir.display(), url, "knowledge repo unusable; working without it");
+            None
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   one ordered sender to the Redis stream; completion goes through it.
 //! - [`heartbeat`]: renews one lease and fires `lost` (DESIGN L2, L4).
 //! - [`runner`]: the lease loop per slot; how a lease ends.
+//! - [`knowledge`]: the knowledge repo cache and the per-lease worktree
+//!   (fetch, attempts, result, push), when the coordinator serves one.
 //! - [`presence`], [`registration`]: being seen by, and joining, the fleet.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`daemon`]: wiring and ordered shutdown of one agent process.
@@ -24,6 +26,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod heartbeat;
+pub mod knowledge;
 pub mod logging;
 pub mod metrics;
 pub mod presence;

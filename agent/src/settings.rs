@@ -2,6 +2,7 @@
 //! the coordinator's registration answer).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_common::settings::LeaseSettings;
@@ -39,6 +40,9 @@ pub struct AgentSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// Leases worked at once, each on its own target. 1 for now.
     pub slots: usize,
+    /// The agent's cache of the knowledge repo (used only when the
+    /// coordinator serves one); `None`: `.fleet/agents/<agent-id>`.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// This machine's host name (`/proc/sys/kernel/hostname`, then `$HOSTNAME`).

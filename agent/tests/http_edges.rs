@@ -73,6 +73,8 @@ async fn registration_retries_a_starting_coordinator_and_returns_its_config() {
         redis_url: "redis://somewhere:6379".into(),
         key_prefix: "fleet:".into(),
         lease: LeaseSettings::default(),
+        knowledge_url: None,
+        git_password: None,
     };
     let (url, seen) = fake_coordinator(vec![
         (503, r#"{"error":"starting"}"#.into()),

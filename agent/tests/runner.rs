@@ -35,6 +35,7 @@ fn settings(
         max_leases,
         metrics_listen: None,
         slots: 1,
+        work_dir: None,
     }
 }
 

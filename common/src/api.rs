@@ -72,12 +72,36 @@ pub struct RegisterAgent {
     pub version: String,
 }
 
-/// What an agent needs to join: where Redis is and how leases are timed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What an agent needs to join: where Redis is, how leases are timed, and
+/// where the knowledge repo is with this agent's git password.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct AgentConfig {
     pub redis_url: String,
     pub key_prefix: String,
     pub lease: LeaseSettings,
+    /// Git smart-HTTP URL of the knowledge repo, e.g.
+    /// `http://coordinator:8080/git/knowledge.git`; `None`: not served.
+    #[serde(default)]
+    pub knowledge_url: Option<String>,
+    /// This agent's password for `knowledge_url` (user = agent id).
+    #[serde(default)]
+    pub git_password: Option<String>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    // The git password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("redis_url", &self.redis_url)
+            .field("key_prefix", &self.key_prefix)
+            .field("lease", &self.lease)
+            .field("knowledge_url", &self.knowledge_url)
+            .field(
+                "git_password",
+                &self.git_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `GET /api/v1/agents`.

@@ -16,6 +16,7 @@ use fleet_common::api::AgentConfig;
 use fleet_common::keys::Keyspace;
 use fleet_common::lease::LeaseClient;
 use fleet_common::settings::LeaseSettings;
+use fleet_knowledge::GitHttpState;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ use crate::{db, reconcile};
 
 /// How long shutdown may take before workers are aborted.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Where the knowledge repo lives unless `--knowledge-dir` says otherwise.
+pub const DEFAULT_KNOWLEDGE_DIR: &str = ".fleet/knowledge.git";
 
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -50,6 +53,13 @@ pub struct ServeConfig {
     /// Consumer name in the ingest group: stable across restarts, distinct
     /// between coordinators running at the same time.
     pub consumer: String,
+    /// The knowledge repo (bare), created from the skill packs if missing
+    /// and served to agents under `/git/`.
+    pub knowledge_dir: PathBuf,
+    /// Secret deriving each agent's git password; never logged.
+    pub git_secret: String,
+    /// Base URL agents reach this coordinator at; `None` = `http://<listen>`.
+    pub advertise_url: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -68,6 +78,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("skill_packs", &self.skill_packs)
             .field("lease", &self.lease)
             .field("consumer", &self.consumer)
+            .field("knowledge_dir", &self.knowledge_dir)
+            .field("advertise_url", &self.advertise_url)
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +87,9 @@ impl std::fmt::Debug for ServeConfig {
 impl ServeConfig {
     /// The required settings; everything else at the CLI's defaults
     /// (listen 127.0.0.1:8080, prefix `fleet:`, packs `skill-packs`,
-    /// default lease settings, consumer `coordinator`).
+    /// default lease settings, consumer `coordinator`, knowledge repo
+    /// `.fleet/knowledge.git`). The git secret is empty: set it before
+    /// `validate`.
     pub fn new(database_url: &str, redis_url: &str, api_token: &str, agent_token: &str) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -89,6 +103,9 @@ impl ServeConfig {
             skill_packs: PathBuf::from("skill-packs"),
             lease: LeaseSettings::default(),
             consumer: "coordinator".to_owned(),
+            knowledge_dir: PathBuf::from(DEFAULT_KNOWLEDGE_DIR),
+            git_secret: String::new(),
+            advertise_url: None,
         }
     }
 
@@ -100,6 +117,9 @@ impl ServeConfig {
         if self.agent_token.trim().is_empty() {
             return bad("the agent token is empty: set --agent-token or FLEET_AGENT_TOKEN");
         }
+        if self.git_secret.trim().is_empty() {
+            return bad("the git secret is empty: set --git-secret or FLEET_GIT_SECRET (any long random string; agents' git passwords derive from it)");
+        }
         if self.key_prefix.is_empty() {
             return bad("the key prefix is empty: use e.g. `fleet:`");
         }
@@ -109,7 +129,12 @@ impl ServeConfig {
         self.lease.validate().map_err(CoordinatorError::Config)
     }
 
-    fn agent_config(&self) -> AgentConfig {
+    /// What every agent gets at registration; the git password is added per agent.
+    fn agent_config(&self, listen: SocketAddr, repo_path: &str) -> AgentConfig {
+        let base = self
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}"));
         AgentConfig {
             redis_url: self
                 .advertise_redis_url
@@ -117,6 +142,8 @@ impl ServeConfig {
                 .unwrap_or_else(|| self.redis_url.clone()),
             key_prefix: self.key_prefix.clone(),
             lease: self.lease,
+            knowledge_url: Some(format!("{}/git{repo_path}", base.trim_end_matches('/'))),
+            git_password: None,
         }
     }
 }
@@ -154,6 +181,8 @@ pub async fn serve_on(
             tracing::info!(dir = %config.skill_packs.display(), packs = ?names, "skill packs found")
         }
     }
+    let git = open_knowledge(&config).await?;
+    let addr = listener.local_addr()?;
     let state = AppState {
         pool: pool.clone(),
         leases: leases.clone(),
@@ -161,12 +190,17 @@ pub async fn serve_on(
         metrics: metrics.clone(),
         api_token: config.api_token.clone(),
         agent_token: config.agent_token.clone(),
-        agent_config: config.agent_config(),
+        agent_config: config.agent_config(addr, &git.repo_path()),
+        git_secret: config.git_secret.clone(),
     };
-    let addr = listener.local_addr()?;
     let mut workers = Workers::new();
-    let router = api::router(state);
+    let router = api::router(state).nest("/git", fleet_knowledge::router(git));
     workers.spawn("http", move |stop| async move {
+        use axum::serve::ListenerExt;
+        // Without TCP_NODELAY git's small exchanges stall on delayed ACKs.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
@@ -196,6 +230,28 @@ pub async fn serve_on(
         Err(error) => tracing::error!(%error, "coordinator stopped uncleanly"),
     }
     result
+}
+
+/// Creates the knowledge repo from the skill packs if missing (and
+/// rewrites its hook and receive config), then the git route's state.
+async fn open_knowledge(config: &ServeConfig) -> Result<GitHttpState, CoordinatorError> {
+    let dir = config.knowledge_dir.clone();
+    let packs = config.skill_packs.clone();
+    let secret = config.git_secret.clone().into_bytes();
+    let state = tokio::task::spawn_blocking(move || {
+        fleet_knowledge::init_bare(&dir, &packs)?;
+        GitHttpState::new(&dir, secret)
+    })
+    .await
+    .map_err(|e| CoordinatorError::Config(format!("knowledge repo setup panicked: {e}")))?
+    .map_err(|e| {
+        CoordinatorError::Config(format!(
+            "knowledge repo {}: {e}",
+            config.knowledge_dir.display()
+        ))
+    })?;
+    tracing::info!(dir = %config.knowledge_dir.display(), "knowledge repo ready");
+    Ok(state)
 }
 
 /// Connects, migrates, drains and reconciles, retrying while a store is
@@ -288,9 +344,22 @@ mod tests {
             "TOPSECRET1",
             "TOPSECRET2",
         );
+        let c = ServeConfig {
+            git_secret: "TOPSECRET3".into(),
+            ..c
+        };
         let s = format!("{c:?}");
         assert!(!s.contains("TOPSECRET") && !s.contains("pw"), "{s}");
         assert!(c.validate().is_ok());
+        let no_git = ServeConfig {
+            git_secret: String::new(),
+            ..c.clone()
+        };
+        assert!(no_git
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("FLEET_GIT_SECRET"));
         let empty = ServeConfig {
             api_token: " ".into(),
             ..c

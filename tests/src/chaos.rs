@@ -55,6 +55,10 @@ pub struct ChaosReport {
     pub lease_losses_redis: u64,
     /// From SIGKILL to the task's next grant, ms.
     pub recovery_ms: Vec<u64>,
+    /// Accepted agent outcomes whose lease branch was looked for in the
+    /// knowledge repo, and what was missing there (K3).
+    pub branches_checked: u64,
+    pub branches_missing: Vec<String>,
 }
 
 impl ChaosReport {
@@ -69,7 +73,7 @@ impl ChaosReport {
 
     pub fn line(&self) -> String {
         format!(
-            "chaos: tasks={} kills={} pauses={} lost={} duplicated={} stale_accepted={} stale_rejected={} recovery_p50_ms={} recovery_p99_ms={}",
+            "chaos: tasks={} kills={} pauses={} lost={} duplicated={} stale_accepted={} stale_rejected={} recovery_p50_ms={} recovery_p99_ms={} branches={} branches_missing={}",
             self.tasks,
             self.kills,
             self.pauses,
@@ -78,7 +82,9 @@ impl ChaosReport {
             self.stale_accepted,
             self.stale_rejected,
             self.percentile(0.50),
-            self.percentile(0.99)
+            self.percentile(0.99),
+            self.branches_checked,
+            self.branches_missing.len()
         )
     }
 }
@@ -196,6 +202,9 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
     report.kills = kills.len() as u64;
     report.pauses = pauses as u64;
     report.recovery_ms = recovery(&fleet.db.pool, &kills).await;
+    let (checked, missing) = fleet.missing_lease_branches(run).await;
+    report.branches_checked = checked as u64;
+    report.branches_missing = missing;
     report.stale_rejected_redis = fleet
         .leases
         .stats()

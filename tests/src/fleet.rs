@@ -41,6 +41,7 @@ pub struct Fleet {
     pub api: String,
     pub api_token: String,
     pub agent_token: String,
+    pub git_secret: String,
     pub logs: PathBuf,
     pub opts: FleetOpts,
     pub coordinator: Option<Proc>,
@@ -62,6 +63,7 @@ impl Fleet {
             api: format!("http://127.0.0.1:{}", free_port()),
             api_token: format!("api-{}", uuid::Uuid::new_v4().simple()),
             agent_token: format!("agent-{}", uuid::Uuid::new_v4().simple()),
+            git_secret: format!("git-{}", uuid::Uuid::new_v4().simple()),
             db,
             keys,
             leases,
@@ -89,6 +91,8 @@ impl Fleet {
             .env("FLEET_API_TOKEN", &self.api_token)
             .env("FLEET_AGENT_TOKEN", &self.agent_token)
             .env("FLEET_SKILL_PACKS", repo_root().join("skill-packs"))
+            .env("FLEET_GIT_SECRET", &self.git_secret)
+            .env("FLEET_KNOWLEDGE_DIR", self.knowledge_dir())
             .arg("--lease-loss-budget")
             .arg(self.opts.lease_loss_budget.to_string());
         self.coordinator = Some(Proc::spawn(
@@ -126,12 +130,23 @@ impl Fleet {
         format!("agent-{}", i + 1)
     }
 
+    /// The coordinator's bare knowledge repo.
+    pub fn knowledge_dir(&self) -> PathBuf {
+        self.logs.join("knowledge.git")
+    }
+
+    /// Agent i's cache of the knowledge repo (its `--work-dir`).
+    pub fn agent_work_dir(&self, i: usize) -> PathBuf {
+        self.logs.join("agents").join(Self::agent_name(i))
+    }
+
     pub fn start_agent(&mut self, i: usize) {
         let name = Self::agent_name(i);
         let mut cmd = Command::new(bin("fleet-agent"));
         cmd.env("FLEET_COORDINATOR_URL", &self.api)
             .env("FLEET_AGENT_TOKEN", &self.agent_token)
             .env("FLEET_AGENT_ID", &name)
+            .env("FLEET_WORK_DIR", self.agent_work_dir(i))
             .arg("--sim-work-ms")
             .arg(self.opts.sim_work_ms.to_string());
         self.agents[i] = Some(Proc::spawn(
@@ -227,10 +242,107 @@ impl Fleet {
         }
     }
 
+    /// Runs `git --git-dir <bare knowledge repo> args…` and returns stdout.
+    pub fn knowledge_git(&self, args: &[&str], stdin: Option<&str>) -> String {
+        git_output(&self.knowledge_dir(), args, stdin)
+    }
+
+    /// The commit `main` of the knowledge repo points at.
+    pub fn knowledge_main(&self) -> String {
+        self.knowledge_git(&["rev-parse", "refs/heads/main"], None)
+            .trim()
+            .to_owned()
+    }
+
+    /// K3 end to end: for every outcome an agent got accepted, the problems
+    /// with its branch `agent/<agent>/<run>/<rule>-e<epoch>` in the bare
+    /// repo (missing branch, no `result.json`, a fixed rule without
+    /// `skills/<rule>.sh`). Empty = all there. Also returns how many
+    /// branches were checked.
+    pub async fn missing_lease_branches(&self, run: RunId) -> (usize, Vec<String>) {
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT rule_id, outcome, accepted_epoch, accepted_agent FROM work_items
+             WHERE run_id = $1 AND accepted_agent LIKE 'agent-%' AND accepted_epoch IS NOT NULL",
+        )
+        .bind(run.0)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("accepted outcomes");
+        let mut wanted = Vec::new();
+        for (rule, outcome, epoch, agent) in &rows {
+            let branch = format!("refs/heads/agent/{agent}/{run}/{rule}-e{epoch}");
+            wanted.push(format!("{branch}:result.json"));
+            if outcome == "fixed" {
+                wanted.push(format!("{branch}:skills/{rule}.sh"));
+            }
+        }
+        let mut input = wanted.join("\n");
+        input.push('\n');
+        let out = self.knowledge_git(&["cat-file", "--batch-check"], Some(&input));
+        let missing = wanted
+            .iter()
+            .zip(out.lines())
+            .filter(|(_, line)| line.ends_with(" missing"))
+            .map(|(w, _)| w.clone())
+            .collect();
+        (rows.len(), missing)
+    }
+
+    /// Worktrees registered in agent i's cache (`git worktree list`); a
+    /// clean cache lists only its main directory.
+    pub fn agent_worktrees(&self, i: usize) -> Vec<String> {
+        let repo = self.agent_work_dir(i).join("repo");
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["worktree", "list", "--porcelain"])
+            .output()
+            .expect("git worktree list");
+        assert!(
+            out.status.success(),
+            "git worktree list in {}",
+            repo.display()
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("worktree "))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub async fn shutdown(mut self) {
         self.stop_agents().await;
         if let Some(c) = self.coordinator.take() {
             c.terminate(Duration::from_secs(10)).await;
         }
     }
+}
+
+/// `git --git-dir <dir> args…` with optional stdin; panics on failure.
+fn git_output(git_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git runs");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let input = stdin.unwrap_or("").to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("git output");
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        git_dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

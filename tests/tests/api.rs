@@ -28,7 +28,10 @@ async fn start() -> Api {
             redis_url: redis_url(),
             key_prefix: c.queue.keys.prefix().to_owned(),
             lease: LeaseSettings::default(),
+            knowledge_url: None,
+            git_password: None,
         },
+        git_secret: String::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -38,6 +38,13 @@ async fn agents_killed_and_paused_mid_lease_lose_and_duplicate_nothing() {
         !report.recovery_ms.is_empty(),
         "no killed lease was ever re-granted"
     );
+    // K3 under SIGKILL: every outcome an agent got accepted has its branch.
+    assert!(report.branches_checked > 0, "{}", report.line());
+    assert!(
+        report.branches_missing.is_empty(),
+        "accepted outcomes without their branch: {:?}",
+        report.branches_missing
+    );
 }
 
 /// The checker itself must see a breach: a history with a hole in an agent's

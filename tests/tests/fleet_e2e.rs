@@ -28,6 +28,7 @@ async fn demo_run_gets_the_predicted_outcome_for_every_rule() {
         lease_loss_budget: 5,
     })
     .await;
+    let main_before = fleet.knowledge_main();
     let rules = demo_rules();
     let run = fleet.submit(rules.clone()).await;
     let status = fleet.wait_completed(run, Duration::from_secs(120)).await;
@@ -104,6 +105,31 @@ async fn demo_run_gets_the_predicted_outcome_for_every_rule() {
             "{name} did not exit cleanly on SIGTERM: {status:?}"
         );
     }
+
+    // K2/K3 end to end: each accepted outcome has its lease's branch with
+    // result.json (and skills/<rule>.sh when fixed), pushed by its agent
+    // over the authenticated transport; main untouched by agents; no
+    // worktree left in any agent's cache.
+    let (checked, missing) = fleet.missing_lease_branches(run).await;
+    assert_eq!(
+        checked,
+        rules.len(),
+        "every outcome was accepted from an agent"
+    );
+    assert!(
+        missing.is_empty(),
+        "missing in the knowledge repo: {missing:?}"
+    );
+    assert_eq!(fleet.knowledge_main(), main_before, "agents moved main");
+    for i in 0..fleet.opts.agents {
+        let worktrees = fleet.agent_worktrees(i);
+        assert_eq!(
+            worktrees.len(),
+            1,
+            "agent {i} left worktrees behind: {worktrees:?}"
+        );
+    }
+
     let coordinator = fleet.coordinator.take().unwrap();
     let status = coordinator.terminate(Duration::from_secs(10)).await;
     assert!(

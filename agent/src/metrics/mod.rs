@@ -38,6 +38,8 @@ pub struct AgentMetrics {
     pub lease_active: IntGauge,
     pub events_sent: IntCounter,
     pub event_send_retries: IntCounter,
+    /// Knowledge-repo operations that failed (fetch, worktree, commit, push).
+    pub knowledge_errors: IntCounter,
 }
 
 impl AgentMetrics {
@@ -68,7 +70,17 @@ impl AgentMetrics {
             "Event appends retried after a Redis error",
         )
         .expect("valid metric");
-        for c in [&attempts, &events_sent, &event_send_retries] {
+        let knowledge_errors = IntCounter::new(
+            "fleet_agent_knowledge_errors_total",
+            "Knowledge-repo operations that failed (fetch, worktree, commit, push, remove)",
+        )
+        .expect("valid metric");
+        for c in [
+            &attempts,
+            &events_sent,
+            &event_send_retries,
+            &knowledge_errors,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -99,6 +111,7 @@ impl AgentMetrics {
             lease_active,
             events_sent,
             event_send_retries,
+            knowledge_errors,
         }
     }
 

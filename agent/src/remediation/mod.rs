@@ -39,6 +39,26 @@ pub enum Remediation {
     Cancelled,
 }
 
+/// The script of each attempt, in attempt order (index 0 = attempt 1), as
+/// proposed (after capping). The runner writes them to the lease's branch;
+/// the loop itself knows nothing of git.
+#[derive(Debug, Default)]
+pub struct ScriptLog(std::sync::Mutex<Vec<String>>);
+
+impl ScriptLog {
+    fn record(&self, script: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(script.to_owned());
+    }
+
+    /// Every script recorded so far.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// Remediates `task` on `bench`. Cancellation-safe: dropping the future or
 /// firing `cancel` stops it between any two awaits.
 pub async fn remediate(
@@ -48,12 +68,25 @@ pub async fn remediate(
     metrics: &AgentMetrics,
     cancel: &CancellationToken,
 ) -> Remediation {
+    remediate_recording(task, bench, events, metrics, cancel, &ScriptLog::default()).await
+}
+
+/// [`remediate`], also recording each attempt's script in `scripts`.
+pub async fn remediate_recording(
+    task: &RuleTask,
+    bench: &Workbench,
+    events: &LeaseEvents,
+    metrics: &AgentMetrics,
+    cancel: &CancellationToken,
+    scripts: &ScriptLog,
+) -> Remediation {
     let wall = Duration::from_secs(u64::from(task.budgets.wall_time_s));
     let rule_loop = RuleLoop {
         task,
         bench,
         events,
         metrics,
+        scripts,
         deadline: Instant::now() + wall,
     };
     tokio::select! {
@@ -68,6 +101,7 @@ struct RuleLoop<'a> {
     bench: &'a Workbench,
     events: &'a LeaseEvents,
     metrics: &'a AgentMetrics,
+    scripts: &'a ScriptLog,
     deadline: Instant,
 }
 
@@ -167,6 +201,7 @@ impl RuleLoop<'_> {
                 return Step::Escalate(EscalationReason::LlmUnavailable);
             }
         };
+        self.scripts.record(&script);
         self.events.emit(
             n,
             EventBody::ScriptProposed {

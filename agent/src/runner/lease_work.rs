@@ -8,6 +8,12 @@
 //!   `LeaseReleased`.
 //!
 //! The heartbeat runs until the lease ends either way.
+//!
+//! With a knowledge repo (K3), the lease works in its own worktree: created
+//! after the grant, pushed with the attempts and result **before**
+//! `complete()` (an accepted outcome always has its branch), and removed
+//! without a push when the lease is lost or handed back. A git failure is
+//! logged and counted, never fatal to the lease.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,15 +21,17 @@ use std::time::Duration;
 use fleet_common::event::{AbandonReason, EventBody};
 use fleet_common::lease::{Completion, Lease};
 use fleet_common::Outcome;
+use fleet_knowledge::LeaseWorktree;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::Runner;
 use crate::events::LeaseEvents;
 use crate::heartbeat::Heartbeat;
+use crate::knowledge;
 use crate::metrics::LeaseResult;
-use crate::remediation::{remediate, Remediation};
+use crate::remediation::{remediate_recording, Remediation, ScriptLog};
 use crate::workbench::Workbench;
 
 /// After shutdown, how long a completion in progress may still take.
@@ -83,12 +91,14 @@ impl Runner {
             sent,
         );
         let started = Instant::now();
+        let worktree = self.open_worktree(lease).await;
+        let scripts = ScriptLog::default();
         let cancel = CancellationToken::new();
         let ended = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Ended::Shutdown,
             reason = heartbeat.lost() => Ended::Lost(reason),
-            r = remediate(&lease.task, bench, &events, &self.metrics, &cancel) => match r {
+            r = remediate_recording(&lease.task, bench, &events, &self.metrics, &cancel, &scripts) => match r {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
             },
@@ -97,14 +107,71 @@ impl Runner {
         match ended {
             Ended::Finished { outcome, attempts } => {
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if let Some(wt) = worktree {
+                    self.publish(wt, lease, outcome, attempts, scripts.take())
+                        .await;
+                }
                 self.complete(bench, &events, heartbeat, outcome, attempts, duration_ms)
                     .await
             }
             Ended::Lost(reason) => {
                 heartbeat.stop().await;
+                self.discard(worktree).await;
                 self.abandon(bench, &events, reason).await
             }
-            Ended::Shutdown => self.hand_back(bench, &events, heartbeat).await,
+            Ended::Shutdown => {
+                self.discard(worktree).await;
+                self.hand_back(bench, &events, heartbeat).await
+            }
+        }
+    }
+
+    /// Fetch `main` and add this lease's worktree; `None` without a
+    /// knowledge repo or when git failed (logged and counted).
+    async fn open_worktree(&self, lease: &Lease) -> Option<LeaseWorktree> {
+        let knowledge = self.knowledge.as_ref()?;
+        let run = lease.task.run.0.to_string();
+        match knowledge
+            .start_lease(run, lease.task.rule.clone(), lease.epoch.0)
+            .await
+        {
+            Ok(wt) => {
+                debug!(branch = wt.branch(), "lease worktree ready");
+                Some(wt)
+            }
+            Err(e) => {
+                self.metrics.knowledge_errors.inc();
+                error!(error = %e, "knowledge: could not start the lease's worktree; working without it");
+                None
+            }
+        }
+    }
+
+    /// Write, commit and push the lease's branch, then remove the worktree.
+    async fn publish(
+        &self,
+        wt: LeaseWorktree,
+        lease: &Lease,
+        outcome: Outcome,
+        attempts: u32,
+        scripts: Vec<String>,
+    ) {
+        let branch = wt.branch().to_owned();
+        match knowledge::publish(wt, lease.task.rule.clone(), outcome, attempts, scripts).await {
+            Ok(()) => info!(branch, "knowledge: lease branch pushed"),
+            Err(e) => {
+                self.metrics.knowledge_errors.inc();
+                error!(branch, error = %e, "knowledge: could not publish the lease's branch; completing anyway");
+            }
+        }
+    }
+
+    /// Lost or handed back: remove the worktree, push nothing.
+    async fn discard(&self, wt: Option<LeaseWorktree>) {
+        let Some(wt) = wt else { return };
+        if let Err(e) = knowledge::discard(wt).await {
+            self.metrics.knowledge_errors.inc();
+            error!(error = %e, "knowledge: could not remove the lease's worktree");
         }
     }
 

@@ -20,6 +20,7 @@ pub use lease_work::LeaseEnd;
 use quota::{LeaseQuota, Ticket};
 
 use crate::events::EventSink;
+use crate::knowledge::Knowledge;
 use crate::metrics::AgentMetrics;
 use crate::spawn::spawn;
 use crate::workbench::Workbench;
@@ -41,6 +42,7 @@ pub struct Runner {
     metrics: AgentMetrics,
     quota: LeaseQuota,
     shutdown: CancellationToken,
+    knowledge: Option<Knowledge>,
 }
 
 impl Runner {
@@ -60,7 +62,14 @@ impl Runner {
             metrics,
             quota: LeaseQuota::new(max_leases),
             shutdown,
+            knowledge: None,
         }
+    }
+
+    /// Work each lease in its own worktree of the knowledge repo.
+    pub fn with_knowledge(mut self, knowledge: Option<Knowledge>) -> Self {
+        self.knowledge = knowledge;
+        self
     }
 
     /// Runs one slot per workbench until `shutdown` fires or the lease quota

@@ -18,7 +18,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<AgentInfo>>,
 }
 
 /// Records the agent and answers what it needs to join: Redis and lease
-/// timing. An agent thus needs only the coordinator's URL and a token.
+/// timing, and the knowledge repo's URL with this agent's git password
+/// (K2). An agent thus needs only the coordinator's URL and a token.
 pub async fn register(
     State(state): State<AppState>,
     _auth: AgentToken,
@@ -43,5 +44,12 @@ pub async fn register(
     .execute(&state.pool)
     .await?;
     tracing::info!(agent = %agent, host = %req.host, version = %req.version, "agent registered");
-    Ok(Json(state.agent_config.clone()))
+    let mut config = state.agent_config.clone();
+    if config.knowledge_url.is_some() && !state.git_secret.is_empty() {
+        config.git_password = Some(fleet_knowledge::agent_git_password(
+            state.git_secret.as_bytes(),
+            agent.as_str(),
+        ));
+    }
+    Ok(Json(config))
 }

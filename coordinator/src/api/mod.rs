@@ -42,7 +42,11 @@ pub struct AppState {
     pub metrics: Metrics,
     pub api_token: String,
     pub agent_token: String,
+    /// Registration answers: `knowledge_url` is the same for all; the git
+    /// password is derived per agent from `git_secret`.
     pub agent_config: AgentConfig,
+    /// Secret of the agents' git passwords; empty = none handed out.
+    pub git_secret: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -52,6 +56,7 @@ impl std::fmt::Debug for AppState {
             .field("packs", &self.packs)
             .field("api_token", &"<redacted>")
             .field("agent_token", &"<redacted>")
+            .field("git_secret", &"<redacted>")
             .finish_non_exhaustive()
     }
 }

@@ -80,6 +80,17 @@ pub struct ServeArgs {
     /// concurrently running coordinator its own.
     #[arg(long, env = "FLEET_INGEST_CONSUMER", default_value = "coordinator")]
     pub consumer: String,
+    /// The knowledge repo (bare git), created from the skill packs if missing
+    /// and served to agents under /git/.
+    #[arg(long, env = "FLEET_KNOWLEDGE_DIR", default_value = fleet_coordinator::serve::DEFAULT_KNOWLEDGE_DIR)]
+    pub knowledge_dir: PathBuf,
+    /// Secret from which each agent's git password is derived (required).
+    #[arg(long, env = "FLEET_GIT_SECRET", hide_env_values = true)]
+    pub git_secret: Option<String>,
+    /// Base URL agents reach the coordinator at (for the knowledge repo)
+    /// [default: http://<--listen>].
+    #[arg(long, env = "FLEET_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 /// Lease timing handed to agents; see `fleet_common::settings` for why the

@@ -63,6 +63,14 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         skill_packs: a.skill_packs,
         lease,
         consumer: a.consumer,
+        knowledge_dir: a.knowledge_dir,
+        git_secret: required(
+            a.git_secret,
+            "--git-secret",
+            "FLEET_GIT_SECRET",
+            "any long random string; agents' git passwords derive from it",
+        )?,
+        advertise_url: a.advertise_url.filter(|s| !s.is_empty()),
     })
 }
 

@@ -97,7 +97,10 @@ impl TestEnv {
                 redis_url: redis_url(),
                 key_prefix: self.leases.keys().prefix().to_owned(),
                 lease: *self.leases.settings(),
+                knowledge_url: None,
+                git_password: None,
             },
+            git_secret: String::new(),
         }
     }
 

@@ -1,0 +1,147 @@
+//! The agent's side of the knowledge repo (DESIGN K2, K3): its local cache
+//! (`fleet_knowledge::AgentCheckout`) and one worktree per lease.
+//!
+//! Used only when registration answered a `knowledge_url`. git2 blocks, so
+//! every call runs on `spawn_blocking`. Nothing here may fail a lease: the
+//! runner logs an error (with run, rule and epoch from its span), counts it
+//! in `fleet_agent_knowledge_errors_total`, and goes on.
+//!
+//! What a completed lease leaves on its branch
+//! `agent/<agent>/<run>/<rule>-e<epoch>`:
+//!
+//! ```text
+//! attempts/<n>.sh     the script of attempt n, as proposed
+//! result.json         {"outcome": …, "attempts": n}
+//! skills/<rule>.sh    the passing script, for a Fixed outcome (K4 path)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use fleet_common::Outcome;
+use fleet_knowledge::{AgentCheckout, AgentCredentials, KnowledgeError, LeaseWorktree};
+
+/// Where an agent keeps its cache unless `--work-dir` says otherwise.
+pub fn default_work_dir(agent: &str) -> PathBuf {
+    Path::new(".fleet/agents").join(agent)
+}
+
+/// The agent's cache of the knowledge repo, shared by its slots.
+#[derive(Clone)]
+pub struct Knowledge {
+    checkout: Arc<Mutex<AgentCheckout>>,
+}
+
+impl std::fmt::Debug for Knowledge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knowledge").finish_non_exhaustive()
+    }
+}
+
+/// Runs blocking git work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KnowledgeError> + Send + 'static,
+) -> Result<T, KnowledgeError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(KnowledgeError::Io {
+            path: PathBuf::from("<git task>"),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+impl Knowledge {
+    /// Opens (or creates) the cache at `work_dir` and removes what a
+    /// previous incarnation left behind (K3).
+    pub async fn open(
+        work_dir: PathBuf,
+        url: String,
+        credentials: AgentCredentials,
+    ) -> Result<Knowledge, KnowledgeError> {
+        blocking(move || {
+            let checkout = AgentCheckout::open_or_clone(&work_dir, &url, credentials)?;
+            let removed = checkout.cleanup_leftovers()?;
+            tracing::info!(
+                work_dir = %work_dir.display(),
+                leftovers_removed = removed,
+                "knowledge cache ready"
+            );
+            Ok(Knowledge {
+                checkout: Arc::new(Mutex::new(checkout)),
+            })
+        })
+        .await
+    }
+
+    /// Fetches `main` and creates this lease's worktree on its own branch.
+    pub async fn start_lease(
+        &self,
+        run: String,
+        rule: String,
+        epoch: u64,
+    ) -> Result<LeaseWorktree, KnowledgeError> {
+        let checkout = self.checkout.clone();
+        blocking(move || {
+            let c = checkout.lock().unwrap_or_else(|p| p.into_inner());
+            c.fetch_main()?;
+            c.start_lease(&run, &rule, epoch)
+        })
+        .await
+    }
+}
+
+/// A completed lease: writes the attempts, `result.json` and, for `Fixed`,
+/// the passing script as `skills/<rule>.sh`; commits and pushes the branch.
+/// The worktree is removed whatever happened; the first error is returned.
+pub async fn publish(
+    worktree: LeaseWorktree,
+    rule: String,
+    outcome: Outcome,
+    attempts: u32,
+    scripts: Vec<String>,
+) -> Result<(), KnowledgeError> {
+    blocking(move || {
+        let written = write_and_push(&worktree, &rule, outcome, attempts, &scripts);
+        let removed = worktree.remove();
+        written.and(removed)
+    })
+    .await
+}
+
+fn write_and_push(
+    wt: &LeaseWorktree,
+    rule: &str,
+    outcome: Outcome,
+    attempts: u32,
+    scripts: &[String],
+) -> Result<(), KnowledgeError> {
+    for (i, script) in scripts.iter().enumerate() {
+        wt.write(&format!("attempts/{}.sh", i + 1), script.as_bytes())?;
+    }
+    let result = serde_json::json!({ "outcome": outcome, "attempts": attempts });
+    let mut json = serde_json::to_vec_pretty(&result).unwrap_or_default();
+    json.push(b'\n');
+    wt.write("result.json", &json)?;
+    if let Outcome::Fixed { attempt } = outcome {
+        let passing = usize::try_from(attempt)
+            .ok()
+            .and_then(|a| a.checked_sub(1))
+            .and_then(|i| scripts.get(i));
+        if let Some(script) = passing {
+            wt.write(
+                &fleet_knowledge::layout::skill_path(rule)?,
+                script.as_bytes(),
+            )?;
+        }
+    }
+    wt.commit(&format!(
+        "{rule}: {} after {attempts} attempt(s)",
+        outcome.kind()
+    ))?;
+    wt.push()
+}
+
+/// A lost or handed-back lease: remove the worktree without pushing.
+pub async fn discard(worktree: LeaseWorktree) -> Result<(), KnowledgeError> {
+    blocking(move || worktree.remove()).await
+}
