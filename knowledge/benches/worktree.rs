@@ -4,8 +4,8 @@
 //! `cargo bench -p fleet-knowledge --bench worktree`
 //! (`FLEET_KNOWLEDGE_BENCH_LEASES`, default 30).
 
+// The module allows dead code itself (`#![allow(dead_code)]`).
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;
