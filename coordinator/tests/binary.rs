@@ -47,6 +47,8 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
         .env("FLEET_API_TOKEN", "api-secret-1")
         .env("FLEET_AGENT_TOKEN", "agent-secret-2")
         .env("FLEET_SKILL_PACKS", &packs)
+        .env("FLEET_GIT_SECRET", "git-secret-3")
+        .env("FLEET_KNOWLEDGE_DIR", packs.join("knowledge.git"))
         .env("FLEET_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -140,6 +142,12 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
         agent.lease.lease_loss_budget, 3,
         "the flag reached the agents' config"
     );
+    assert_eq!(
+        agent.knowledge_url.as_deref(),
+        Some(format!("{api}/git/knowledge.git").as_str()),
+        "--advertise-url defaults to http://<listen>"
+    );
+    let git_password = agent.git_password.clone().expect("a git password");
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -162,7 +170,13 @@ async fn serve_answers_health_serves_the_cli_and_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "logs:\n{stderr}");
     assert!(stderr.contains("coordinator stopped"), "logs:\n{stderr}");
-    for secret in ["api-secret-1", "agent-secret-2", "fleet:fleet@"] {
+    for secret in [
+        "api-secret-1",
+        "agent-secret-2",
+        "git-secret-3",
+        git_password.as_str(),
+        "fleet:fleet@",
+    ] {
         assert!(!stderr.contains(secret), "{secret} leaked into the logs");
     }
     // JSON logs: every line parses.
@@ -189,6 +203,26 @@ async fn a_missing_token_is_a_usage_error_that_says_how_to_fix_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--api-token") && err.contains("FLEET_API_TOKEN"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_git_secret_is_a_usage_error_that_says_how_to_fix_it() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("FLEET_API_TOKEN", "x")
+        .env("FLEET_AGENT_TOKEN", "y")
+        .env_remove("FLEET_GIT_SECRET")
+        .env("FLEET_DATABASE_URL", database_url())
+        .env("FLEET_REDIS_URL", redis_url())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--git-secret") && err.contains("FLEET_GIT_SECRET"),
         "{err}"
     );
 }
