@@ -250,3 +250,72 @@ async fn shutdown_hands_the_lease_back_promptly() {
         .any(|d| d.event.body.kind() == "task_completed"));
     support::cleanup(&client).await;
 }
+
+/// A knowledge repo that cannot be reached (fetch fails on every lease)
+/// costs the agent nothing but a logged, counted error: every lease is
+/// still completed with its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_knowledge_repo_never_loses_an_outcome() {
+    use fleet_agent::events::EventSink;
+    use fleet_agent::knowledge::Knowledge;
+    use fleet_agent::metrics::AgentMetrics;
+    use fleet_agent::runner::Runner;
+
+    let client = fresh_client(LeaseSettings::default()).await;
+    let budgets = Budgets::default();
+    let tasks: Vec<_> = (1..=3)
+        .map(|i| rule_task(i, &format!("git_down_rule_{i}"), budgets))
+        .collect();
+    enqueue(&client, &tasks).await;
+
+    let agent = AgentId::parse("agent-gitdown").unwrap();
+    let work_dir = std::env::temp_dir().join(format!(
+        "fleet-agent-gitdown-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    // Port 1 on loopback: nothing listens, every fetch fails.
+    let knowledge = Knowledge::open(
+        work_dir.clone(),
+        "http://127.0.0.1:1/git/knowledge.git".into(),
+        fleet_knowledge::AgentCredentials {
+            agent_id: agent.as_str().to_owned(),
+            token: "pw".into(),
+        },
+    )
+    .await
+    .expect("a cache opens without the network");
+    let metrics = AgentMetrics::new();
+    let incarnation = client.next_incarnation(&agent).await.unwrap();
+    let sink = EventSink::start(client.clone(), agent.clone(), incarnation, metrics.clone());
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        Runner::new(
+            client.clone(),
+            sink.clone(),
+            metrics.clone(),
+            Some(3),
+            CancellationToken::new(),
+        )
+        .with_knowledge(Some(knowledge))
+        .run(vec![fleet_agent::sim::workbench(Duration::from_millis(4))]),
+    )
+    .await
+    .expect("the agent stops after 3 leases");
+    sink.close(Duration::from_secs(5)).await;
+    assert_eq!(summary.completed, 3);
+    assert_eq!(
+        metrics.knowledge_errors.get(),
+        3,
+        "one counted error per lease"
+    );
+    for t in &tasks {
+        assert_eq!(
+            task_field(&client, t.task, "state").await.as_deref(),
+            Some("done"),
+            "task {}",
+            t.task
+        );
+    }
+    let _ = std::fs::remove_dir_all(work_dir);
+    support::cleanup(&client).await;
+}
