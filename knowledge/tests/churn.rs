@@ -2,8 +2,8 @@
 //! leases each (fetch, worktree add, write, commit, push, remove) against
 //! the HTTP transport: no lock error, no lost branch, no leftover worktree.
 //!
-//! `FLEET_KNOWLEDGE_CHURN=<processes>x<leases>` overrides the default size
-//! (the full figure is `8x50`).
+//! The default size is the issue's: 8 processes x 50 leases;
+//! `FLEET_KNOWLEDGE_CHURN=<processes>x<leases>` overrides it.
 
 mod common;
 
@@ -17,7 +17,7 @@ use fleet_knowledge::{AgentCheckout, LessonFile, LessonKind, Provenance};
 const MAX_MAIN_UPDATES: usize = 150;
 
 fn size() -> (usize, usize) {
-    let s = std::env::var("FLEET_KNOWLEDGE_CHURN").unwrap_or_else(|_| "8x8".into());
+    let s = std::env::var("FLEET_KNOWLEDGE_CHURN").unwrap_or_else(|_| "8x50".into());
     let (p, l) = s.split_once('x').expect("<processes>x<leases>");
     (p.parse().unwrap(), l.parse().unwrap())
 }
