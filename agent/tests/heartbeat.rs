@@ -65,10 +65,13 @@ async fn a_refused_renewal_fires_lost_within_one_period() {
         .await
         .expect("lost fires");
     assert_eq!(reason, AbandonReason::RenewRefused);
+    // Acting on the refusal, not waiting out the local deadline (which
+    // would also report LocalDeadline): the bound is the deadline itself,
+    // so scheduling delays on a loaded machine do not make this flaky.
     let waited = deleted.elapsed();
     assert!(
-        waited <= Duration::from_millis(150 + 100),
-        "lost after {waited:?}"
+        waited < fast().local_deadline(),
+        "lost after {waited:?}, not before the local deadline"
     );
     hb.stop().await;
     support::cleanup(&client).await;
