@@ -303,10 +303,12 @@ async fn enqueue_is_idempotent_and_priority_orders_the_queue() {
 
 #[tokio::test]
 async fn slow_but_live_agent_keeps_its_lease() {
-    let settings = fast_settings(400, 5);
+    // TTL 800 ms renewed every 100 ms: losing it would take 8 renewals in a
+    // row going missing, which scheduling noise on a loaded machine cannot do.
+    let settings = fast_settings(800, 5);
     let q = ready_queue(settings, 1).await;
     let lease = q.client.lease(&agent("slow")).await.unwrap().unwrap();
-    // Work lasts 5 TTLs; a heartbeat renews in its own task meanwhile.
+    // Work lasts 4 TTLs; a heartbeat renews in its own task meanwhile.
     let hb_client = q.client.clone();
     let hb_lease = lease.clone();
     let heartbeat = tokio::spawn(async move {
@@ -319,7 +321,7 @@ async fn slow_but_live_agent_keeps_its_lease() {
         }
     });
     let thief = q.peer(settings).await;
-    for _ in 0..20 {
+    for _ in 0..32 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
             thief.lease(&agent("thief")).await.unwrap().is_none(),
