@@ -15,8 +15,8 @@ use roxmltree::{Node, NodeId};
 
 pub use profile::Profile;
 pub use rule::{short_rule_id, CheckRef, Rule, Severity, OVAL_SYSTEM};
-use selection::ItemTree;
 pub use selection::Select;
+use selection::{Dependencies, ItemTree};
 
 use crate::xml::{self, attr, boolean, is_xccdf};
 use crate::ScapError;
@@ -86,19 +86,28 @@ impl Catalog {
                 .transpose()?
                 .unwrap_or(true);
             let cluster = node.attribute("cluster-id");
+            let dependencies = dependencies(node);
             if is_group {
                 platforms.extend(
                     node.children()
                         .filter(|c| is_xccdf(*c, "platform"))
                         .filter_map(|c| attr(c, "idref")),
                 );
-                let index = catalog.tree.push(id, cluster, selected, parent_index, None);
+                let index =
+                    catalog
+                        .tree
+                        .push(id, cluster, selected, parent_index, None, dependencies);
                 groups.insert(node.id(), (index, platforms));
             } else {
                 let rule_index = catalog.rules.len();
-                catalog
-                    .tree
-                    .push(id, cluster, selected, parent_index, Some(rule_index));
+                catalog.tree.push(
+                    id,
+                    cluster,
+                    selected,
+                    parent_index,
+                    Some(rule_index),
+                    dependencies,
+                );
                 let rule = Rule::from_node(node, id.to_owned(), platforms, &values);
                 catalog.rule_index.insert(rule.id.clone(), rule_index);
                 catalog
@@ -178,6 +187,23 @@ impl Catalog {
         }
         Ok(chain)
     }
+}
+
+/// A group's or rule's `<requires>` (each a list of alternatives) and
+/// `<conflicts>`.
+fn dependencies(node: Node) -> Dependencies {
+    let mut dependencies = Dependencies::default();
+    for child in node.children() {
+        if is_xccdf(child, "requires") {
+            let any_of = child.attribute("idref").unwrap_or_default();
+            dependencies
+                .requires
+                .push(any_of.split_whitespace().map(str::to_owned).collect());
+        } else if is_xccdf(child, "conflicts") {
+            dependencies.conflicts.extend(attr(child, "idref"));
+        }
+    }
+    dependencies
 }
 
 /// Value id → its default `<value>` (the one without a selector).

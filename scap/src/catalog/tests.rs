@@ -135,3 +135,43 @@ fn malformed_content_is_an_error() {
     let truncated = &BENCHMARK[..BENCHMARK.len() / 2];
     assert!(Catalog::parse(truncated).is_err());
 }
+
+/// The cases of oscap's own requires/conflicts test, rewritten: oscap
+/// deselects in one document-order pass, so `r3` (requires `r4`, which is
+/// deselected later) stays while `r14` (same requirement, after) goes.
+#[test]
+fn requires_and_conflicts_follow_oscap() {
+    let xml = r#"<Benchmark xmlns="http://checklists.nist.gov/xccdf/1.2" id="b">
+      <Profile id="p"><title>p</title>
+        <select idref="r1" selected="false"/><select idref="g1" selected="false"/>
+      </Profile>
+      <Group id="g1">
+        <Rule id="r1"/>
+        <Rule id="r2"><conflicts idref="r3"/></Rule>
+        <Group id="g1_inner"><Rule id="r1_3"/></Group>
+      </Group>
+      <Rule id="r3"><requires idref="r4"/></Rule>
+      <Rule id="r4"><requires idref="r1"/></Rule>
+      <Rule id="r5"><requires idref="r3"/></Rule>
+      <Rule id="r6"><conflicts idref="r3"/></Rule>
+      <Rule id="r7"><requires idref="r2"/><conflicts idref="g1"/></Rule>
+      <Rule id="r8"><requires idref="g1"/></Rule>
+      <Rule id="r9"><requires idref="r12"/><conflicts idref="g1"/></Rule>
+      <Rule id="r10"><conflicts idref="g1"/><conflicts idref="r3"/></Rule>
+      <Rule id="r11"><requires idref="g1_inner"/></Rule>
+      <Group id="g12"><requires idref="g1_inner"/>
+        <Rule id="r12"><conflicts idref="g1_inner"/></Rule>
+        <Rule id="r13"/>
+      </Group>
+      <Rule id="r14"><requires idref="r4"/></Rule>
+      <Rule id="r15"><requires idref="r1 r3"/></Rule>
+      <Rule id="r16"><requires idref="r1 r3"/><requires idref="r5"/></Rule>
+      <Rule id="r17"><requires idref="r1 r3"/><requires idref="g1"/></Rule>
+      <Rule id="r18"><requires idref="no_such_item"/></Rule>
+    </Benchmark>"#;
+    let catalog = Catalog::parse(xml).unwrap();
+    assert_eq!(
+        ids(catalog.rules_of("p").unwrap()),
+        ["r3", "r5", "r7", "r9", "r11", "r13", "r15", "r16"]
+    );
+}
