@@ -11,7 +11,7 @@
 //!   `RuleStatus` and, for failures, the OVAL criteria tree down to the
 //!   collected items, with a capped text rendering.
 //! - `xml`: parse options (no DTD, node cap), namespaces, XHTML to text.
-//! - [`error`]: `ScapError`.
+//! - [`error`]: the crate's one error type, `ScapError`.
 
 pub mod catalog;
 pub mod error;

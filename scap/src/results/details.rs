@@ -30,7 +30,7 @@ pub enum CriteriaNode {
         comment: Option<String>,
         result: String,
         /// Only for criteria that did not come out true.
-        test: Option<TestDetails>,
+        test: Option<Box<TestDetails>>,
     },
     ExtendDefinition {
         definition_id: String,

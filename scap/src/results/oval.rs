@@ -121,7 +121,7 @@ impl<'a, 'i> OvalIndex<'a, 'i> {
                     test_id: test_id.to_owned(),
                     negate,
                     comment,
-                    test: worth_explaining.then(|| self.test_details(test_id, &verdict)),
+                    test: worth_explaining.then(|| Box::new(self.test_details(test_id, &verdict))),
                     result: verdict,
                 }
             }
