@@ -136,7 +136,19 @@ fn write_object(out: &mut String, object: &ObjectDetails, depth: usize) {
             let _ = write!(out, " result={result}");
         }
         out.push(':');
-        write_fields(out, &item.fields);
+        // What the object already says (pattern, instance, …) is noise here.
+        let news: Vec<Field> = item
+            .fields
+            .iter()
+            .filter(|f| {
+                !object
+                    .entities
+                    .iter()
+                    .any(|e| e.name == f.name && e.value == f.value)
+            })
+            .cloned()
+            .collect();
+        write_fields(out, &news);
     }
     if object.items_omitted > 0 {
         indent(out, depth + 1);

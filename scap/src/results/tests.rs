@@ -232,3 +232,24 @@ fn dangling_references_give_partial_details_not_panics() {
     assert_eq!(bad.details[0].criteria, None);
     assert!(bad.details_text(1024).contains("oval:t:def:404"));
 }
+
+#[test]
+fn deep_nesting_is_an_error_or_a_result_never_a_crash() {
+    let depth = 200_000;
+    let deep = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+    assert!(Evaluation::parse(&deep).is_err());
+    assert!(crate::Catalog::parse(&deep).is_err());
+    // deep criteria inside a real-looking ARF: the walk stops at its depth cap
+    let nested = format!(
+        "{}<criterion test_ref=\"oval:t:tst:1\" result=\"false\"/>{}",
+        "<criteria operator=\"AND\" result=\"false\">".repeat(5_000),
+        "</criteria>".repeat(5_000)
+    );
+    let arf = ARF_DOC.replacen(
+        "<criteria operator=\"AND\" result=\"false\">",
+        &format!("<criteria operator=\"AND\" result=\"false\">{nested}"),
+        1,
+    );
+    let evaluation = Evaluation::parse(&arf).unwrap();
+    assert!(evaluation.rule("bad").unwrap().details_text(4096).len() <= 4096);
+}
