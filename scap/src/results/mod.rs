@@ -63,11 +63,12 @@ impl Evaluation {
     pub fn parse(xml: &str) -> Result<Self, ScapError> {
         let doc = xml::parse(xml)?;
         let root = doc.root_element();
-        let reports = arf_reports(root);
-        let test_result = reports
-            .values()
-            .find(|n| is_xccdf(**n, "TestResult"))
-            .copied()
+        let report_list = arf_reports(root);
+        let reports: HashMap<&str, Node> = report_list.iter().copied().collect();
+        let test_result = report_list
+            .iter()
+            .map(|(_, content)| *content)
+            .find(|n| is_xccdf(*n, "TestResult"))
             .or_else(|| doc.descendants().find(|n| is_xccdf(*n, "TestResult")))
             .ok_or(ScapError::NoTestResult)?;
 
@@ -194,10 +195,11 @@ fn rule_result(node: Node) -> Result<RuleResult, ScapError> {
     })
 }
 
-/// ARF report id → the report's content element (`TestResult`,
-/// `oval_results`, …); empty when `root` is not an ARF collection.
-fn arf_reports<'a, 'i>(root: Node<'a, 'i>) -> HashMap<&'a str, Node<'a, 'i>> {
-    let mut reports = HashMap::new();
+/// ARF report ids and each report's content element (`TestResult`,
+/// `oval_results`, …) in document order; empty when `root` is not an ARF
+/// collection.
+fn arf_reports<'a, 'i>(root: Node<'a, 'i>) -> Vec<(&'a str, Node<'a, 'i>)> {
+    let mut reports = Vec::new();
     if !is_in(root, ARF, "asset-report-collection") {
         return reports;
     }
@@ -208,7 +210,7 @@ fn arf_reports<'a, 'i>(root: Node<'a, 'i>) -> HashMap<&'a str, Node<'a, 'i>> {
                 .find(|n| is_in(*n, ARF, "content"))
                 .and_then(|c| c.children().find(|n| n.is_element()));
             if let (Some(id), Some(content)) = (report.attribute("id"), content) {
-                reports.insert(id, content);
+                reports.push((id, content));
             }
         }
     }
