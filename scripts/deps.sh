@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Install (from Debian packages, if missing) and start the fleet's own Redis and
-# PostgreSQL instances on loopback; also install OpenSCAP (`oscap`) and the SSG
-# content (Debian 11 and RHEL 9 datastreams) the SCAP tests evaluate.
-# Idempotent: a second run with everything up is a fast no-op. Data lives under
-# the state dir and is kept across restarts.
+# PostgreSQL instances on loopback. Idempotent: a second run with everything up is
+# a fast no-op. Data lives under the state dir and is kept across restarts.
 #
 #   FLEET_STATE_DIR    state dir            (default: <repo root>/.fleet)
 #   FLEET_REDIS_PORT   Redis port           (default: 56379)
@@ -51,11 +49,6 @@ pkgs=()
 command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
 { command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; } || pkgs+=(redis-tools)
 [[ -n $(pg_bin_dir) ]] || pkgs+=(postgresql)
-# The SCAP Evaluator's scanner and content (fleet-scap's tests run them).
-SSG_CONTENT=/usr/share/xml/scap/ssg/content
-command -v oscap >/dev/null 2>&1 || pkgs+=(openscap-scanner)
-[[ -f $SSG_CONTENT/ssg-debian11-ds.xml ]] || pkgs+=(ssg-base ssg-debian)
-[[ -f $SSG_CONTENT/ssg-rhel9-ds.xml ]] || pkgs+=(ssg-nondebian)
 
 if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing packages (${pkgs[*]}): run this script as root so it can apt-get install them"
@@ -84,9 +77,6 @@ fi
 command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install: apt-get install redis-server"
 command -v redis-cli >/dev/null 2>&1 || die "redis-cli still missing after install: apt-get install redis-tools"
 command -v redis-benchmark >/dev/null 2>&1 || die "redis-benchmark still missing after install: apt-get install redis-tools"
-command -v oscap >/dev/null 2>&1 || die "oscap still missing after install: apt-get install openscap-scanner"
-[[ -f $SSG_CONTENT/ssg-debian11-ds.xml && -f $SSG_CONTENT/ssg-rhel9-ds.xml ]] ||
-    die "SSG datastreams still missing under $SSG_CONTENT after install: apt-get install ssg-base ssg-debian ssg-nondebian"
 PGBIN=$(pg_bin_dir)
 [[ -n $PGBIN ]] || die "no /usr/lib/postgresql/*/bin/pg_ctl after install: apt-get install postgresql"
 
