@@ -17,7 +17,9 @@ pub struct SubmitRun {
     /// Profile; defaults to the skill pack's.
     #[serde(default)]
     pub profile: Option<String>,
-    /// Rule ids to remediate, in submission order. 1 to 100,000, unique.
+    /// Rule ids to remediate, in submission order, at most 100,000, unique.
+    /// Empty or absent: every rule of the profile (packs with SCAP content).
+    #[serde(default)]
     pub rules: Vec<String>,
     #[serde(default)]
     pub budgets: Budgets,

@@ -9,6 +9,7 @@
 //! - [`planner`]: a submission becomes a run and work items, then Redis tasks.
 //! - [`validate`]: what a submission may contain, with helpful messages.
 //! - [`packs`]: skill packs on disk (`<dir>/<name>/pack.toml`).
+//! - [`catalog`]: rule catalogs of the packs' SCAP datastreams, cached.
 //! - [`reconcile`]: rebuild the Redis queue from Postgres under a new epoch
 //!   generation (DESIGN L1, L6).
 //! - [`ingest`]: event stream → Postgres, exactly once per event id; bad
@@ -23,6 +24,7 @@
 //! - `queue`: the queued form of a work item, shared by planner and reconcile.
 
 pub mod api;
+pub mod catalog;
 pub mod db;
 pub mod error;
 pub mod ingest;

@@ -5,16 +5,26 @@ use std::path::{Path, PathBuf};
 
 use fleet_common::skill_pack::SkillPack;
 
+use crate::catalog::Catalogs;
 use crate::error::CoordinatorError;
 
 #[derive(Debug, Clone)]
 pub struct SkillPacks {
     dir: PathBuf,
+    catalogs: Catalogs,
 }
 
 impl SkillPacks {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            catalogs: Catalogs::default(),
+        }
+    }
+
+    /// Rule catalogs of the packs' datastreams (parsed once per version).
+    pub fn catalogs(&self) -> &Catalogs {
+        &self.catalogs
     }
 
     pub fn dir(&self) -> &Path {

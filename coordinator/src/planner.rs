@@ -26,6 +26,9 @@ pub async fn submit(
     validate_submission(&req, packs).map_err(CoordinatorError::Invalid)?;
     let pack = packs.get(&req.skill_pack)?;
     let profile = req.profile.clone().unwrap_or_else(|| pack.profile.clone());
+    let catalog = packs.catalogs().rules(&pack, &profile).await?;
+    let mut req = req;
+    req.rules = resolve_rules(req.rules, catalog, &pack.name, &profile)?;
 
     let n = req.rules.len();
     let mut families = Vec::with_capacity(n);
@@ -114,4 +117,81 @@ pub async fn submit(
         run: RunId(run),
         tasks: n as u64,
     })
+}
+
+/// The rules a run covers: all of the profile's when none were named;
+/// named ones must belong to the profile when the pack has SCAP content.
+fn resolve_rules(
+    named: Vec<String>,
+    catalog: Option<Vec<String>>,
+    pack: &str,
+    profile: &str,
+) -> Result<Vec<String>, CoordinatorError> {
+    match (named.is_empty(), catalog) {
+        (true, Some(all)) if all.is_empty() => Err(CoordinatorError::Invalid(format!(
+            "profile {profile:?} of skill pack {pack} selects no rules"
+        ))),
+        (true, Some(all)) => Ok(all),
+        (true, None) => Err(CoordinatorError::Invalid(format!(
+            "rules is empty: skill pack {pack} has no SCAP content to take the profile's rules from, so name at least one rule id"
+        ))),
+        (false, Some(all)) => {
+            let known: std::collections::HashSet<&str> = all.iter().map(String::as_str).collect();
+            let unknown: Vec<&str> = named
+                .iter()
+                .map(String::as_str)
+                .filter(|r| !known.contains(r))
+                .collect();
+            if unknown.is_empty() {
+                Ok(named)
+            } else {
+                Err(CoordinatorError::Invalid(format!(
+                    "{} rule(s) are not in profile {profile:?} of skill pack {pack} ({} rules): {}",
+                    unknown.len(),
+                    all.len(),
+                    unknown.iter().take(10).copied().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+        (false, None) => Ok(named),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn no_rules_means_the_whole_profile_when_the_pack_has_content() {
+        let all = v(&["a", "b"]);
+        assert_eq!(
+            resolve_rules(vec![], Some(all.clone()), "p", "s").unwrap(),
+            all
+        );
+        let err = resolve_rules(vec![], None, "sim", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name at least one rule"), "{err}");
+    }
+
+    #[test]
+    fn named_rules_must_be_in_the_profile() {
+        let all = v(&["a", "b"]);
+        assert_eq!(
+            resolve_rules(v(&["b"]), Some(all.clone()), "p", "s").unwrap(),
+            v(&["b"])
+        );
+        let err = resolve_rules(v(&["b", "zz"]), Some(all), "p", "s")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zz") && err.contains("2 rules"), "{err}");
+        assert_eq!(
+            resolve_rules(v(&["x"]), None, "sim", "s").unwrap(),
+            v(&["x"])
+        );
+    }
 }

@@ -18,9 +18,8 @@ const MAX_PROFILE_LEN: usize = 200;
 pub fn validate_submission(req: &SubmitRun, packs: &SkillPacks) -> Result<(), String> {
     packs.get(&req.skill_pack).map_err(|e| e.to_string())?;
 
-    if req.rules.is_empty() {
-        return Err("rules is empty: submit at least one rule id".into());
-    }
+    // No rules means every rule of the profile; the planner resolves that
+    // from the pack's SCAP content (and refuses it for packs without).
     if req.rules.len() > SubmitRun::MAX_RULES {
         return Err(format!(
             "too many rules: {} submitted, at most {} per run",
@@ -139,7 +138,8 @@ mod tests {
         r.skill_pack = "../etc".into();
         assert!(err(&r, &p).contains("[A-Za-z0-9._-]"));
 
-        assert!(err(&req(&[]), &p).contains("at least one rule"));
+        // Empty means "the whole profile"; the planner resolves it.
+        assert!(validate_submission(&req(&[]), &p).is_ok());
 
         let many: Vec<String> = (0..=SubmitRun::MAX_RULES)
             .map(|i| format!("r{i}"))

@@ -118,3 +118,34 @@ async fn bad_submissions_say_what_is_wrong() {
     serde_json::from_str::<ApiError>(&resp.text().await.unwrap())
         .expect("json error body for broken json");
 }
+
+#[tokio::test]
+async fn a_scap_pack_run_covers_its_profile_and_refuses_foreign_rules() {
+    let api = start().await;
+    let (status, text) = api
+        .submit(
+            Some("api-secret"),
+            json!({"skill_pack": "ssg-debian11-standard"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let resp: fleet_common::api::SubmitRunResponse = serde_json::from_str(&text).unwrap();
+    // What `oscap` selects for this profile (checked in fleet-scap's tests).
+    assert_eq!(resp.tasks, 44);
+
+    let msg = api
+        .rejected(json!({"skill_pack": "ssg-debian11-standard",
+                         "rules": ["package_audit_installed", "no_such_rule"]}))
+        .await;
+    assert!(
+        msg.contains("no_such_rule") && !msg.contains("package_audit_installed"),
+        "{msg}"
+    );
+    let msg = api
+        .rejected(json!({"skill_pack": "ssg-debian11-standard", "profile": "xccdf_org.ssgproject.content_profile_nope"}))
+        .await;
+    assert!(
+        msg.contains("profile_standard"),
+        "lists the known profiles: {msg}"
+    );
+}

@@ -153,7 +153,8 @@ pub struct SubmitArgs {
     /// Profile [default: the skill pack's].
     #[arg(long, env = "FLEET_PROFILE")]
     pub profile: Option<String>,
-    /// A rule id; repeat for more.
+    /// A rule id; repeat for more. With no --rule and no --rules-file, the
+    /// run covers every rule of the profile (packs with SCAP content).
     #[arg(long = "rule", value_name = "RULE")]
     pub rules: Vec<String>,
     /// File with one rule id per line; `#` starts a comment.

@@ -87,12 +87,8 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         rules.extend(parse_rules(&text));
     }
-    if rules.is_empty() {
-        return Err(Usage(
-            "no rules: pass --rule RULE (repeatable) and/or --rules-file FILE".into(),
-        )
-        .into());
-    }
+    // No rules: the coordinator takes every rule of the profile from the
+    // pack's SCAP content (and says so when the pack has none).
     let defaults = Budgets::default();
     let req = SubmitRun {
         skill_pack: a.skill_pack,
