@@ -14,10 +14,11 @@ use crate::error::CoordinatorError;
 
 /// File identity a cached catalog was parsed from.
 type Stamp = (SystemTime, u64);
+type Cache = HashMap<PathBuf, (Stamp, Arc<Catalog>)>;
 
 #[derive(Debug, Clone, Default)]
 pub struct Catalogs {
-    cache: Arc<Mutex<HashMap<PathBuf, (Stamp, Arc<Catalog>)>>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl Catalogs {

@@ -29,7 +29,8 @@ use crate::spawn::spawn;
 pub(crate) enum Outgoing {
     Append(Event),
     Complete {
-        lease: Lease,
+        /// Boxed: a lease carries its whole task, far larger than an event.
+        lease: Box<Lease>,
         event: Event,
         reply: oneshot::Sender<Result<Completion, LeaseError>>,
     },
@@ -257,7 +258,7 @@ impl LeaseEvents {
         let lease = self.lease.clone();
         self.sink
             .enqueue(&self.lease, 0, body, |event| Outgoing::Complete {
-                lease,
+                lease: Box::new(lease),
                 event,
                 reply,
             })
