@@ -75,9 +75,16 @@ impl OutputBuffer {
     /// The kept output as text of at most `cap` bytes, marker included,
     /// and whether anything was cut.
     pub(crate) fn into_text(self) -> (String, bool) {
-        let seen = self.seen;
         let cap = self.cap;
-        let overflowed = self.overflowed();
+        self.into_text_capped(cap)
+    }
+
+    /// As [`Self::into_text`], within `cap` (at most the buffer's own):
+    /// for a buffer that kept a little more, for a sentinel to strip.
+    pub(crate) fn into_text_capped(self, cap: usize) -> (String, bool) {
+        let seen = self.seen;
+        let cap = cap.min(self.cap);
+        let overflowed = self.overflowed() || self.kept.len() > cap;
         let mut text = String::from_utf8_lossy(&self.kept).into_owned();
         // Lossy decoding can grow the text (U+FFFD is 3 bytes).
         if !overflowed && text.len() <= cap {

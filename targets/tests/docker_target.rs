@@ -18,7 +18,10 @@ async fn revert_restores_changed_deleted_and_created_files() {
     let target = agent.target(&docker, 0).await;
 
     let setup = target
-        .exec("echo original > /etc/fleet-keep && echo doomed > /etc/fleet-doomed", T)
+        .exec(
+            "echo original > /etc/fleet-keep && echo doomed > /etc/fleet-doomed",
+            T,
+        )
         .await
         .unwrap();
     assert_eq!(setup.exit_code, Some(0), "{}", setup.output);
@@ -54,12 +57,17 @@ async fn revert_restores_changed_deleted_and_created_files() {
 async fn exec_and_revert_before_baseline_are_refused() {
     let agent = Agent::new();
     let docker = docker_with(&target_image()).await;
-    let target = DockerTarget::create(&docker, agent.config(0)).await.unwrap();
+    let target = DockerTarget::create(&docker, agent.config(0))
+        .await
+        .unwrap();
     assert!(matches!(
         target.exec("true", T).await,
         Err(TargetError::NoBaseline)
     ));
-    assert!(matches!(target.revert().await, Err(TargetError::NoBaseline)));
+    assert!(matches!(
+        target.revert().await,
+        Err(TargetError::NoBaseline)
+    ));
     target.baseline().await.unwrap();
     assert_eq!(target.exec("true", T).await.unwrap().exit_code, Some(0));
     target.remove().await.unwrap();
@@ -92,10 +100,7 @@ async fn limits_labels_and_no_network_are_applied() {
         .await
         .unwrap();
     assert_ne!(tcp.exit_code, Some(0), "connected: {}", tcp.output);
-    let links = target
-        .exec("ls /sys/class/net", T)
-        .await
-        .unwrap();
+    let links = target.exec("ls /sys/class/net", T).await.unwrap();
     assert_eq!(links.output.split_whitespace().collect::<Vec<_>>(), ["lo"]);
 
     // The limits survive a revert.
@@ -140,6 +145,9 @@ async fn files_go_in_and_out_through_tar() {
         .await
         .unwrap();
     assert_eq!(produced.exit_code, Some(0));
-    assert_eq!(target.read_file("/tmp/out", 100).await.unwrap(), b"from script");
+    assert_eq!(
+        target.read_file("/tmp/out", 100).await.unwrap(),
+        b"from script"
+    );
     target.remove().await.unwrap();
 }

@@ -99,7 +99,10 @@ async fn output_is_capped_and_stderr_interleaved() {
     assert!(flood.output.contains("[output truncated"));
 
     let mixed = target
-        .exec("echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 7", Duration::from_secs(60))
+        .exec(
+            "echo out1; echo err1 >&2; echo out2; echo err2 >&2; exit 7",
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!(mixed.exit_code, Some(7));
@@ -107,7 +110,10 @@ async fn output_is_capped_and_stderr_interleaved() {
     assert_eq!(mixed.output, "out1\nerr1\nout2\nerr2\n");
 
     let stdin = target
-        .exec("read -r line; echo \"read=$? line=$line\"", Duration::from_secs(20))
+        .exec(
+            "read -r line; echo \"read=$? line=$line\"",
+            Duration::from_secs(20),
+        )
         .await
         .unwrap();
     assert_eq!(stdin.output, "read=1 line=\n");

@@ -14,11 +14,17 @@ const TAR_OVERHEAD: u64 = 64 * 1024;
 
 impl Container {
     /// Reads the regular file `path`, refusing one over `max_bytes`.
-    pub(crate) async fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>, TargetError> {
+    pub(crate) async fn read_file(
+        &self,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, TargetError> {
         let options = DownloadFromContainerOptions {
             path: path.to_string(),
         };
-        let mut stream = self.docker.download_from_container(&self.name, Some(options));
+        let mut stream = self
+            .docker
+            .download_from_container(&self.name, Some(options));
         let mut archive = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
@@ -43,7 +49,12 @@ impl Container {
 
     /// Writes `bytes` to `path` (owner root, `mode`); the parent directory
     /// must exist.
-    pub(crate) async fn write_file(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), TargetError> {
+    pub(crate) async fn write_file(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), TargetError> {
         let (parent, name) = split_path(path)?;
         let archive = tar_one(name, bytes, mode)?;
         let options = UploadToContainerOptions {
@@ -51,7 +62,11 @@ impl Container {
             ..Default::default()
         };
         self.docker
-            .upload_to_container(&self.name, Some(options), bollard::body_full(archive.into()))
+            .upload_to_container(
+                &self.name,
+                Some(options),
+                bollard::body_full(archive.into()),
+            )
             .await?;
         Ok(())
     }
@@ -64,7 +79,10 @@ fn untar_one(archive: &[u8], path: &str, max_bytes: u64) -> Result<Vec<u8>, Targ
     let not_a_file = || TargetError::NotAFile {
         path: path.to_string(),
     };
-    let mut entry = entries.next().ok_or_else(not_a_file)?.map_err(TargetError::Tar)?;
+    let mut entry = entries
+        .next()
+        .ok_or_else(not_a_file)?
+        .map_err(TargetError::Tar)?;
     if !entry.header().entry_type().is_file() {
         return Err(not_a_file());
     }

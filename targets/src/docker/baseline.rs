@@ -15,7 +15,11 @@ use super::container::is_not_found;
 use crate::error::TargetError;
 
 /// Tags `image` as the baseline `fleet-baseline:<tag>`.
-pub(crate) async fn tag_baseline(docker: &Docker, image: &str, tag: &str) -> Result<(), TargetError> {
+pub(crate) async fn tag_baseline(
+    docker: &Docker,
+    image: &str,
+    tag: &str,
+) -> Result<(), TargetError> {
     let options = TagImageOptions {
         repo: Some(BASELINE_REPO.to_string()),
         tag: Some(tag.to_string()),

@@ -149,8 +149,8 @@ mod tests {
 
     #[test]
     fn toml_defaults_fill_what_is_missing() {
-        let config: DockerTargetConfig = serde_json::from_str(r#"{"agent_id":"a","slot":0}"#)
-            .expect("config parses");
+        let config: DockerTargetConfig =
+            serde_json::from_str(r#"{"agent_id":"a","slot":0}"#).expect("config parses");
         assert_eq!(config.image, "fleet-target:bullseye");
         assert_eq!(config.pids_limit, 256);
     }

@@ -81,7 +81,11 @@ impl Container {
             v: true,
             ..Default::default()
         };
-        match self.docker.remove_container(&self.name, Some(options)).await {
+        match self
+            .docker
+            .remove_container(&self.name, Some(options))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(error) if is_not_found(&error) => Ok(()),
             Err(error) => Err(error.into()),

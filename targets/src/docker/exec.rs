@@ -12,9 +12,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
-use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use tokio::time::{sleep, timeout as within, Instant};
 
@@ -192,7 +192,6 @@ impl Container {
                 keep(item);
             }
         }
-        drop(keep);
         let timed_out = matches!(end, End::TimedOut);
         let exit_code = if timed_out {
             None

@@ -20,7 +20,7 @@ pub use orphans::cleanup_orphans;
 
 pub(crate) use config::{labels, validate_agent_id};
 pub(crate) use container::{Container, ContainerSpec};
-pub(crate) use exec::{KILL_SCRIPT, MAX_SCRIPT_BYTES};
+pub(crate) use exec::{new_marker, KILL_SCRIPT, MAX_SCRIPT_BYTES};
 
 use crate::error::TargetError;
 use crate::output::ExecOutcome;
@@ -118,7 +118,10 @@ impl DockerTarget {
     /// Returns the target to its baseline: a new container from the
     /// baseline image under the same name.
     pub async fn revert(&self) -> Result<(), TargetError> {
-        let reference = self.lock_baseline().clone().ok_or(TargetError::NoBaseline)?;
+        let reference = self
+            .lock_baseline()
+            .clone()
+            .ok_or(TargetError::NoBaseline)?;
         let started = tokio::time::Instant::now();
         Container::start(&self.container.docker, &spec(&self.config, &reference)).await?;
         self.touched.store(false, Ordering::SeqCst);
@@ -200,7 +203,8 @@ impl DockerTarget {
     /// Removes the container and the baseline image (shutdown).
     pub async fn remove(&self) -> Result<(), TargetError> {
         self.container.remove().await?;
-        if let Some(reference) = self.lock_baseline().take() {
+        let taken = self.lock_baseline().take();
+        if let Some(reference) = taken {
             baseline::remove_baseline(&self.container.docker, &reference).await?;
         }
         tracing::info!(container = %self.container.name, "target removed");
@@ -218,7 +222,9 @@ impl DockerTarget {
     }
 
     fn lock_baseline(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.baseline.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.baseline
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

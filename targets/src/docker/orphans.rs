@@ -14,7 +14,10 @@ use crate::error::TargetError;
 /// Removes every container labelled `fleet.agent=<agent_id>`, in any state,
 /// and the agent's baseline images. Returns how many containers and images
 /// went.
-pub async fn cleanup_orphans(docker: &Docker, agent_id: &str) -> Result<(usize, usize), TargetError> {
+pub async fn cleanup_orphans(
+    docker: &Docker,
+    agent_id: &str,
+) -> Result<(usize, usize), TargetError> {
     validate_agent_id(agent_id)?;
     let by_label = HashMap::from([(
         "label".to_string(),
@@ -28,7 +31,9 @@ pub async fn cleanup_orphans(docker: &Docker, agent_id: &str) -> Result<(usize, 
         }))
         .await?;
     for summary in &containers {
-        let Some(id) = summary.id.clone() else { continue };
+        let Some(id) = summary.id.clone() else {
+            continue;
+        };
         let container = Container {
             docker: docker.clone(),
             name: id,
