@@ -119,3 +119,34 @@ async fn output_is_capped_and_stderr_interleaved() {
     assert_eq!(stdin.output, "read=1 line=\n");
     target.remove().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_fork_bomb_hits_the_pid_limit_and_revert_brings_the_target_back() {
+    let agent = Agent::new();
+    let docker = docker_with(&target_image()).await;
+    let target = agent.target(&docker, 0).await;
+    let started = Instant::now();
+    let outcome = target
+        .exec(
+            "bomb() { bomb | bomb & }; bomb; sleep 600",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    eprintln!("fork bomb: returned after {:?}", started.elapsed());
+    assert!(outcome.timed_out, "{outcome:?}");
+    assert_eq!(outcome.exit_code, None);
+    // Either the kill script got every process, or the container was
+    // killed as a last resort; nothing of the bomb runs on.
+    if target.health().await {
+        let strays = strays_after_kill(&target).await;
+        assert!(
+            strays.is_empty(),
+            "left running: {} processes",
+            strays.len()
+        );
+    }
+    target.revert().await.unwrap();
+    assert!(target.health().await);
+    target.remove().await.unwrap();
+}

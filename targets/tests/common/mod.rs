@@ -16,7 +16,12 @@ pub fn sandbox_image() -> String {
 }
 
 /// The Docker engine, with `image` present; panics with what to do if not.
+/// Also sends the crate's logs to the test output (`RUST_LOG`).
 pub async fn docker_with(image: &str) -> Docker {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let docker = connect_docker().expect("docker client");
     if let Err(error) = docker.ping().await {
         panic!("Docker engine unreachable ({error}); start it and run `make target-image`");
