@@ -80,12 +80,17 @@ impl DockerTarget {
     /// Snapshots the current state as the baseline that `revert` returns to
     /// (DESIGN T3).
     pub async fn baseline(&self) -> Result<(), TargetError> {
+        if !self.touched.load(Ordering::SeqCst) && self.lock_baseline().is_some() {
+            // Reverted and untouched since: the state is the baseline.
+            return Ok(());
+        }
         let docker = &self.container.docker;
         let reference = self.config.baseline_image();
         let tag = self.config.baseline_tag();
         let started = tokio::time::Instant::now();
         let old = baseline::image_id(docker, &reference).await?;
-        if self.touched.load(Ordering::SeqCst) || self.lock_baseline().is_some() {
+        // Untouched since created from its image: the image is the state.
+        if self.touched.load(Ordering::SeqCst) {
             baseline::commit_baseline(
                 docker,
                 &self.container.name,
