@@ -47,4 +47,18 @@ async fn revert_and_exec_latency_is_measured() {
     eprintln!("exec p50 {:?} (all: {execs:?})", p50(execs.clone()));
     eprintln!("revert p50 {:?} (all: {reverts:?})", p50(reverts.clone()));
     target.remove().await.unwrap();
+    // Reverts removed the old containers in the background; `remove` takes
+    // what was still there.
+    let leftovers = docker
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(std::collections::HashMap::from([(
+                "label".to_string(),
+                vec![format!("fleet.agent={}", agent.id)],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

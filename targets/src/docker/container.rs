@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
+    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, RenameContainerOptions,
 };
 use bollard::Docker;
+use tracing::Instrument;
 
 use crate::error::TargetError;
 
@@ -88,8 +89,44 @@ impl Container {
         {
             Ok(()) => Ok(()),
             Err(error) if is_not_found(&error) => Ok(()),
+            // Another removal (a revert's background one) is under way.
+            Err(error) if is_conflict(&error) => {
+                tracing::debug!(container = %self.name, %error, "removal already in progress");
+                Ok(())
+            }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Moves the container out of its name's way and removes it in the
+    /// background, so a revert does not wait for the removal. Its labels
+    /// stay, so `cleanup_orphans` finds it if the agent dies first.
+    pub(crate) async fn discard(&self, suffix: &str) -> Result<(), TargetError> {
+        let discarded = Container {
+            docker: self.docker.clone(),
+            name: format!("{}-discarded-{suffix}", self.name),
+        };
+        let options = RenameContainerOptions {
+            name: discarded.name.clone(),
+        };
+        match self.docker.rename_container(&self.name, options).await {
+            Ok(()) => {}
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => {
+                tracing::debug!(container = %self.name, %error, "rename failed; removing in place");
+                return self.remove().await;
+            }
+        }
+        let span = tracing::debug_span!("discard", container = %discarded.name);
+        tokio::spawn(
+            async move {
+                if let Err(error) = discarded.remove().await {
+                    tracing::warn!(%error, "discarded container not removed");
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
     }
 
     /// Kills every process in the container at once: the last resort when

@@ -9,10 +9,12 @@ mod container;
 mod exec;
 mod orphans;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 
 pub use config::{DockerTargetConfig, BASELINE_REPO, LABEL_AGENT, LABEL_ROLE, LABEL_SLOT};
@@ -121,13 +123,15 @@ impl DockerTarget {
     }
 
     /// Returns the target to its baseline: a new container from the
-    /// baseline image under the same name.
+    /// baseline image under the same name; the old one is removed in the
+    /// background.
     pub async fn revert(&self) -> Result<(), TargetError> {
         let reference = self
             .lock_baseline()
             .clone()
             .ok_or(TargetError::NoBaseline)?;
         let started = tokio::time::Instant::now();
+        self.container.discard(&new_marker()).await?;
         Container::start(&self.container.docker, &spec(&self.config, &reference)).await?;
         self.touched.store(false, Ordering::SeqCst);
         tracing::info!(
@@ -205,9 +209,33 @@ impl DockerTarget {
         }
     }
 
-    /// Removes the container and the baseline image (shutdown).
+    /// Removes the container, those that reverts discarded, and the
+    /// baseline image (shutdown).
     pub async fn remove(&self) -> Result<(), TargetError> {
         self.container.remove().await?;
+        let docker = &self.container.docker;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_AGENT}={}", self.config.agent_id),
+                format!("{LABEL_SLOT}={}", self.config.slot),
+                format!("{LABEL_ROLE}=target"),
+            ],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        for summary in docker.list_containers(Some(options)).await? {
+            if let Some(id) = summary.id {
+                let discarded = Container {
+                    docker: docker.clone(),
+                    name: id,
+                };
+                discarded.remove().await?;
+            }
+        }
         let taken = self.lock_baseline().take();
         if let Some(reference) = taken {
             baseline::remove_baseline(&self.container.docker, &reference).await?;
