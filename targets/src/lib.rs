@@ -39,3 +39,37 @@ pub fn connect_docker() -> Result<bollard::Docker, TargetError> {
 }
 
 pub use bollard::Docker;
+
+/// The agent boxes these futures as `Send` behind its `Target` trait.
+#[cfg(test)]
+mod send_check {
+    use std::time::Duration;
+
+    use super::{DockerTarget, SshTarget};
+
+    fn send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn target_futures_are_send(docker: &DockerTarget, ssh: &SshTarget) {
+        send(docker.baseline());
+        send(docker.exec("", Duration::ZERO));
+        send(docker.revert());
+        send(docker.health());
+        send(docker.read_file("", 0));
+        send(docker.write_file("", b""));
+        send(docker.remove());
+        send(ssh.baseline());
+        send(ssh.exec("", Duration::ZERO));
+        send(ssh.revert());
+        send(ssh.health());
+        send(ssh.read_file("", 0));
+        send(ssh.remove());
+    }
+
+    #[test]
+    fn targets_are_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<DockerTarget>();
+        both::<SshTarget>();
+    }
+}
