@@ -41,6 +41,10 @@ async fn runaway_scripts_are_killed_with_their_whole_tree() {
             "echo started; setsid sleep 601 & nohup bash -c 'while :; do sleep 1; done' >/dev/null 2>&1 & sleep 602",
         ),
         (
+            "closed output",
+            "echo started; exec >&- 2>&-; sleep 605",
+        ),
+        (
             "child that clears its environment",
             "echo started; env -i /bin/sleep 603 & sleep 604",
         ),
@@ -59,6 +63,22 @@ async fn runaway_scripts_are_killed_with_their_whole_tree() {
         eprintln!("{what}: killed, returned after {:?}", started.elapsed());
     }
     assert!(target.health().await);
+    target.remove().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_script_whose_caller_gives_up_is_killed() {
+    let agent = Agent::new();
+    let docker = docker_with(&target_image()).await;
+    let target = agent.target(&docker, 0).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_secs(2),
+        target.exec("sleep 606 & sleep 607", Duration::from_secs(600)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "exec ended on its own: {gave_up:?}");
+    let strays = strays_after_kill(&target).await;
+    assert!(strays.is_empty(), "left running: {strays:?}");
     target.remove().await.unwrap();
 }
 

@@ -17,6 +17,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 use tokio::time::{sleep, timeout as within, Instant};
+use tracing::Instrument;
 
 use super::container::Container;
 use crate::error::TargetError;
@@ -84,8 +85,6 @@ pub(crate) struct RawExec {
     /// Stderr when not merged.
     pub stderr: OutputBuffer,
     pub timed_out: bool,
-    /// The exec id marker, for a remote kill.
-    pub marker: String,
 }
 
 /// How an exec's stream ended.
@@ -110,8 +109,8 @@ pub(crate) fn new_marker() -> String {
 }
 
 impl Container {
-    /// Runs `argv` with no stdin. On timeout, kills its process tree.
-    /// `merge` puts stderr into `output` as it arrives.
+    /// Runs `argv` with no stdin. On timeout, kills its process tree; so
+    /// does an error or the caller dropping the future.
     pub(crate) async fn run(
         &self,
         argv: Vec<String>,
@@ -120,14 +119,18 @@ impl Container {
         merge: bool,
     ) -> Result<RawExec, TargetError> {
         let marker = new_marker();
-        let mut raw = self
+        let mut guard = KillOnDrop {
+            container: Some(self.clone()),
+            marker: marker.clone(),
+        };
+        let raw = self
             .run_marked(argv, &marker, timeout, cap, merge, true)
-            .await?;
-        if raw.timed_out {
+            .await;
+        guard.container = None;
+        if !matches!(&raw, Ok(raw) if !raw.timed_out) {
             self.kill_marked(&marker).await;
         }
-        raw.marker = marker;
-        Ok(raw)
+        raw
     }
 
     async fn run_marked(
@@ -192,12 +195,12 @@ impl Container {
                 keep(item);
             }
         }
-        let timed_out = matches!(end, End::TimedOut);
-        let exit_code = if timed_out {
-            None
-        } else {
-            self.exit_code(&exec_id).await?
+        // A closed stream need not mean an exited script (`exec >&-`).
+        let exit_code = match end {
+            End::TimedOut => None,
+            End::Closed | End::MainExited => self.wait_exit(&exec_id, deadline).await?,
         };
+        let timed_out = exit_code.is_none();
         tracing::debug!(
             container = %self.name,
             exit_code,
@@ -211,7 +214,6 @@ impl Container {
             output: out,
             stderr: err,
             timed_out,
-            marker: String::new(),
         })
     }
 
@@ -220,16 +222,26 @@ impl Container {
         Ok(inspect.running.unwrap_or(false))
     }
 
-    /// The exit code, once the engine has recorded it.
-    async fn exit_code(&self, exec_id: &str) -> Result<Option<i32>, TargetError> {
-        for _ in 0..100 {
+    /// The exit code once the main process has exited, `None` if it still
+    /// runs at `deadline`.
+    async fn wait_exit(
+        &self,
+        exec_id: &str,
+        deadline: Instant,
+    ) -> Result<Option<i32>, TargetError> {
+        let mut pause = Duration::from_millis(5);
+        loop {
             let inspect = self.docker.inspect_exec(exec_id).await?;
             if inspect.running != Some(true) {
-                return Ok(inspect.exit_code.map(|code| code as i32));
+                // Docker records the code before it reports not running.
+                return Ok(Some(inspect.exit_code.unwrap_or(-1) as i32));
             }
-            sleep(Duration::from_millis(20)).await;
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
-        Ok(None)
     }
 
     /// Kills every process of the exec `marker`; falls back to killing the
@@ -257,5 +269,26 @@ impl Container {
         if let Err(error) = self.kill().await {
             tracing::error!(container = %self.name, %error, "could not kill the container");
         }
+    }
+}
+
+/// Kills an exec's processes when its future is dropped before it ended
+/// (the caller gave up, or an error cut it short).
+struct KillOnDrop {
+    container: Option<Container>,
+    marker: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(container) = self.container.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let marker = std::mem::take(&mut self.marker);
+        let span = tracing::debug_span!("kill_on_drop", container = %container.name, %marker);
+        runtime.spawn(async move { container.kill_marked(&marker).await }.instrument(span));
     }
 }
