@@ -12,7 +12,7 @@ export AGENTS
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-deps: ## install and start Redis and Postgres on loopback (idempotent)
+deps: ## install and start Redis and Postgres on loopback, install oscap + SSG content (idempotent)
 	@scripts/deps.sh
 
 deps-down: ## stop Redis and Postgres (data kept)

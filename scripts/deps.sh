@@ -49,6 +49,12 @@ pkgs=()
 command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
 { command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; } || pkgs+=(redis-tools)
 [[ -n $(pg_bin_dir) ]] || pkgs+=(postgresql)
+# The coordinator reads the skill packs' SCAP datastreams for its rule
+# catalog, and tests compare that catalog with what oscap itself selects.
+command -v oscap >/dev/null 2>&1 || pkgs+=(openscap-scanner)
+for p in ssg-base ssg-debian ssg-nondebian; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
+done
 
 if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing packages (${pkgs[*]}): run this script as root so it can apt-get install them"

@@ -222,3 +222,44 @@ async fn cancellation_stops_the_loop_promptly() {
     assert_eq!(r, Remediation::Cancelled);
     assert_eq!(started.elapsed(), Duration::from_secs(12));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_health_check_fails_the_attempt_and_names_the_check() {
+    // The sim target runs only sim scripts: any other command exits 127, so
+    // this pack health check fails after every attempt.
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(1));
+    let mut task = rule_task(9, &rule, Budgets::default());
+    task.checks.health = vec![fleet_common::HealthCheck {
+        name: "sshd_config".into(),
+        command: "sshd -t".into(),
+        timeout_s: 5,
+    }];
+    let (r, events) = run_rule(task, WORK).await;
+    assert_eq!(
+        r,
+        Remediation::Finished {
+            outcome: Outcome::Escalated {
+                reason: EscalationReason::Health
+            },
+            attempts: 3
+        },
+        "a pass on an unhealthy target is never a fix"
+    );
+    let evaluated: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::AttemptEvaluated {
+                status,
+                health_ok,
+                health_failed,
+                ..
+            } => Some((*status, *health_ok, health_failed.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evaluated.len(), 3);
+    assert_eq!(
+        evaluated[0],
+        (EvalStatus::Pass, false, vec!["sshd_config".to_string()])
+    );
+}

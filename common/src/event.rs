@@ -101,6 +101,9 @@ pub enum EventBody {
         status: EvalStatus,
         health_ok: bool,
         duration_ms: u64,
+        /// Names of the skill pack's health checks that failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        health_failed: Vec<String>,
     },
     /// The agent stopped work on the lease, reverted and discarded (L4).
     LeaseAbandoned {
@@ -325,8 +328,9 @@ mod tests {
             },
             EventBody::AttemptEvaluated {
                 status: EvalStatus::Fail,
-                health_ok: true,
+                health_ok: false,
                 duration_ms: 3,
+                health_failed: vec!["sshd_config".into()],
             },
             EventBody::LeaseAbandoned {
                 reason: AbandonReason::RenewRefused,

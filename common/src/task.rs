@@ -49,6 +49,57 @@ pub struct RuleTask {
     pub skill_pack: String,
     pub profile: String,
     pub budgets: Budgets,
+    /// How the agent checks the rule and its target; from the run's skill
+    /// pack. Empty for simulation packs.
+    #[serde(default)]
+    pub checks: Checks,
+}
+
+/// The parts of a skill pack an agent needs per task, frozen into the run
+/// at submission so an edited pack never changes a run under way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// SCAP source datastream on the target; `None` for simulation packs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastream: Option<String>,
+    /// Prefix that turns a short rule id (`package_audit_installed`) into
+    /// its XCCDF id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule_prefix: String,
+    /// Run after every attempt; one failure reverts the target and counts
+    /// the attempt as failed with reason `health`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+}
+
+impl Checks {
+    /// The XCCDF id of a short rule id.
+    pub fn xccdf_rule_id(&self, rule: &str) -> String {
+        if rule.starts_with(&self.rule_prefix) {
+            rule.to_owned()
+        } else {
+            format!("{}{rule}", self.rule_prefix)
+        }
+    }
+}
+
+/// One command that must exit 0 on a healthy target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub name: String,
+    /// Shell command run on the target (in the sandbox, never the host).
+    pub command: String,
+    /// Seconds before the check counts as failed. Default 10.
+    #[serde(default = "HealthCheck::default_timeout_s")]
+    pub timeout_s: u32,
+}
+
+impl HealthCheck {
+    fn default_timeout_s() -> u32 {
+        10
+    }
 }
 
 /// Why a rule was handed to a human instead of fixed.

@@ -107,4 +107,25 @@ mod tests {
         assert!(err.contains("\"beta\"") && err.contains("alpha"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[test]
+    fn shipped_packs_load_with_their_templates_and_checks() {
+        let packs = SkillPacks::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../skill-packs"));
+        let names = packs.names();
+        for want in ["sim-demo", "ssg-debian11-standard", "stig-rhel9"] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
+        for name in ["ssg-debian11-standard", "stig-rhel9"] {
+            let pack = packs.get(name).unwrap();
+            assert!(pack.checks.datastream.is_some(), "{name}: no datastream");
+            assert!(!pack.checks.health.is_empty(), "{name}: no health checks");
+            let worker = pack.prompts.worker.as_deref().unwrap_or_default();
+            assert!(worker.contains("{{rule_id}}"), "{name}: worker template");
+            assert!(
+                pack.prompts.reflector.is_some(),
+                "{name}: reflector template"
+            );
+            assert!(pack.always_escalates("partition_for_var"), "{name}");
+        }
+    }
 }

@@ -46,14 +46,15 @@ pub async fn submit(
 
     let mut tx = pool.begin().await?;
     let run: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (skill_pack, profile, budgets, priority, total)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO runs (skill_pack, profile, budgets, priority, total, checks)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(&req.skill_pack)
     .bind(&profile)
     .bind(sqlx::types::Json(&req.budgets))
     .bind(req.priority as i32)
     .bind(n as i32)
+    .bind(sqlx::types::Json(&pack.checks))
     .fetch_one(&mut *tx)
     .await?;
     let rows: Vec<(i64, i32)> = sqlx::query_as(
@@ -90,6 +91,7 @@ pub async fn submit(
                 skill_pack: req.skill_pack.clone(),
                 profile: profile.clone(),
                 budgets: req.budgets,
+                checks: pack.checks.clone(),
             };
             let p = &placements[i];
             planned_task(

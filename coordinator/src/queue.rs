@@ -61,6 +61,7 @@ mod tests {
             skill_pack: "p".into(),
             profile: "s".into(),
             budgets: Budgets::default(),
+            checks: Default::default(),
         }
     }
 

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fleet_common::lease::LeaseClient;
-use fleet_common::{Budgets, RuleTask, RunId, TaskId};
+use fleet_common::{Budgets, Checks, RuleTask, RunId, TaskId};
 use sqlx::types::Json;
 use sqlx::PgPool;
 
@@ -51,6 +51,7 @@ struct PendingItem {
     skill_pack: String,
     profile: String,
     budgets: Json<Budgets>,
+    checks: Json<Checks>,
     priority: i32,
 }
 
@@ -63,7 +64,7 @@ pub async fn reconcile(
         .await?;
     let items: Vec<PendingItem> = sqlx::query_as(
         "SELECT w.id, w.run_id, w.rule_id, w.family, w.ordinal, w.groups, w.hold_group,
-                w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.priority
+                w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.checks, r.priority
          FROM work_items w JOIN runs r ON r.id = w.run_id
          WHERE r.status = 'running' AND w.state = 'pending'",
     )
@@ -81,6 +82,7 @@ pub async fn reconcile(
                 skill_pack: w.skill_pack,
                 profile: w.profile,
                 budgets: w.budgets.0,
+                checks: w.checks.0,
             };
             let hold = w.hold_group.zip(w.hold_threshold.map(|t| t.max(0) as u32));
             planned_task(

@@ -110,6 +110,7 @@ async fn an_attempt_and_its_outcome_reach_postgres_in_any_order() {
             status: EvalStatus::Pass,
             health_ok: true,
             duration_ms: 5,
+            health_failed: vec![],
         },
         EventBody::PromptAssembled {
             lessons: vec![

@@ -98,6 +98,7 @@ pub fn queued(run: i64, id: i64, rule: &str, budget: u32) -> QueuedTask {
             skill_pack: "test".into(),
             profile: "test".into(),
             budgets: Budgets::default(),
+            checks: Default::default(),
         },
         priority: 100,
         lease_loss_budget: budget,

@@ -6,6 +6,7 @@
 //! completes the lease. When `cancel` fires it returns at once without
 //! reverting: the caller, which knows why (lost lease, shutdown), reverts.
 
+mod health;
 mod prompt;
 
 use std::time::Duration;
@@ -177,10 +178,13 @@ impl RuleLoop<'_> {
                 }
             }
         }
-        escalated(
-            EscalationReason::AttemptBudget,
-            self.task.budgets.max_attempts,
-        )
+        // The last attempt's failure names the reason: a script that keeps
+        // breaking the target is a health problem, not a budget one.
+        let reason = match prior.last() {
+            Some(p) if !p.health_ok => EscalationReason::Health,
+            _ => EscalationReason::AttemptBudget,
+        };
+        escalated(reason, self.task.budgets.max_attempts)
     }
 
     async fn attempt(&self, n: u32, prior: &[PriorAttempt]) -> Step {
@@ -232,7 +236,8 @@ impl RuleLoop<'_> {
         } else {
             None
         };
-        let health_ok = self.bench.target.health().await;
+        let health = health::check(self.bench.target.as_ref(), &self.task.checks.health).await;
+        let health_ok = health.ok();
         let (status, scanner_failed) = match eval {
             Some(Ok(eval)) => (eval.status, false),
             Some(Err(e)) => {
@@ -248,6 +253,7 @@ impl RuleLoop<'_> {
                 status,
                 health_ok,
                 duration_ms,
+                health_failed: health.failed,
             },
         );
         info!(?status, health_ok, duration_ms, "attempt evaluated");

@@ -52,6 +52,7 @@ mod tests {
             skill_pack: "debian11".into(),
             profile: "stig".into(),
             budgets: Budgets::default(),
+            checks: Default::default(),
         };
         let prior = [PriorAttempt {
             attempt: 1,

@@ -52,6 +52,7 @@ pub fn rule_task(id: i64, rule: &str, budgets: Budgets) -> RuleTask {
         skill_pack: "sim".into(),
         profile: "sim_profile".into(),
         budgets,
+        checks: Default::default(),
     }
 }
 

@@ -219,17 +219,21 @@ async fn apply_event(
                 .await?;
         }
         EventBody::AttemptEvaluated {
-            status, health_ok, ..
+            status,
+            health_ok,
+            health_failed,
+            ..
         } => {
             let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
             let status = serde_json::to_value(status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned));
-            sqlx::query("UPDATE attempts SET eval_status = $2, health_ok = $3, evaluated_at = $4 WHERE id = $1")
+            sqlx::query("UPDATE attempts SET eval_status = $2, health_ok = $3, evaluated_at = $4, health_failed = $5 WHERE id = $1")
                 .bind(id)
                 .bind(status)
                 .bind(health_ok)
                 .bind(ts)
+                .bind(health_failed)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -1,0 +1,346 @@
+//! A skill pack (`<dir>/pack.toml` plus prompt templates): which SCAP
+//! content and profile it remediates, how its rules group into families,
+//! ordering constraints, health checks, prompt templates and the rules that
+//! always go to a human.
+//!
+//! Families are fine-grained (DESIGN D5): the first `[[family]]` whose glob
+//! matches a rule id names its family; a rule no pattern matches is its own
+//! family. An `[[ordering]]` entry holds a rule until the rules matching
+//! `after` have at most `remaining` unfinished, e.g. `audit_rules_immutable`
+//! only after the rest of the audit rules.
+
+use std::path::{Path, PathBuf};
+
+use glob::Pattern;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::task::{Checks, HealthCheck};
+
+#[derive(Debug, Error)]
+pub enum SkillPackError {
+    #[error("cannot read skill pack {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("skill pack {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    /// Profile used when a submission names none.
+    profile: String,
+    #[serde(default)]
+    content: Option<ContentFile>,
+    #[serde(default)]
+    family: Vec<FamilyFile>,
+    #[serde(default)]
+    ordering: Vec<OrderingFile>,
+    #[serde(default)]
+    health: Vec<HealthCheck>,
+    #[serde(default)]
+    prompts: PromptsFile,
+    /// Rule globs whose fixes a human always decides (e.g. boot loader).
+    #[serde(default)]
+    always_escalate: Vec<String>,
+}
+
+/// `[content]`: the SCAP source datastream the pack's rules come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContentFile {
+    /// Path on the target (and, for the catalog, on the coordinator host).
+    datastream: String,
+    #[serde(default = "default_rule_prefix")]
+    rule_prefix: String,
+}
+
+fn default_rule_prefix() -> String {
+    "xccdf_org.ssgproject.content_rule_".into()
+}
+
+/// `[prompts]`: template files relative to the pack directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptsFile {
+    worker: Option<String>,
+    reflector: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FamilyFile {
+    pattern: String,
+    name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderingFile {
+    rule: String,
+    after: String,
+    #[serde(default)]
+    remaining: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ordering {
+    /// Rules (glob) that are held.
+    pub rule: Pattern,
+    /// Rules (glob) that must be nearly finished first; also the group name.
+    pub after: Pattern,
+    /// Release when at most this many of `after` are unfinished.
+    pub remaining: u32,
+}
+
+/// Prompt templates as loaded; `None` means the agent's built-in one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PromptTemplates {
+    pub worker: Option<String>,
+    pub reflector: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SkillPack {
+    pub name: String,
+    pub description: String,
+    pub profile: String,
+    /// Datastream, rule prefix and health checks, as tasks carry them.
+    pub checks: Checks,
+    families: Vec<(Pattern, String)>,
+    pub ordering: Vec<Ordering>,
+    pub prompts: PromptTemplates,
+    always_escalate: Vec<Pattern>,
+    prompt_files: PromptsFile,
+}
+
+/// Where a rule sits in the queue's ordering.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// Ordering groups the rule counts towards.
+    pub groups: Vec<String>,
+    /// Group and threshold the rule waits for.
+    pub hold: Option<(String, u32)>,
+}
+
+impl SkillPack {
+    /// Reads `pack.toml` and the prompt templates it names.
+    pub fn load(dir: &Path) -> Result<Self, SkillPackError> {
+        let path = dir.join("pack.toml");
+        let text = read(&path)?;
+        let mut pack =
+            Self::parse(&text).map_err(|message| SkillPackError::Invalid { path, message })?;
+        let template = |name: &Option<String>| -> Result<Option<String>, SkillPackError> {
+            let Some(name) = name else { return Ok(None) };
+            if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c == "..") {
+                return Err(SkillPackError::Invalid {
+                    path: dir.join("pack.toml"),
+                    message: format!("prompt template {name:?} must be a path inside the pack"),
+                });
+            }
+            read(&dir.join(name)).map(Some)
+        };
+        pack.prompts = PromptTemplates {
+            worker: template(&pack.prompt_files.worker)?,
+            reflector: template(&pack.prompt_files.reflector)?,
+        };
+        Ok(pack)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: PackFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let pattern = |p: &str| Pattern::new(p).map_err(|e| format!("bad glob {p:?}: {e}"));
+        let families = file
+            .family
+            .iter()
+            .map(|f| Ok((pattern(&f.pattern)?, f.name.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
+        let ordering = file
+            .ordering
+            .iter()
+            .map(|o| {
+                Ok(Ordering {
+                    rule: pattern(&o.rule)?,
+                    after: pattern(&o.after)?,
+                    remaining: o.remaining,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let always_escalate = file
+            .always_escalate
+            .iter()
+            .map(|p| pattern(p))
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut names = std::collections::HashSet::new();
+        for h in &file.health {
+            if h.command.trim().is_empty() || !names.insert(h.name.as_str()) {
+                return Err(format!(
+                    "health check {:?} needs a unique name and a command",
+                    h.name
+                ));
+            }
+        }
+        let checks = Checks {
+            datastream: file.content.as_ref().map(|c| c.datastream.clone()),
+            rule_prefix: file
+                .content
+                .as_ref()
+                .map(|c| c.rule_prefix.clone())
+                .unwrap_or_default(),
+            health: file.health,
+        };
+        Ok(Self {
+            name: file.name,
+            description: file.description,
+            profile: file.profile,
+            checks,
+            families,
+            ordering,
+            prompts: PromptTemplates::default(),
+            always_escalate,
+            prompt_files: file.prompts,
+        })
+    }
+
+    /// Whether a fix for `rule` must always be decided by a human.
+    pub fn always_escalates(&self, rule: &str) -> bool {
+        self.always_escalate.iter().any(|p| p.matches(rule))
+    }
+
+    pub fn family_of(&self, rule: &str) -> String {
+        self.families
+            .iter()
+            .find(|(p, _)| p.matches(rule))
+            .map(|(_, name)| name.clone())
+            .unwrap_or_else(|| rule.to_owned())
+    }
+
+    /// Groups and hold of a rule. A held rule never counts towards the group
+    /// it waits on, or it would wait for itself.
+    pub fn placement(&self, rule: &str) -> Placement {
+        let hold = self
+            .ordering
+            .iter()
+            .find(|o| o.rule.matches(rule))
+            .map(|o| (o.after.as_str().to_owned(), o.remaining));
+        let groups = self
+            .ordering
+            .iter()
+            .filter(|o| o.after.matches(rule) && !o.rule.matches(rule))
+            .map(|o| o.after.as_str().to_owned())
+            .collect();
+        Placement { groups, hold }
+    }
+}
+
+fn read(path: &Path) -> Result<String, SkillPackError> {
+    std::fs::read_to_string(path).map_err(|source| SkillPackError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACK: &str = r#"
+name = "demo"
+profile = "standard"
+[[family]]
+pattern = "audit_rules_dac_modification_*"
+name = "audit_rules_dac_modification"
+[[ordering]]
+rule = "audit_rules_immutable"
+after = "audit_rules_*"
+remaining = 0
+"#;
+
+    #[test]
+    fn families_are_fine_grained_and_default_to_the_rule() {
+        let p = SkillPack::parse(PACK).unwrap();
+        assert_eq!(
+            p.family_of("audit_rules_dac_modification_chmod"),
+            "audit_rules_dac_modification"
+        );
+        assert_eq!(
+            p.family_of("sshd_disable_root_login"),
+            "sshd_disable_root_login"
+        );
+    }
+
+    #[test]
+    fn held_rule_waits_on_its_group_without_counting_itself() {
+        let p = SkillPack::parse(PACK).unwrap();
+        let held = p.placement("audit_rules_immutable");
+        assert_eq!(held.hold, Some(("audit_rules_*".into(), 0)));
+        assert!(held.groups.is_empty());
+        let member = p.placement("audit_rules_dac_modification_chmod");
+        assert_eq!(member.groups, vec!["audit_rules_*".to_string()]);
+        assert_eq!(member.hold, None);
+    }
+
+    const SCAP_PACK: &str = r#"
+name = "scap"
+profile = "xccdf_org.ssgproject.content_profile_standard"
+always_escalate = ["grub2_*"]
+[content]
+datastream = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml"
+[[health]]
+name = "shell"
+command = "true"
+"#;
+
+    #[test]
+    fn content_and_health_become_the_task_checks() {
+        let p = SkillPack::parse(SCAP_PACK).unwrap();
+        assert_eq!(
+            p.checks.datastream.as_deref(),
+            Some("/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml")
+        );
+        assert_eq!(
+            p.checks.xccdf_rule_id("package_audit_installed"),
+            "xccdf_org.ssgproject.content_rule_package_audit_installed"
+        );
+        assert_eq!(p.checks.health.len(), 1);
+        assert_eq!(p.checks.health[0].timeout_s, 10);
+        assert!(p.always_escalates("grub2_password"));
+        assert!(!p.always_escalates("sshd_disable_root_login"));
+    }
+
+    #[test]
+    fn duplicate_or_empty_health_checks_are_refused() {
+        let dup = format!("{SCAP_PACK}[[health]]\nname = \"shell\"\ncommand = \"id\"\n");
+        assert!(SkillPack::parse(&dup).unwrap_err().contains("shell"));
+        let empty = SCAP_PACK.replace("command = \"true\"", "command = \" \"");
+        assert!(SkillPack::parse(&empty).is_err());
+    }
+
+    #[test]
+    fn prompt_templates_load_from_inside_the_pack_only() {
+        let dir = std::env::temp_dir().join(format!("pack-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("prompts")).unwrap();
+        std::fs::write(dir.join("prompts/worker.md"), "Fix {rule}").unwrap();
+        let toml = format!("{SCAP_PACK}[prompts]\nworker = \"prompts/worker.md\"\n");
+        std::fs::write(dir.join("pack.toml"), &toml).unwrap();
+        let p = SkillPack::load(&dir).unwrap();
+        assert_eq!(p.prompts.worker.as_deref(), Some("Fix {rule}"));
+        assert_eq!(p.prompts.reflector, None);
+        let escape = toml.replace("prompts/worker.md", "../../etc/passwd");
+        std::fs::write(dir.join("pack.toml"), escape).unwrap();
+        let err = SkillPack::load(&dir).unwrap_err().to_string();
+        assert!(err.contains("inside the pack"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_an_error() {
+        assert!(SkillPack::parse("name='x'\nprofile='p'\nsurprise=1").is_err());
+    }
+}
