@@ -1,0 +1,175 @@
+//! One container the fleet runs scripts in: created with its limits and no
+//! more network than it needs (DESIGN T1), started, removed.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions, RenameContainerOptions,
+};
+use bollard::Docker;
+use tracing::Instrument;
+
+use crate::error::TargetError;
+
+/// What to create. `network: None` means `network_mode: none`.
+#[derive(Debug, Clone)]
+pub(crate) struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    pub network: Option<String>,
+    pub cpus: f64,
+    pub memory_bytes: i64,
+    pub pids_limit: i64,
+}
+
+/// A container addressed by its name, which stays the same across a
+/// revert's recreation.
+#[derive(Debug, Clone)]
+pub(crate) struct Container {
+    pub(crate) docker: Docker,
+    pub(crate) name: String,
+}
+
+impl Container {
+    /// Creates and starts the container, replacing one of the same name.
+    pub(crate) async fn start(docker: &Docker, spec: &ContainerSpec) -> Result<Self, TargetError> {
+        let container = Container {
+            docker: docker.clone(),
+            name: spec.name.clone(),
+        };
+        container.remove().await?;
+        let network_mode = spec.network.clone().unwrap_or_else(|| "none".to_string());
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // Imported images have no CMD; this one only has to stay up.
+            entrypoint: Some(vec!["sleep".to_string()]),
+            cmd: Some(vec!["infinity".to_string()]),
+            labels: Some(spec.labels.clone()),
+            networking_config: spec.network.as_ref().map(|network| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            host_config: Some(HostConfig {
+                network_mode: Some(network_mode),
+                nano_cpus: Some((spec.cpus * 1e9) as i64),
+                memory: Some(spec.memory_bytes),
+                memory_swap: Some(spec.memory_bytes),
+                pids_limit: Some(spec.pids_limit),
+                // docker-init reaps what killed scripts leave behind.
+                init: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        docker.create_container(Some(options), body).await?;
+        docker.start_container(&spec.name, None).await?;
+        tracing::debug!(container = %spec.name, image = %spec.image, "container started");
+        Ok(container)
+    }
+
+    /// Force-removes the container; gone already is fine.
+    pub(crate) async fn remove(&self) -> Result<(), TargetError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_container(&self.name, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            // Another removal (a revert's background one) is under way.
+            Err(error) if is_conflict(&error) => {
+                tracing::debug!(container = %self.name, %error, "removal already in progress");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Moves the container out of its name's way and removes it in the
+    /// background, so a revert does not wait for the removal. Its labels
+    /// stay, so `cleanup_orphans` finds it if the agent dies first.
+    pub(crate) async fn discard(&self, suffix: &str) -> Result<(), TargetError> {
+        let discarded = Container {
+            docker: self.docker.clone(),
+            name: format!("{}-discarded-{suffix}", self.name),
+        };
+        let options = RenameContainerOptions {
+            name: discarded.name.clone(),
+        };
+        match self.docker.rename_container(&self.name, options).await {
+            Ok(()) => {}
+            Err(error) if is_not_found(&error) => return Ok(()),
+            Err(error) => {
+                tracing::debug!(container = %self.name, %error, "rename failed; removing in place");
+                return self.remove().await;
+            }
+        }
+        let span = tracing::debug_span!("discard", container = %discarded.name);
+        tokio::spawn(
+            async move {
+                if let Err(error) = discarded.remove().await {
+                    tracing::warn!(%error, "discarded container not removed");
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Kills every process in the container at once: the last resort when
+    /// a timed-out script cannot be killed from inside (pid limit reached).
+    pub(crate) async fn kill(&self) -> Result<(), TargetError> {
+        let options = KillContainerOptions {
+            signal: "KILL".to_string(),
+        };
+        match self.docker.kill_container(&self.name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_not_found(&error) || is_conflict(&error) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub(crate) async fn is_running(&self) -> Result<bool, TargetError> {
+        match self.docker.inspect_container(&self.name, None).await {
+            Ok(inspect) => Ok(inspect
+                .state
+                .and_then(|state| state.running)
+                .unwrap_or(false)),
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+pub(crate) fn is_not_found(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_conflict(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
+}
