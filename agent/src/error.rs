@@ -16,6 +16,10 @@ pub enum AgentError {
     Registration(String),
     #[error("brain: {0}")]
     Brain(String),
+    /// The brain has no fix for the rule (the `ssg` brain on a rule whose
+    /// content ships none): the rule escalates as `no_fix_available`.
+    #[error("no fix available for this rule")]
+    NoFixAvailable,
     #[error("target: {0}")]
     Target(String),
     #[error("evaluator: {0}")]

@@ -8,7 +8,10 @@
 //!   works with, bundled as a `Workbench`.
 //! - [`sim`]: a deterministic in-memory workbench; outcomes predicted by
 //!   [`sim::expected_outcome`].
-//! - [`remediation`]: the per-rule attempt loop and prompt assembly.
+//! - [`scap`]: real machines — Docker and SSH targets, the OpenSCAP
+//!   Evaluator and the `ssg` brain, all running on the target.
+//! - [`remediation`]: the per-rule attempt loop, health checks and prompt
+//!   assembly.
 //! - [`events`]: `EventSink`, which stamps envelopes and seqs and feeds the
 //!   one ordered sender to the Redis stream; completion goes through it.
 //! - [`heartbeat`]: renews one lease and fires `lost` (DESIGN L2, L4).
@@ -33,6 +36,7 @@ pub mod presence;
 pub mod registration;
 pub mod remediation;
 pub mod runner;
+pub mod scap;
 pub mod settings;
 pub mod signals;
 pub mod sim;

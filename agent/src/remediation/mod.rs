@@ -19,6 +19,7 @@ use tracing::{info, warn, Instrument};
 
 pub use prompt::assemble as assemble_prompt;
 
+use crate::error::AgentError;
 use crate::events::LeaseEvents;
 use crate::metrics::AgentMetrics;
 use crate::workbench::{truncate_utf8, PriorAttempt, Workbench};
@@ -200,6 +201,10 @@ impl RuleLoop<'_> {
         );
         let script = match self.bench.brain.propose(&prompt).await {
             Ok(s) => cap_script(s),
+            Err(AgentError::NoFixAvailable) => {
+                info!("the brain has no fix for this rule");
+                return Step::Escalate(EscalationReason::NoFixAvailable);
+            }
             Err(e) => {
                 warn!(error = %e, "brain unavailable");
                 return Step::Escalate(EscalationReason::LlmUnavailable);

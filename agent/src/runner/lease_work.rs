@@ -111,8 +111,17 @@ impl Runner {
                     self.publish(wt, lease, outcome, attempts, scripts.take())
                         .await;
                 }
-                self.complete(bench, &events, heartbeat, outcome, attempts, duration_ms)
-                    .await
+                let end = self
+                    .complete(bench, &events, heartbeat, outcome, attempts, duration_ms)
+                    .await;
+                // A fix stays on the target for the Evaluator; the next
+                // lease must start from the baseline again (DESIGN T3).
+                if matches!(outcome, Outcome::Fixed { .. }) {
+                    if let Err(e) = bench.target.revert().await {
+                        error!(error = %e, "revert after a fix failed");
+                    }
+                }
+                end
             }
             Ended::Lost(reason) => {
                 heartbeat.stop().await;

@@ -1,0 +1,118 @@
+//! The `ssg` brain: the SCAP content's own bash remediation for the rule,
+//! generated on the target (`oscap xccdf generate fix`) so it matches the
+//! content the Evaluator judges by. A rule without one escalates as
+//! `no_fix_available`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::machine::Machine;
+use super::shell::quote;
+use crate::error::AgentError;
+use crate::workbench::{Brain, BoxFuture, Prompt};
+
+const FIX_PATH: &str = "/var/tmp/fleet-fix/profile.sh";
+const GENERATE_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_FIX_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct SsgBrain {
+    pub machine: Arc<Machine>,
+}
+
+impl SsgBrain {
+    async fn propose_fix(&self, prompt: &Prompt) -> Result<String, AgentError> {
+        let task = &prompt.task;
+        let datastream = task.checks.datastream.as_deref().ok_or_else(|| {
+            AgentError::Brain(format!("skill pack {} has no SCAP datastream", task.skill_pack))
+        })?;
+        // oscap has no per-rule fix generation (it ignores --rule here), so
+        // the profile's script is generated and the rule's section cut out.
+        let script = format!(
+            "mkdir -p /var/tmp/fleet-fix && oscap xccdf generate fix --fix-type bash --profile {profile} --output {out} {ds} 2>&1 | tail -c 2000",
+            profile = quote(&task.profile),
+            out = quote(FIX_PATH),
+            ds = quote(datastream),
+        );
+        let out = self
+            .machine
+            .exec(&script, GENERATE_TIMEOUT)
+            .await
+            .map_err(|e| AgentError::Brain(e.to_string()))?;
+        if out.exit_code != Some(0) {
+            return Err(AgentError::Brain(format!(
+                "oscap xccdf generate fix exited with {:?}: {}",
+                out.exit_code,
+                out.output.trim()
+            )));
+        }
+        let bytes = self
+            .machine
+            .read_file(FIX_PATH, MAX_FIX_BYTES)
+            .await
+            .map_err(|e| AgentError::Brain(e.to_string()))?;
+        let profile_fix = String::from_utf8_lossy(&bytes);
+        let rule = task.checks.xccdf_rule_id(&task.rule);
+        rule_fix(&profile_fix, &rule).ok_or(AgentError::NoFixAvailable)
+    }
+}
+
+/// The section of a profile's generated fix script for `rule`, or `None`
+/// when the content has no bash fix for it.
+pub fn rule_fix(profile_fix: &str, rule: &str) -> Option<String> {
+    let begin = format!(" for '{rule}'\n");
+    let end = format!("# END fix for '{rule}'");
+    let start = profile_fix
+        .lines()
+        .position(|l| l.starts_with("# BEGIN fix (") && format!("{l}\n").ends_with(&begin))?;
+    let body: Vec<&str> = profile_fix
+        .lines()
+        .skip(start + 1)
+        .take_while(|l| !l.starts_with(&end))
+        .filter(|l| !l.starts_with("####") && !l.contains("echo \"Remediating rule "))
+        .collect();
+    let body = body.join("\n");
+    if body.contains("IS MISSING!") || body.trim().is_empty() {
+        return None;
+    }
+    Some(format!("#!/usr/bin/env bash\n{}\n", body.trim()))
+}
+
+impl Brain for SsgBrain {
+    fn propose<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<String, AgentError>> {
+        Box::pin(self.propose_fix(prompt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rule_fix;
+
+    const PROFILE_FIX: &str = "#!/usr/bin/env bash
+###############################################################################
+# BEGIN fix (1 / 2) for 'xccdf_r_partition_for_home'
+###############################################################################
+(>&2 echo \"Remediating rule 1/2: 'xccdf_r_partition_for_home'\")
+(>&2 echo \"FIX FOR THIS RULE 'xccdf_r_partition_for_home' IS MISSING!\")
+
+# END fix for 'xccdf_r_partition_for_home'
+
+###############################################################################
+# BEGIN fix (2 / 2) for 'xccdf_r_sshd_disable_root_login'
+###############################################################################
+(>&2 echo \"Remediating rule 2/2: 'xccdf_r_sshd_disable_root_login'\")
+sed -i 's/^PermitRootLogin.*/PermitRootLogin no/' /etc/ssh/sshd_config
+
+# END fix for 'xccdf_r_sshd_disable_root_login'
+";
+
+    #[test]
+    fn the_rules_section_is_cut_out_and_missing_fixes_are_none() {
+        let fix = rule_fix(PROFILE_FIX, "xccdf_r_sshd_disable_root_login").unwrap();
+        assert!(fix.contains("PermitRootLogin no"), "{fix}");
+        assert!(!fix.contains("partition"), "{fix}");
+        assert_eq!(rule_fix(PROFILE_FIX, "xccdf_r_partition_for_home"), None);
+        assert_eq!(rule_fix(PROFILE_FIX, "xccdf_r_unknown"), None);
+        // A prefix of another rule's id is not that rule.
+        assert_eq!(rule_fix(PROFILE_FIX, "xccdf_r_sshd_disable_root"), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! The Evaluator (DESIGN T4): `oscap xccdf eval --profile P --rule R` on the
+//! target, the ARF results fetched and parsed into a status plus the failing
+//! check's details for the Reflector.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet_common::event::EvalStatus;
+use fleet_common::RuleTask;
+use fleet_scap::{Evaluation as ArfResults, RuleStatus};
+use tracing::debug;
+
+use super::machine::Machine;
+use super::shell::quote;
+use crate::error::AgentError;
+use crate::workbench::{BoxFuture, Evaluation, Evaluator};
+
+/// Where results are written on the target; one evaluation at a time per
+/// target, and the next revert removes it.
+const RESULTS_DIR: &str = "/var/tmp/fleet-eval";
+/// One rule on a small machine takes seconds; a hung probe must not hold
+/// the lease for its whole wall-time budget.
+const EVAL_TIMEOUT: Duration = Duration::from_secs(180);
+/// ARF embeds the datastream (6 MB for Debian 11, 22 MB for RHEL 9).
+const MAX_ARF_BYTES: u64 = 128 * 1024 * 1024;
+/// Failing-check details kept for the Reflector's prompt.
+pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
+
+pub struct OscapEvaluator {
+    pub machine: Arc<Machine>,
+}
+
+impl OscapEvaluator {
+    async fn run(&self, task: &RuleTask) -> Result<Evaluation, AgentError> {
+        let datastream = task.checks.datastream.as_deref().ok_or_else(|| {
+            AgentError::Evaluator(format!(
+                "skill pack {} has no SCAP datastream; it cannot run on a real target",
+                task.skill_pack
+            ))
+        })?;
+        let rule = task.checks.xccdf_rule_id(&task.rule);
+        let arf = format!("{RESULTS_DIR}/arf.xml");
+        // Exit 0: all pass, 2: some failed; anything else is oscap's error.
+        let script = format!(
+            "mkdir -p {dir} && rm -f {arf} && oscap xccdf eval --skip-valid --profile {profile} --rule {rule} --results-arf {arf} {ds} >{dir}/log 2>&1; rc=$?; if [ $rc -ne 0 ] && [ $rc -ne 2 ]; then tail -c 2000 {dir}/log; fi; exit $rc",
+            dir = RESULTS_DIR,
+            arf = quote(&arf),
+            profile = quote(&task.profile),
+            rule = quote(&rule),
+            ds = quote(datastream),
+        );
+        let out = self
+            .machine
+            .exec(&script, EVAL_TIMEOUT)
+            .await
+            .map_err(|e| AgentError::Evaluator(e.to_string()))?;
+        if out.timed_out {
+            return Err(AgentError::Evaluator(format!(
+                "oscap did not finish within {}s",
+                EVAL_TIMEOUT.as_secs()
+            )));
+        }
+        if !matches!(out.exit_code, Some(0) | Some(2)) {
+            return Err(AgentError::Evaluator(format!(
+                "oscap exited with {:?}: {}",
+                out.exit_code,
+                out.output.trim()
+            )));
+        }
+        let bytes = self
+            .machine
+            .read_file(&arf, MAX_ARF_BYTES)
+            .await
+            .map_err(|e| AgentError::Evaluator(format!("fetching {arf}: {e}")))?;
+        let started = std::time::Instant::now();
+        // Parsing 6–22 MB of XML is CPU work; keep it off the runtime.
+        let parsed = tokio::task::spawn_blocking(move || {
+            let text = String::from_utf8_lossy(&bytes);
+            ArfResults::parse(&text)
+        })
+        .await
+        .map_err(|e| AgentError::Evaluator(e.to_string()))?
+        .map_err(|e| AgentError::Evaluator(format!("results of {rule}: {e}")))?;
+        debug!(
+            parse_ms = started.elapsed().as_millis() as u64,
+            "arf parsed"
+        );
+        let result = parsed.rule(&rule).ok_or_else(|| {
+            AgentError::Evaluator(format!("the results hold no rule-result for {rule}"))
+        })?;
+        Ok(Evaluation {
+            status: map_status(result.status),
+            details: result.details_text(MAX_DETAILS_BYTES),
+        })
+    }
+}
+
+/// XCCDF result → the loop's status. A rule oscap did not evaluate
+/// (`notselected`: the profile does not select it) or could not judge is
+/// an error: it can never be fixed by a script.
+pub fn map_status(s: RuleStatus) -> EvalStatus {
+    match s {
+        RuleStatus::Pass | RuleStatus::Fixed => EvalStatus::Pass,
+        RuleStatus::Fail => EvalStatus::Fail,
+        RuleStatus::NotApplicable => EvalStatus::NotApplicable,
+        RuleStatus::NotChecked => EvalStatus::NotChecked,
+        RuleStatus::Informational => EvalStatus::Informational,
+        RuleStatus::Error | RuleStatus::Unknown | RuleStatus::NotSelected => EvalStatus::Error,
+    }
+}
+
+impl Evaluator for OscapEvaluator {
+    fn evaluate<'a>(&'a self, task: &'a RuleTask) -> BoxFuture<'a, Result<Evaluation, AgentError>> {
+        Box::pin(self.run(task))
+    }
+}
