@@ -202,22 +202,29 @@ else
 fi
 
 # ----------------------------------------------------------- 4. the images ---
-# export_as CONTAINER IMAGE: flatten a stopped container into a labelled image.
+# export_as CONTAINER IMAGE [--change ...]: flatten a stopped container into a labelled image.
 export_as() {
-    docker export "$1" | docker import \
+    local ctr=$1 image=$2
+    shift 2
+    docker export "$ctr" | docker import "$@" \
         --change "LABEL fleet.inputs=$INPUTS" \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV DEBIAN_FRONTEND=noninteractive' \
-        --change 'CMD ["sleep", "infinity"]' - "$2" >/dev/null || die "docker export/import of $1 as $2 failed"
-    docker rm -f "$1" >/dev/null
+        --change 'CMD ["sleep", "infinity"]' - "$image" >/dev/null || die "docker export/import of $ctr as $image failed"
+    docker rm -f "$ctr" >/dev/null
 }
 
 step_t=$(date +%s)
 log "4/5 assembling $TARGET_IMAGE offline (log: $LOGS/target.log)"
 run_logged target docker run --name fleet-image-target --network none \
-    -v "$DEF/assemble-target.sh:/assemble-target.sh:ro" -v "$DEF/repo-packages.txt:/mnt/packages.txt:ro" \
-    -v "$REPO_DIR:/mnt/repo:ro" "$BASE_IMAGE" bash /assemble-target.sh
-export_as fleet-image-target "$TARGET_IMAGE"
+    -v "$DEF:/mnt/def:ro" -v "$REPO_DIR:/mnt/repo:ro" "$BASE_IMAGE" bash /mnt/def/assemble-target.sh
+export_as fleet-image-target "$TARGET_IMAGE" --change 'ENTRYPOINT ["/usr/local/sbin/fleet-target-entrypoint"]'
+# Smoke test: seen as a machine, the dpkginfo probe works, auditd is not installed.
+rule=xccdf_org.ssgproject.content_rule_package_audit_installed
+verdict=$(docker run --rm --network none "$TARGET_IMAGE" oscap xccdf eval --skip-valid \
+    --profile xccdf_org.ssgproject.content_profile_standard --rule "$rule" \
+    /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml 2>&1 | sed -n 's/^Result[[:space:]]*//p') || true
+[[ $verdict == fail ]] || die "smoke test: $rule is '$verdict' in $TARGET_IMAGE, expected fail"
 log "    $TARGET_IMAGE in $(($(date +%s) - step_t))s"
 
 step_t=$(date +%s)

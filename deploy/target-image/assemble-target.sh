@@ -24,6 +24,7 @@ printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >/et
 # e.g. auditd cannot start in a container): rules check configuration.
 printf '#!/bin/sh\n# fleet target: services are not started by package installs\nexit 101\n' >/usr/sbin/policy-rc.d
 chmod 0755 /usr/sbin/policy-rc.d
+install -m 0755 /mnt/def/entrypoint.sh /usr/local/sbin/fleet-target-entrypoint
 
 apt-get update -qq
 log "installing openscap-scanner ssg-base ssg-debian from $REPO"
@@ -37,7 +38,7 @@ for tool in bash sleep ps find grep sed tar awk; do
     command -v "$tool" >/dev/null || die "$tool missing from the target"
 done
 
-mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' /mnt/packages.txt | grep -v '^$')
+mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' /mnt/def/repo-packages.txt | grep -v '^$')
 for p in "${pkgs[@]}"; do
     apt-get install -s -y "$p" >/tmp/sim 2>&1 || { cat /tmp/sim >&2; die "apt-get install $p would fail offline"; }
 done

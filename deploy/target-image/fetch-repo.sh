@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs inside a throw-away Debian 11 container (with network) started by
 # scripts/target-image.sh: resolves, against the base image, the dependency
-# closure of the repo packages plus openscap-scanner/ssg-*, downloads it into
+# closure of each repo package and of openscap-scanner/ssg-*, downloads it into
 # /archives (a cache kept across builds) and copies exactly that closure into
 # /repo.
 #
@@ -25,18 +25,25 @@ mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' /packages.txt | grep 
 extra=(/extra/*.deb)
 log "resolving ${#pkgs[@]} rule packages + ${#extra[@]} local packages"
 mkdir -p /archives/partial /tmp/empty-archives/partial
-# --print-uris against an empty cache: every .deb of the closure (what is not
-# yet installed in the base), whether /archives already holds it or not.
-apt-get install -y -qq --print-uris -o Dir::Cache::Archives=/tmp/empty-archives \
-    "${extra[@]}" "${pkgs[@]}" >/tmp/uris ||
-    die "apt cannot resolve the closure of: ${pkgs[*]} ${extra[*]}"
-apt-get install -y -qq --download-only -o Dir::Cache::Archives=/archives "${extra[@]}" "${pkgs[@]}" >/dev/null ||
-    die "downloading the closure failed"
+# closure ARGS...: append to /tmp/uris every .deb that `apt-get install ARGS`
+# needs on the base (--print-uris against an empty cache lists them whether
+# /archives holds them or not), then download what /archives lacks.
+closure() {
+    apt-get install -y -qq --print-uris -o Dir::Cache::Archives=/tmp/empty-archives "$@" >>/tmp/uris ||
+        die "apt cannot resolve: apt-get install $*"
+    apt-get install -y -qq --download-only -o Dir::Cache::Archives=/archives "$@" >/dev/null ||
+        die "downloading the closure of '$*' failed"
+}
+: >/tmp/uris
+closure "${extra[@]}"
+# One package at a time, as a rule installs it: alternatives resolve as they
+# would on the target, and packages that conflict (chrony, ntp) both fit.
+for p in "${pkgs[@]}"; do closure "$p"; done
 n=0
 while read -r url file _rest; do
     [[ $url == file:* ]] && continue # /extra's own packages
     cp -- "/archives/$file" /repo/ || die "$file missing from /archives after download"
     n=$((n + 1))
-done < <(grep "^'" /tmp/uris | tr -d "'")
+done < <(grep "^'" /tmp/uris | tr -d "'" | sort -u -k2,2)
 cp -- "${extra[@]}" /repo/
 log "repo holds $n downloaded + ${#extra[@]} local packages"
