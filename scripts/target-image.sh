@@ -149,16 +149,43 @@ build_network() {
 }
 NET=
 
-# -------------------------------------------------------- 2. openscap .deb ---
-step_t=$(date +%s)
+# ------------------------------- 2. offline repo and 3. openscap .deb, in parallel ---
+# The repo's rule packages are resolved and downloaded (network-bound) while
+# OpenSCAP compiles (CPU-bound); fetch-repo.sh waits for /extra/.ready before
+# it resolves the closure of openscap-scanner and ssg-*.
 OSCAP_KEY=$({ echo "$OSCAP_SHA256 $OSCAP_DEB_VERSION $ROOTFS_KEY $DEBIAN_MIRROR"; cat "$DEF/build-openscap.sh"; } | sha)
 OSCAP_DIR=$CACHE/openscap/$OSCAP_KEY
 OSCAP_DEB=$OSCAP_DIR/openscap-scanner_${OSCAP_DEB_VERSION}_amd64.deb
+SSG_BASE_DEB=$CACHE/debs/$(basename -- "$SSG_BASE_URL")
+SSG_DEBIAN_DEB=$CACHE/debs/$(basename -- "$SSG_DEBIAN_URL")
+REPO_KEY=$({
+    echo "$OSCAP_KEY $ROOTFS_KEY $SSG_BASE_SHA256 $SSG_DEBIAN_SHA256 $DEBIAN_MIRROR $DEBIAN_SUITE"
+    cat "$DEF/repo-packages.txt" "$DEF/fetch-repo.sh"
+} | sha)
+REPO_DIR=$CACHE/repo/$REPO_KEY
+
+fetch_pid=
+repo_t=$(date +%s)
+if [[ ! -f $REPO_DIR/Packages ]]; then
+    NET=${NET:-$(build_network)}
+    log "2/5 resolving and downloading the offline repo closure in the background (network $NET; log: $LOGS/fetch-repo.log)"
+    mkdir -p -- "$TMP/extra" "$TMP/repo"
+    docker run --rm --name fleet-image-fetch-repo --network "$NET" \
+        -e DEBIAN_MIRROR="$DEBIAN_MIRROR" -e DEBIAN_SUITE="$DEBIAN_SUITE" \
+        -v "$DEF/fetch-repo.sh:/fetch-repo.sh:ro" -v "$DEF/repo-packages.txt:/packages.txt:ro" \
+        -v "$TMP/extra:/extra:ro" -v "$CACHE/apt-archives:/archives" -v "$TMP/repo:/repo" \
+        "$BASE_IMAGE" bash /fetch-repo.sh >"$LOGS/fetch-repo.log" 2>&1 &
+    fetch_pid=$!
+else
+    log "2/5 offline repo cached ($REPO_KEY: $(grep -c '^Package:' "$REPO_DIR/Packages") packages)"
+fi
+
+step_t=$(date +%s)
 if [[ ! -f $OSCAP_DEB ]]; then
     OSCAP_TARBALL=$(basename -- "$OSCAP_URL")
     fetch "$OSCAP_URL" "$OSCAP_SHA256" "$CACHE/src/$OSCAP_TARBALL"
     NET=${NET:-$(build_network)}
-    log "2/5 building OpenSCAP $OSCAP_DEB_VERSION from source in a $DEBIAN_SUITE container (network $NET; several minutes; log: $LOGS/openscap.log)"
+    log "3/5 building OpenSCAP $OSCAP_DEB_VERSION from source in a $DEBIAN_SUITE container (network $NET; several minutes; log: $LOGS/openscap.log)"
     mkdir -p -- "$TMP/openscap"
     run_logged openscap docker run --rm --name fleet-image-openscap --network "$NET" \
         -e OSCAP_TARBALL="$OSCAP_TARBALL" -e OSCAP_DEB_VERSION="$OSCAP_DEB_VERSION" \
@@ -170,35 +197,23 @@ if [[ ! -f $OSCAP_DEB ]]; then
     mv -f -- "$TMP/openscap/$(basename -- "$OSCAP_DEB")" "$OSCAP_DEB" || die "the OpenSCAP build produced no $(basename -- "$OSCAP_DEB")"
     log "    openscap-scanner built in $(($(date +%s) - step_t))s"
 else
-    log "2/5 openscap-scanner .deb cached ($OSCAP_KEY)"
+    log "3/5 openscap-scanner .deb cached ($OSCAP_KEY)"
 fi
+fetch "$SSG_BASE_URL" "$SSG_BASE_SHA256" "$SSG_BASE_DEB"
+fetch "$SSG_DEBIAN_URL" "$SSG_DEBIAN_SHA256" "$SSG_DEBIAN_DEB"
 
-# ---------------------------------------------------- 3. offline repository ---
-step_t=$(date +%s)
-fetch "$SSG_BASE_URL" "$SSG_BASE_SHA256" "$CACHE/debs/$(basename -- "$SSG_BASE_URL")"
-fetch "$SSG_DEBIAN_URL" "$SSG_DEBIAN_SHA256" "$CACHE/debs/$(basename -- "$SSG_DEBIAN_URL")"
-REPO_KEY=$({
-    echo "$OSCAP_KEY $ROOTFS_KEY $SSG_BASE_SHA256 $SSG_DEBIAN_SHA256 $DEBIAN_MIRROR $DEBIAN_SUITE"
-    cat "$DEF/repo-packages.txt" "$DEF/fetch-repo.sh"
-} | sha)
-REPO_DIR=$CACHE/repo/$REPO_KEY
-if [[ ! -f $REPO_DIR/Packages ]]; then
-    NET=${NET:-$(build_network)}
-    log "3/5 resolving and downloading the offline repo closure (network $NET; log: $LOGS/fetch-repo.log)"
-    mkdir -p -- "$TMP/extra" "$TMP/repo"
-    cp -- "$OSCAP_DEB" "$CACHE/debs/$(basename -- "$SSG_BASE_URL")" "$CACHE/debs/$(basename -- "$SSG_DEBIAN_URL")" "$TMP/extra/"
-    run_logged fetch-repo docker run --rm --name fleet-image-fetch-repo --network "$NET" \
-        -e DEBIAN_MIRROR="$DEBIAN_MIRROR" -e DEBIAN_SUITE="$DEBIAN_SUITE" \
-        -v "$DEF/fetch-repo.sh:/fetch-repo.sh:ro" -v "$DEF/repo-packages.txt:/packages.txt:ro" \
-        -v "$TMP/extra:/extra:ro" -v "$CACHE/apt-archives:/archives" -v "$TMP/repo:/repo" \
-        "$BASE_IMAGE" bash /fetch-repo.sh
+if [[ -n $fetch_pid ]]; then
+    cp -- "$OSCAP_DEB" "$SSG_BASE_DEB" "$SSG_DEBIAN_DEB" "$TMP/extra/"
+    touch "$TMP/extra/.ready"
+    if ! wait "$fetch_pid"; then
+        tail -n 30 "$LOGS/fetch-repo.log" >&2
+        die "step 'fetch-repo' failed (full log: $LOGS/fetch-repo.log)"
+    fi
     (cd "$TMP/repo" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>/dev/null) ||
         die "dpkg-scanpackages failed in $TMP/repo"
     rm -rf -- "$REPO_DIR"
     mv -- "$TMP/repo" "$REPO_DIR"
-    log "    repo: $(grep -c '^Package:' "$REPO_DIR/Packages") packages, $(du -sm "$REPO_DIR" | cut -f1) MiB, in $(($(date +%s) - step_t))s"
-else
-    log "3/5 offline repo cached ($REPO_KEY: $(grep -c '^Package:' "$REPO_DIR/Packages") packages)"
+    log "    repo: $(grep -c '^Package:' "$REPO_DIR/Packages") packages, $(du -sm "$REPO_DIR" | cut -f1) MiB, ready $(($(date +%s) - repo_t))s after it started"
 fi
 
 # ----------------------------------------------------------- 4. the images ---

@@ -22,28 +22,51 @@ printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >/et
 apt-get update -qq
 
 mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' /packages.txt | grep -v '^$')
-extra=(/extra/*.deb)
-log "resolving ${#pkgs[@]} rule packages + ${#extra[@]} local packages"
-mkdir -p /archives/partial /tmp/empty-archives/partial
+mkdir -p /tmp/empty-archives/partial
+: >/tmp/uris
+files=()
 # closure ARGS...: append to /tmp/uris every .deb that `apt-get install ARGS`
-# needs on the base (--print-uris against an empty cache lists them whether
-# /archives holds them or not), then download what /archives lacks.
+# needs on the base (--print-uris against an empty cache lists them all,
+# whether /archives holds them or not).
 closure() {
     apt-get install -y -qq --print-uris -o Dir::Cache::Archives=/tmp/empty-archives "$@" >>/tmp/uris ||
         die "apt cannot resolve: apt-get install $*"
-    apt-get install -y -qq --download-only -o Dir::Cache::Archives=/archives "$@" >/dev/null ||
-        die "downloading the closure of '$*' failed"
 }
-: >/tmp/uris
-closure "${extra[@]}"
+# download_missing: fetch into /archives the listed .debs it lacks.
+download_missing() {
+    local f name rest ver missing=()
+    mapfile -t files < <(grep "^'http" /tmp/uris | cut -d' ' -f2 | sort -u)
+    for f in "${files[@]}"; do
+        [[ -f /archives/$f ]] && continue
+        name=${f%%_*} rest=${f#*_}
+        ver=${rest%_*}
+        missing+=("$name=${ver//%3a/:}")
+    done
+    ((${#missing[@]})) || return 0
+    log "downloading ${#missing[@]} of ${#files[@]} packages"
+    (cd /archives && apt-get download -qq -o APT::Sandbox::User=root "${missing[@]}") ||
+        die "apt-get download failed"
+}
+
 # One package at a time, as a rule installs it: alternatives resolve as they
 # would on the target, and packages that conflict (chrony, ntp) both fit.
+log "resolving ${#pkgs[@]} rule packages"
 for p in "${pkgs[@]}"; do closure "$p"; done
-n=0
-while read -r url file _rest; do
-    [[ $url == file:* ]] && continue # /extra's own packages
-    cp -- "/archives/$file" /repo/ || die "$file missing from /archives after download"
-    n=$((n + 1))
-done < <(grep "^'" /tmp/uris | tr -d "'" | sort -u -k2,2)
+download_missing
+
+# Our openscap-scanner may still be compiling: the caller touches /extra/.ready.
+for _ in $(seq 1 3600); do
+    [[ -e /extra/.ready ]] && break
+    sleep 1
+done
+[[ -e /extra/.ready ]] || die "the local packages never arrived in /extra"
+extra=(/extra/*.deb)
+log "resolving ${#extra[@]} local packages: ${extra[*]##*/}"
+closure "${extra[@]}"
+download_missing
+
+for f in "${files[@]}"; do
+    cp -- "/archives/$f" /repo/ || die "$f missing from /archives after download"
+done
 cp -- "${extra[@]}" /repo/
-log "repo holds $n downloaded + ${#extra[@]} local packages"
+log "repo holds ${#files[@]} downloaded + ${#extra[@]} local packages"
