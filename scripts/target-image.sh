@@ -47,6 +47,15 @@ docker info >/dev/null 2>&1 || die "cannot talk to the Docker daemon: start it (
 
 label_of() { docker image inspect -f "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
 
+# One build at a time per cache (the build containers have fixed names); a
+# second caller waits, then finds the images up to date.
+mkdir -p -- "$CACHE"
+exec 9>"$CACHE/.lock"
+if ! flock -n 9; then
+    log "another target-image build holds $CACHE/.lock; waiting for it"
+    flock -w 3600 9 || die "still locked after 1 h: is a build stuck? (fuser -v $CACHE/.lock)"
+fi
+
 if [[ $FORCE != 1 && $(label_of "$TARGET_IMAGE" fleet.inputs) == "$INPUTS" &&
     $(label_of "$SANDBOX_IMAGE" fleet.inputs) == "$INPUTS" ]]; then
     echo "target-image: $TARGET_IMAGE and $SANDBOX_IMAGE up to date ($(elapsed))"
