@@ -89,7 +89,7 @@ cleanup() {
     docker rm -f "${CONTAINERS[@]}" >/dev/null 2>&1 || true
     # A debootstrap interrupted mid-way can leave /proc etc. mounted in its tree.
     local m
-    for m in $(grep -o " $TMP/[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(grep -o " $TMP/[^ ]*" /proc/mounts | sort -r)
     rm -rf --one-file-system -- "$TMP"
 }
 trap cleanup EXIT

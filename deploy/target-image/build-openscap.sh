@@ -74,8 +74,9 @@ strip "$pkg/usr/bin/oscap"
 cd /build/pkg
 mkdir -p debian
 printf 'Source: openscap\n\nPackage: openscap-scanner\nArchitecture: amd64\n' >debian/control
+mapfile -t elfs < <(find "$pkg/usr/lib" -name 'libopenscap.so.*' -type f)
 dpkg-shlibdeps -O --ignore-missing-info -l"$pkg/usr/lib/x86_64-linux-gnu" -e "$pkg/usr/bin/oscap" \
-    $(find "$pkg/usr/lib" -name 'libopenscap.so.*' -type f) >substvars 2>shlibdeps.log ||
+    "${elfs[@]/#/-e}" >substvars 2>shlibdeps.log ||
     { cat shlibdeps.log >&2; die "dpkg-shlibdeps failed"; }
 depends=$(sed -n 's/^shlibs:Depends=//p' substvars)
 [[ -n $depends ]] || die "dpkg-shlibdeps found no dependencies"
