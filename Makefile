@@ -7,10 +7,10 @@ SHELL := /bin/bash
 AGENTS ?= 2
 export AGENTS
 
-.PHONY: help deps deps-down build fleet fleet-down test chaos bench fmt lint clean-state
+.PHONY: help deps deps-down build target-image fleet fleet-down test chaos bench fmt lint clean-state
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 deps: ## install and start Redis and Postgres on loopback, install oscap + SSG content (idempotent)
 	@scripts/deps.sh
@@ -21,13 +21,16 @@ deps-down: ## stop Redis and Postgres (data kept)
 build: ## build the coordinator and agent binaries
 	cargo build --bins
 
+target-image: ## build the Debian 11 target and SSH sandbox images (skipped when unchanged; FORCE=1 rebuilds)
+	@scripts/target-image.sh
+
 fleet: deps build ## start coordinator + $(AGENTS) agents and run the demo run
 	@scripts/fleet.sh
 
 fleet-down: ## stop the coordinator, agents and services started by `make fleet`
 	@scripts/fleet-down.sh
 
-test: deps ## the whole test suite against real Redis and Postgres
+test: deps target-image ## the whole test suite against real Redis, Postgres and the target image
 	@source .fleet/env && cargo build --bins && scripts/test.sh
 
 chaos: deps ## long chaos run: agents SIGKILLed and paused mid-lease; prints one line
