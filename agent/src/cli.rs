@@ -10,7 +10,7 @@ use fleet_common::settings::LeaseSettings;
 use fleet_common::AgentId;
 
 use crate::error::AgentError;
-use crate::settings::{hostname, AgentSettings, BrainKind, Connection};
+use crate::settings::{hostname, AgentSettings, BrainKind, Connection, TargetKind, TargetSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -44,6 +44,33 @@ pub struct Cli {
     /// Which brain writes fix scripts.
     #[arg(long, env = "FLEET_BRAIN", value_enum, default_value_t = BrainKind::Sim)]
     pub brain: BrainKind,
+    /// What scripts run on: `docker` (a container per slot from
+    /// --target-image), `ssh` (a VM, see --ssh-config) or `sim`.
+    #[arg(long, env = "FLEET_TARGET", value_enum, default_value_t = TargetKind::Sim)]
+    pub target: TargetKind,
+    /// Image of Docker targets (`make target-image` builds it).
+    #[arg(
+        long,
+        env = "FLEET_TARGET_IMAGE",
+        default_value = "fleet-target:bullseye"
+    )]
+    pub target_image: String,
+    /// CPUs per Docker target.
+    #[arg(long, env = "FLEET_TARGET_CPUS", default_value_t = 1.0)]
+    pub target_cpus: f64,
+    /// Memory per Docker target, MiB.
+    #[arg(long, env = "FLEET_TARGET_MEMORY_MB", default_value_t = 512)]
+    pub target_memory_mb: u64,
+    /// Process limit per Docker target.
+    #[arg(long, env = "FLEET_TARGET_PIDS", default_value_t = 256)]
+    pub target_pids: i64,
+    /// SSH targets: TOML file with host, port, user, private_key_path,
+    /// known_hosts_path, revert_command, network, sandbox_image.
+    #[arg(long, env = "FLEET_SSH_CONFIG")]
+    pub ssh_config: Option<std::path::PathBuf>,
+    /// Leases worked at once, each on its own target.
+    #[arg(long, env = "FLEET_SLOTS", default_value_t = 1)]
+    pub slots: usize,
     /// Simulated work per attempt in ms (sim brain), split between exec and
     /// evaluation.
     #[arg(long, env = "FLEET_SIM_WORK_MS", default_value_t = 50)]
@@ -86,14 +113,46 @@ impl Cli {
                 ))
             }
         };
+        match (self.brain, self.target) {
+            (BrainKind::Sim, TargetKind::Sim) | (BrainKind::Ssg, TargetKind::Docker | TargetKind::Ssh) => {}
+            (BrainKind::Sim, _) => {
+                return Err(AgentError::Config(
+                    "--brain sim writes simulated scripts: use it with --target sim, or pick --brain ssg for a real target".into(),
+                ))
+            }
+            (_, TargetKind::Sim) => {
+                return Err(AgentError::Config(
+                    "--target sim only runs simulated scripts: use --brain sim, or --target docker|ssh".into(),
+                ))
+            }
+        }
+        if self.target == TargetKind::Ssh && self.ssh_config.is_none() {
+            return Err(AgentError::Config(
+                "--target ssh needs --ssh-config FILE (FLEET_SSH_CONFIG)".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.slots) {
+            return Err(AgentError::Config(format!(
+                "--slots is {}: it must be between 1 and 64",
+                self.slots
+            )));
+        }
         Ok(AgentSettings {
             agent,
             connection,
             brain: self.brain,
+            target: TargetSettings {
+                kind: self.target,
+                image: self.target_image,
+                cpus: self.target_cpus,
+                memory_mb: self.target_memory_mb,
+                pids: self.target_pids,
+                ssh_config: self.ssh_config,
+            },
             sim_work: Duration::from_millis(self.sim_work_ms),
             max_leases: self.max_leases,
             metrics_listen: self.metrics_listen,
-            slots: 1,
+            slots: self.slots,
             work_dir: self.work_dir,
         })
     }
@@ -134,5 +193,28 @@ mod tests {
         assert!(parse(&["--id", "a-1", "--coordinator", "http://c"]).is_err());
         assert!(parse(&["--id", "a-1", "--coordinator", "http://c", "--token", "t"]).is_ok());
         assert!(parse(&["--id", "a/1", "--redis-url", "redis://x"]).is_err());
+    }
+
+    #[test]
+    fn brain_and_target_must_fit_together() {
+        let base = ["--id", "a-1", "--redis-url", "redis://x"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        assert!(with(&[]).is_ok(), "sim + sim is the default");
+        let s = with(&["--brain", "ssg", "--target", "docker", "--slots", "2"]).unwrap();
+        assert_eq!(s.target.kind, TargetKind::Docker);
+        assert_eq!(s.slots, 2);
+        let err = with(&["--target", "docker"]).unwrap_err().to_string();
+        assert!(err.contains("--brain ssg"), "{err}");
+        let err = with(&["--brain", "ssg"]).unwrap_err().to_string();
+        assert!(err.contains("--target docker"), "{err}");
+        let err = with(&["--brain", "ssg", "--target", "ssh"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--ssh-config"), "{err}");
+        assert!(with(&["--slots", "0"]).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! runner; on shutdown the runner hands back its leases, then events are
 //! flushed (bounded), then background tasks stop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_common::keys::Keyspace;
@@ -19,9 +20,9 @@ use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::presence::spawn_presence;
 use crate::registration::{register, registration_for};
 use crate::runner::{RunSummary, Runner};
-use crate::settings::{AgentSettings, BrainKind, Connection};
-use crate::sim;
+use crate::settings::{AgentSettings, Connection, TargetKind};
 use crate::workbench::Workbench;
+use crate::{scap, sim};
 
 /// How long events may take to drain after the runner stopped.
 pub const EVENT_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
@@ -64,13 +65,20 @@ pub async fn serve(
     let sink = EventSink::start(client.clone(), agent.clone(), incarnation, metrics.clone());
     let presence = spawn_presence(client.clone(), agent.clone(), background.clone());
 
-    let benches = (0..settings.slots.max(1))
-        .map(|_| workbench(&settings))
-        .collect();
+    let (benches, machines) = match workbenches(&settings).await {
+        Ok(b) => b,
+        Err(e) => {
+            sink.close(EVENT_FLUSH_DEADLINE).await;
+            background.cancel();
+            let _ = presence.await;
+            return Err(e);
+        }
+    };
     let summary = Runner::new(client, sink.clone(), metrics, settings.max_leases, shutdown)
         .with_knowledge(knowledge)
         .run(benches)
         .await;
+    scap::remove_all(&machines).await;
 
     sink.close(EVENT_FLUSH_DEADLINE).await;
     background.cancel();
@@ -79,9 +87,19 @@ pub async fn serve(
     Ok(summary)
 }
 
-fn workbench(settings: &AgentSettings) -> Workbench {
-    match settings.brain {
-        BrainKind::Sim => sim::workbench(settings.sim_work),
+/// One workbench per slot, and the real machines behind them (removed at
+/// shutdown; none for the simulation).
+async fn workbenches(
+    settings: &AgentSettings,
+) -> Result<(Vec<Workbench>, Vec<Arc<scap::Machine>>), AgentError> {
+    match settings.target.kind {
+        TargetKind::Sim => Ok((
+            (0..settings.slots.max(1))
+                .map(|_| sim::workbench(settings.sim_work))
+                .collect(),
+            Vec::new(),
+        )),
+        TargetKind::Docker | TargetKind::Ssh => scap::real_workbenches(settings).await,
     }
 }
 

@@ -21,11 +21,50 @@ pub enum Connection {
     },
 }
 
-/// Which Worker writes the scripts. Only the simulation exists so far.
+/// Which Worker writes the scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BrainKind {
-    /// Deterministic simulated brain, target and evaluator (no host effects).
+    /// Deterministic simulated brain (needs `--target sim`).
     Sim,
+    /// The SCAP content's own bash fix for the rule, generated on the
+    /// target (needs a real target).
+    Ssg,
+}
+
+/// What the scripts run on; the Evaluator follows (sim or OpenSCAP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    /// In-memory simulation; nothing runs anywhere.
+    Sim,
+    /// A container per slot from the target image (DESIGN T1, T5).
+    Docker,
+    /// A VM over SSH, through a sandbox container (DESIGN T6).
+    Ssh,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    pub kind: TargetKind,
+    /// Docker targets: image, CPUs, memory and process limits.
+    pub image: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub pids: i64,
+    /// SSH targets: TOML file with the `SshTargetConfig` fields.
+    pub ssh_config: Option<PathBuf>,
+}
+
+impl Default for TargetSettings {
+    fn default() -> Self {
+        Self {
+            kind: TargetKind::Sim,
+            image: "fleet-target:bullseye".into(),
+            cpus: 1.0,
+            memory_mb: 512,
+            pids: 256,
+            ssh_config: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,12 +72,13 @@ pub struct AgentSettings {
     pub agent: AgentId,
     pub connection: Connection,
     pub brain: BrainKind,
+    pub target: TargetSettings,
     /// Simulated work per attempt (sim brain only).
     pub sim_work: Duration,
     /// Stop after this many completed leases; `None`: run until shutdown.
     pub max_leases: Option<u64>,
     pub metrics_listen: Option<SocketAddr>,
-    /// Leases worked at once, each on its own target. 1 for now.
+    /// Leases worked at once, each on its own target (DESIGN T2).
     pub slots: usize,
     /// The agent's cache of the knowledge repo (used only when the
     /// coordinator serves one); `None`: `.fleet/agents/<agent-id>`.

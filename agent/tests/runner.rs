@@ -31,6 +31,7 @@ fn settings(
             lease: *client.settings(),
         },
         brain: BrainKind::Sim,
+        target: Default::default(),
         sim_work: Duration::from_millis(sim_work_ms),
         max_leases,
         metrics_listen: None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::machine::Machine;
 use super::shell::quote;
 use crate::error::AgentError;
-use crate::workbench::{Brain, BoxFuture, Prompt};
+use crate::workbench::{BoxFuture, Brain, Prompt};
 
 const FIX_PATH: &str = "/var/tmp/fleet-fix/profile.sh";
 const GENERATE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -23,7 +23,10 @@ impl SsgBrain {
     async fn propose_fix(&self, prompt: &Prompt) -> Result<String, AgentError> {
         let task = &prompt.task;
         let datastream = task.checks.datastream.as_deref().ok_or_else(|| {
-            AgentError::Brain(format!("skill pack {} has no SCAP datastream", task.skill_pack))
+            AgentError::Brain(format!(
+                "skill pack {} has no SCAP datastream",
+                task.skill_pack
+            ))
         })?;
         // oscap has no per-rule fix generation (it ignores --rule here), so
         // the profile's script is generated and the rule's section cut out.
@@ -57,19 +60,24 @@ impl SsgBrain {
 }
 
 /// The section of a profile's generated fix script for `rule`, or `None`
-/// when the content has no bash fix for it.
+/// when the content has no bash fix for it. OpenSCAP 1.4 wraps each
+/// section in a subshell whose `(` ends the progress line and whose `)`
+/// starts the END line, so both lines are kept, minus their comments.
 pub fn rule_fix(profile_fix: &str, rule: &str) -> Option<String> {
-    let begin = format!(" for '{rule}'\n");
-    let end = format!("# END fix for '{rule}'");
-    let start = profile_fix
-        .lines()
-        .position(|l| l.starts_with("# BEGIN fix (") && format!("{l}\n").ends_with(&begin))?;
-    let body: Vec<&str> = profile_fix
-        .lines()
-        .skip(start + 1)
-        .take_while(|l| !l.starts_with(&end))
-        .filter(|l| !l.starts_with("####") && !l.contains("echo \"Remediating rule "))
-        .collect();
+    let quoted = format!("'{rule}'");
+    let end_marker = format!("# END fix for {quoted}");
+    let mut lines = profile_fix.lines();
+    lines.find(|l| l.starts_with("# BEGIN fix (") && l.ends_with(&format!(" for {quoted}")))?;
+    let mut body = Vec::new();
+    for line in lines {
+        if let Some(i) = line.find(&end_marker) {
+            body.push(&line[..i]);
+            break;
+        }
+        if !line.starts_with("####") {
+            body.push(line);
+        }
+    }
     let body = body.join("\n");
     if body.contains("IS MISSING!") || body.trim().is_empty() {
         return None;
@@ -87,7 +95,8 @@ impl Brain for SsgBrain {
 mod tests {
     use super::rule_fix;
 
-    const PROFILE_FIX: &str = "#!/usr/bin/env bash
+    /// OpenSCAP 1.3 layout.
+    const PROFILE_FIX_13: &str = "#!/usr/bin/env bash
 ###############################################################################
 # BEGIN fix (1 / 2) for 'xccdf_r_partition_for_home'
 ###############################################################################
@@ -105,14 +114,49 @@ sed -i 's/^PermitRootLogin.*/PermitRootLogin no/' /etc/ssh/sshd_config
 # END fix for 'xccdf_r_sshd_disable_root_login'
 ";
 
+    /// OpenSCAP 1.4 layout: each section is a subshell.
+    const PROFILE_FIX_14: &str = "#!/usr/bin/env bash
+###############################################################################
+# BEGIN fix (1 / 2) for 'xccdf_r_file_permissions_systemmap'
+###############################################################################
+(>&2 echo \"Remediating rule 1/2: 'xccdf_r_file_permissions_systemmap'\"); (
+(>&2 echo \"FIX FOR THIS RULE 'xccdf_r_file_permissions_systemmap' IS MISSING!\")
+
+) # END fix for 'xccdf_r_file_permissions_systemmap'
+
+###############################################################################
+# BEGIN fix (2 / 2) for 'xccdf_r_ensure_logrotate_activated'
+###############################################################################
+(>&2 echo \"Remediating rule 2/2: 'xccdf_r_ensure_logrotate_activated'\"); (
+grep -q \"^daily$\" /etc/logrotate.conf || echo daily >> /etc/logrotate.conf
+
+) # END fix for 'xccdf_r_ensure_logrotate_activated'
+";
+
     #[test]
     fn the_rules_section_is_cut_out_and_missing_fixes_are_none() {
-        let fix = rule_fix(PROFILE_FIX, "xccdf_r_sshd_disable_root_login").unwrap();
+        let fix = rule_fix(PROFILE_FIX_13, "xccdf_r_sshd_disable_root_login").unwrap();
         assert!(fix.contains("PermitRootLogin no"), "{fix}");
         assert!(!fix.contains("partition"), "{fix}");
-        assert_eq!(rule_fix(PROFILE_FIX, "xccdf_r_partition_for_home"), None);
-        assert_eq!(rule_fix(PROFILE_FIX, "xccdf_r_unknown"), None);
+        assert_eq!(rule_fix(PROFILE_FIX_13, "xccdf_r_partition_for_home"), None);
+        assert_eq!(rule_fix(PROFILE_FIX_13, "xccdf_r_unknown"), None);
         // A prefix of another rule's id is not that rule.
-        assert_eq!(rule_fix(PROFILE_FIX, "xccdf_r_sshd_disable_root"), None);
+        assert_eq!(rule_fix(PROFILE_FIX_13, "xccdf_r_sshd_disable_root"), None);
+    }
+
+    #[test]
+    fn a_subshell_section_keeps_both_parentheses() {
+        let fix = rule_fix(PROFILE_FIX_14, "xccdf_r_ensure_logrotate_activated").unwrap();
+        assert_eq!(fix.matches('(').count(), fix.matches(')').count(), "{fix}");
+        assert!(fix.contains("echo daily"), "{fix}");
+        let status = std::process::Command::new("bash")
+            .args(["-n", "-c", &fix])
+            .status()
+            .unwrap();
+        assert!(status.success(), "not valid bash:\n{fix}");
+        assert_eq!(
+            rule_fix(PROFILE_FIX_14, "xccdf_r_file_permissions_systemmap"),
+            None
+        );
     }
 }

@@ -6,8 +6,10 @@
 mod brain;
 mod evaluator;
 mod machine;
+mod setup;
 mod shell;
 
 pub use brain::SsgBrain;
 pub use evaluator::{map_status, OscapEvaluator};
 pub use machine::{Machine, MachineTarget};
+pub use setup::{real_workbenches, remove_all};

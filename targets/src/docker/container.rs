@@ -44,8 +44,11 @@ impl Container {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             // Imported images have no CMD; this one only has to stay up.
-            entrypoint: Some(vec!["sleep".to_string()]),
-            cmd: Some(vec!["infinity".to_string()]),
+            // SSG's content treats `/.dockerenv` (which Docker creates in
+            // every container) as "not a machine" and marks ~70 rules
+            // notapplicable, so it goes first.
+            entrypoint: Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
+            cmd: Some(vec!["rm -f /.dockerenv; exec sleep infinity".to_string()]),
             labels: Some(spec.labels.clone()),
             networking_config: spec.network.as_ref().map(|network| NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(

@@ -1,0 +1,106 @@
+//! One workbench per slot on real machines. On start the agent first
+//! removes what a crashed earlier incarnation left (containers, baseline
+//! images, found by the agent label), then creates its own.
+
+use std::sync::Arc;
+
+use fleet_targets::{
+    cleanup_orphans, connect_docker, DockerTarget, DockerTargetConfig, SshTarget, SshTargetConfig,
+};
+use tracing::{info, warn};
+
+use super::{Machine, MachineTarget, OscapEvaluator, SsgBrain};
+use crate::error::AgentError;
+use crate::settings::{AgentSettings, TargetKind};
+use crate::workbench::Workbench;
+
+/// Machines and the workbenches using them; the machines are removed at
+/// shutdown with [`remove_all`].
+pub async fn real_workbenches(
+    settings: &AgentSettings,
+) -> Result<(Vec<Workbench>, Vec<Arc<Machine>>), AgentError> {
+    let agent = settings.agent.as_str();
+    let docker = connect_docker().map_err(|e| {
+        AgentError::Target(format!(
+            "{e}: real targets need the Docker engine on this host"
+        ))
+    })?;
+    let (containers, images) = cleanup_orphans(&docker, agent)
+        .await
+        .map_err(|e| AgentError::Target(e.to_string()))?;
+    if containers + images > 0 {
+        info!(
+            containers,
+            images, "removed what an earlier incarnation left behind"
+        );
+    }
+    let mut machines = Vec::new();
+    for slot in 0..settings.slots.max(1) as u32 {
+        let machine = match settings.target.kind {
+            TargetKind::Docker => {
+                let mut config = DockerTargetConfig::new(agent, slot);
+                config.image = settings.target.image.clone();
+                config.cpus = settings.target.cpus;
+                config.memory_bytes = (settings.target.memory_mb * 1024 * 1024) as i64;
+                config.pids_limit = settings.target.pids;
+                Machine::Docker(DockerTarget::create(&docker, config).await.map_err(|e| {
+                    AgentError::Target(format!(
+                        "{e} (image {}: run `make target-image`)",
+                        settings.target.image
+                    ))
+                })?)
+            }
+            TargetKind::Ssh => {
+                let config = ssh_config(settings, slot)?;
+                Machine::Ssh(
+                    SshTarget::create(&docker, config)
+                        .await
+                        .map_err(|e| AgentError::Target(e.to_string()))?,
+                )
+            }
+            TargetKind::Sim => {
+                return Err(AgentError::Config(
+                    "sim targets are not real machines".into(),
+                ))
+            }
+        };
+        machines.push(Arc::new(machine));
+    }
+    let benches = machines
+        .iter()
+        .map(|m| Workbench {
+            brain: Arc::new(SsgBrain { machine: m.clone() }),
+            target: Arc::new(MachineTarget(m.clone())),
+            evaluator: Arc::new(OscapEvaluator { machine: m.clone() }),
+        })
+        .collect();
+    Ok((benches, machines))
+}
+
+/// The operator's SSH target file plus this agent's id and slot.
+fn ssh_config(settings: &AgentSettings, slot: u32) -> Result<SshTargetConfig, AgentError> {
+    let path = settings
+        .target
+        .ssh_config
+        .as_ref()
+        .ok_or_else(|| AgentError::Config("--target ssh needs --ssh-config".into()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AgentError::Config(format!("cannot read {}: {e}", path.display())))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?;
+    table.insert("agent_id".into(), settings.agent.as_str().into());
+    table.insert("slot".into(), i64::from(slot).into());
+    table
+        .try_into()
+        .map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Removes the agent's containers (graceful shutdown); failures are logged,
+/// the next start's orphan cleanup catches what is left.
+pub async fn remove_all(machines: &[Arc<Machine>]) {
+    for m in machines {
+        if let Err(e) = m.remove().await {
+            warn!(error = %e, "removing a target failed; the next start cleans it up");
+        }
+    }
+}
