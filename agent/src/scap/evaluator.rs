@@ -88,9 +88,14 @@ impl OscapEvaluator {
         let result = parsed.rule(&rule).ok_or_else(|| {
             AgentError::Evaluator(format!("the results hold no rule-result for {rule}"))
         })?;
+        let details = if result.status.has_details() {
+            result.details_text(MAX_DETAILS_BYTES)
+        } else {
+            String::new()
+        };
         Ok(Evaluation {
             status: map_status(result.status),
-            details: result.details_text(MAX_DETAILS_BYTES),
+            details,
         })
     }
 }
