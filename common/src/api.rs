@@ -40,6 +40,10 @@ impl SubmitRun {
 pub struct SubmitRunResponse {
     pub run: RunId,
     pub tasks: u64,
+    /// Tasks recorded as `already_passing` by the planner's baseline scan
+    /// (never leased); included in `tasks`.
+    #[serde(default)]
+    pub already_passing: u64,
 }
 
 /// `GET /api/v1/runs/{id}`.

@@ -10,6 +10,7 @@
 //! - [`validate`]: what a submission may contain, with helpful messages.
 //! - [`packs`]: skill packs on disk (`<dir>/<name>/pack.toml`).
 //! - [`catalog`]: rule catalogs of the packs' SCAP datastreams, cached.
+//! - [`scan`]: the planner's whole-profile scan of the target image.
 //! - [`reconcile`]: rebuild the Redis queue from Postgres under a new epoch
 //!   generation (DESIGN L1, L6).
 //! - [`ingest`]: event stream → Postgres, exactly once per event id; bad
@@ -34,6 +35,7 @@ pub mod planner;
 mod queue;
 pub mod reaper;
 pub mod reconcile;
+pub mod scan;
 pub mod serve;
 pub mod status;
 pub mod validate;

@@ -7,11 +7,13 @@ use fleet_common::skill_pack::SkillPack;
 
 use crate::catalog::Catalogs;
 use crate::error::CoordinatorError;
+use crate::scan::BaselineScan;
 
 #[derive(Debug, Clone)]
 pub struct SkillPacks {
     dir: PathBuf,
     catalogs: Catalogs,
+    scan: Option<BaselineScan>,
 }
 
 impl SkillPacks {
@@ -19,7 +21,19 @@ impl SkillPacks {
         Self {
             dir: dir.into(),
             catalogs: Catalogs::default(),
+            scan: None,
         }
+    }
+
+    /// Scan this target image before planning, so rules already passing
+    /// there are not leased.
+    pub fn with_baseline_scan(mut self, image: Option<String>) -> Self {
+        self.scan = image.map(|image| BaselineScan { image });
+        self
+    }
+
+    pub fn baseline_scan(&self) -> Option<&BaselineScan> {
+        self.scan.as_ref()
     }
 
     /// Rule catalogs of the packs' datastreams (parsed once per version).

@@ -5,6 +5,8 @@
 //! with all its work items or not at all. Redis comes second; if it fails,
 //! the run is safe in Postgres and reconciliation queues it (DESIGN L6).
 
+use std::collections::HashSet;
+
 use fleet_common::api::{SubmitRun, SubmitRunResponse};
 use fleet_common::lease::LeaseClient;
 use fleet_common::{RuleTask, RunId, TaskId};
@@ -29,6 +31,18 @@ pub async fn submit(
     let catalog = packs.catalogs().rules(&pack, &profile).await?;
     let mut req = req;
     req.rules = resolve_rules(req.rules, catalog, &pack.name, &profile)?;
+    // Rules passing on the target image need no agent (DESIGN T4).
+    let passing: HashSet<String> = match (packs.baseline_scan(), &pack.checks.datastream) {
+        (Some(scan), Some(ds)) => {
+            let ids = scan.passing(ds, &profile).await?;
+            req.rules
+                .iter()
+                .filter(|r| ids.contains(&pack.checks.xccdf_rule_id(r)))
+                .cloned()
+                .collect()
+        }
+        _ => HashSet::new(),
+    };
 
     let n = req.rules.len();
     let mut families = Vec::with_capacity(n);
@@ -78,12 +92,33 @@ pub async fn submit(
     .bind(&hold_thresholds)
     .fetch_all(&mut *tx)
     .await?;
+    if !passing.is_empty() {
+        let passing: Vec<&str> = passing.iter().map(String::as_str).collect();
+        sqlx::query(
+            "UPDATE work_items SET state = 'done', outcome = 'already_passing', attempts = 0,
+                    finished_at = now()
+             WHERE run_id = $1 AND rule_id = ANY($2)",
+        )
+        .bind(run)
+        .bind(&passing)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'completed', finished_at = now()
+             WHERE id = $1 AND NOT EXISTS
+               (SELECT 1 FROM work_items WHERE run_id = $1 AND state = 'pending')",
+        )
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
-    tracing::info!(run, tasks = n, skill_pack = %req.skill_pack, %profile, "run submitted");
+    tracing::info!(run, tasks = n, already_passing = passing.len(), skill_pack = %req.skill_pack, %profile, "run submitted");
 
     let budget = leases.settings().lease_loss_budget;
     let planned = rows
         .into_iter()
+        .filter(|(_, ordinal)| !passing.contains(&req.rules[*ordinal as usize]))
         .map(|(id, ordinal)| {
             let i = ordinal as usize;
             let task = RuleTask {
@@ -116,6 +151,7 @@ pub async fn submit(
     Ok(SubmitRunResponse {
         run: RunId(run),
         tasks: n as u64,
+        already_passing: passing.len() as u64,
     })
 }
 

@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub api_token: String,
     pub agent_token: String,
     pub skill_packs: PathBuf,
+    /// Target image the planner scans to skip rules already passing.
+    pub scan_image: Option<String>,
     pub lease: LeaseSettings,
     /// Consumer name in the ingest group: stable across restarts, distinct
     /// between coordinators running at the same time.
@@ -76,6 +78,7 @@ impl std::fmt::Debug for ServeConfig {
             )
             .field("key_prefix", &self.key_prefix)
             .field("skill_packs", &self.skill_packs)
+            .field("scan_image", &self.scan_image)
             .field("lease", &self.lease)
             .field("consumer", &self.consumer)
             .field("knowledge_dir", &self.knowledge_dir)
@@ -101,6 +104,7 @@ impl ServeConfig {
             api_token: api_token.to_owned(),
             agent_token: agent_token.to_owned(),
             skill_packs: PathBuf::from("skill-packs"),
+            scan_image: None,
             lease: LeaseSettings::default(),
             consumer: "coordinator".to_owned(),
             knowledge_dir: PathBuf::from(DEFAULT_KNOWLEDGE_DIR),
@@ -173,7 +177,7 @@ pub async fn serve_on(
         return Ok(());
     };
 
-    let packs = SkillPacks::new(&config.skill_packs);
+    let packs = SkillPacks::new(&config.skill_packs).with_baseline_scan(config.scan_image.clone());
     match packs.names() {
         names if names.is_empty() => tracing::warn!(dir = %config.skill_packs.display(),
             "no skill packs found (no <dir>/<name>/pack.toml); every submission will be refused"),

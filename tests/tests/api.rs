@@ -16,11 +16,16 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(None).await
+}
+
+/// With `scan_image`, the planner scans it before planning.
+async fn start_with(scan_image: Option<String>) -> Api {
     let c = TestCoordinator::new(LeaseSettings::default()).await;
     let state = AppState {
         pool: c.db.pool.clone(),
         leases: c.queue.client.clone(),
-        packs: c.packs.clone(),
+        packs: c.packs.clone().with_baseline_scan(scan_image),
         metrics: c.metrics.clone(),
         api_token: "api-secret".into(),
         agent_token: "agent-secret".into(),
@@ -148,4 +153,67 @@ async fn a_scap_pack_run_covers_its_profile_and_refuses_foreign_rules() {
         msg.contains("profile_standard"),
         "lists the known profiles: {msg}"
     );
+}
+
+#[tokio::test]
+async fn rules_passing_on_the_target_image_are_recorded_and_never_queued() {
+    let image =
+        std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into());
+    let api = start_with(Some(image)).await;
+    let rules = [
+        "file_owner_etc_passwd",
+        "package_audit_installed",
+        "sshd_disable_root_login",
+    ];
+    let (status, text) = api
+        .submit(
+            Some("api-secret"),
+            json!({"skill_pack": "ssg-debian11-standard", "rules": rules}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{text} (run `make target-image` if the image is missing)"
+    );
+    let resp: fleet_common::api::SubmitRunResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!((resp.tasks, resp.already_passing), (3, 2), "{text}");
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT rule_id, state, outcome FROM work_items WHERE run_id = $1 ORDER BY ordinal",
+    )
+    .bind(resp.run.0)
+    .fetch_all(&api._c.db.pool)
+    .await
+    .unwrap();
+    let want =
+        |r: &str, st: &str, o: Option<&str>| (r.to_string(), st.to_string(), o.map(str::to_string));
+    assert_eq!(
+        rows,
+        vec![
+            want("file_owner_etc_passwd", "done", Some("already_passing")),
+            want("package_audit_installed", "pending", None),
+            // No sshd installed: nothing to configure, the check passes.
+            want("sshd_disable_root_login", "done", Some("already_passing")),
+        ]
+    );
+    api._c.queue.client.set_generation(1).await.unwrap();
+    let queued = api
+        ._c
+        .queue
+        .client
+        .lease(&fleet_common::AgentId::parse("a-1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.map(|l| l.task.rule).as_deref(),
+        Some("package_audit_installed")
+    );
+    let again = api
+        ._c
+        .queue
+        .client
+        .lease(&fleet_common::AgentId::parse("a-1").unwrap())
+        .await
+        .unwrap();
+    assert!(again.is_none(), "only the failing rule is queued");
 }

@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// Directory holding one `<name>/pack.toml` per skill pack.
     #[arg(long, env = "FLEET_SKILL_PACKS", default_value = "skill-packs")]
     pub skill_packs: PathBuf,
+    /// Before planning a run of a pack with SCAP content, scan this target
+    /// image with the whole profile and record rules that already pass
+    /// there as `already_passing` (never leased). Default: off.
+    #[arg(long, env = "FLEET_SCAN_IMAGE")]
+    pub scan_image: Option<String>,
     #[command(flatten)]
     pub lease: LeaseArgs,
     /// Consumer name in the ingest group: keep it across restarts (a restarted

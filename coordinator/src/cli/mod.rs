@@ -61,6 +61,7 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
             "any long random string; agents send it to register",
         )?,
         skill_packs: a.skill_packs,
+        scan_image: a.scan_image,
         lease,
         consumer: a.consumer,
         knowledge_dir: a.knowledge_dir,
