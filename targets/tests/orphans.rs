@@ -11,33 +11,7 @@ use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptions, TagImageOptions};
 use common::{docker_with, target_image, Agent};
-use fleet_targets::{cleanup_orphans, DockerTarget, DockerTargetConfig, BASELINE_REPO};
-
-const HOLD_AGENT: &str = "FLEET_HOLD_AGENT";
-
-/// Not a test on its own: the child process of
-/// `targets_of_a_killed_agent_are_removed_by_its_successor`, which holds
-/// two targets until it is killed.
-#[tokio::test]
-#[ignore = "run by orphan test as its child process"]
-async fn hold_targets_until_killed() {
-    let Ok(agent_id) = std::env::var(HOLD_AGENT) else {
-        return;
-    };
-    let docker = docker_with(&target_image()).await;
-    for slot in [0, 1] {
-        let mut config = DockerTargetConfig::new(agent_id.clone(), slot);
-        config.image = target_image();
-        let target = DockerTarget::create(&docker, config).await.unwrap();
-        if slot == 1 {
-            // Touched before the baseline, so it is committed, not tagged.
-            target.write_file("/etc/fleet-mark", b"x").await.unwrap();
-        }
-        target.baseline().await.unwrap();
-    }
-    println!("READY");
-    tokio::time::sleep(Duration::from_secs(3600)).await;
-}
+use fleet_targets::{cleanup_orphans, BASELINE_REPO};
 
 async fn agent_containers(docker: &bollard::Docker, agent_id: &str) -> usize {
     let filters = HashMap::from([("label".to_string(), vec![format!("fleet.agent={agent_id}")])]);
@@ -77,14 +51,8 @@ async fn targets_of_a_killed_agent_are_removed_by_its_successor() {
         .await
         .unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "hold_targets_until_killed",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(HOLD_AGENT, &agent.id)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hold-targets"))
+        .args([agent.id.as_str(), target_image().as_str()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

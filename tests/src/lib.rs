@@ -11,7 +11,9 @@
 //! - [`queue`]: a `LeaseClient` on a fresh key prefix, plus fixtures.
 //! - [`db`]: a Postgres pool on a fresh, migrated schema.
 //! - [`procs`]: starting and signalling the real binaries.
+//! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
 
+pub mod bench_target;
 pub mod chaos;
 pub mod coord;
 pub mod db;

@@ -4,6 +4,9 @@
 //! renew + complete with its event) on the real scripts, against
 //! `redis-benchmark` running EVALSHA of a no-op script with the same number
 //! of clients on the same Redis, right after.
+//!
+//! `bench target`: revert, exec and one-rule OpenSCAP evaluation on a
+//! Docker target (goal: revert p50 ≤ 1 s).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +26,8 @@ enum Which {
     Lease,
     /// Redis-side cost of each lease script (INFO commandstats per phase).
     LeaseProfile,
+    /// Revert, exec and one-rule evaluation on a Docker target.
+    Target,
 }
 
 #[derive(Parser)]
@@ -40,6 +45,16 @@ struct Args {
     /// Lease cycles per agent (the queue holds agents × this many tasks).
     #[arg(long, default_value_t = 400)]
     tasks_per_agent: usize,
+    /// Image of the target benchmark.
+    #[arg(
+        long,
+        env = "FLEET_TARGET_IMAGE",
+        default_value = "fleet-target:bullseye"
+    )]
+    target_image: String,
+    /// Rounds (exec + evaluate + revert) of the target benchmark.
+    #[arg(long, default_value_t = 10)]
+    target_rounds: usize,
 }
 
 #[tokio::main]
@@ -55,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
             args.tasks_per_agent,
         )
         .await?;
+    }
+    if matches!(args.which, Which::All | Which::Target) {
+        let figures =
+            fleet_tests::bench_target::bench_target(&args.target_image, args.target_rounds).await?;
+        println!("{}", figures.line());
     }
     Ok(())
 }
