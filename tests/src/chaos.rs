@@ -127,6 +127,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         agents: plan.agents,
         sim_work_ms: plan.sim_work_ms,
         lease_loss_budget: 5,
+        target_image: None,
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

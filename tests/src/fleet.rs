@@ -22,6 +22,9 @@ pub struct FleetOpts {
     /// Simulated work per attempt, in ms.
     pub sim_work_ms: u64,
     pub lease_loss_budget: u32,
+    /// Agents on Docker targets of this image with the `ssg` brain, and the
+    /// planner scanning it; `None`: the simulation.
+    pub target_image: Option<String>,
 }
 
 impl Default for FleetOpts {
@@ -30,6 +33,7 @@ impl Default for FleetOpts {
             agents: 2,
             sim_work_ms: 20,
             lease_loss_budget: 5,
+            target_image: None,
         }
     }
 }
@@ -95,6 +99,9 @@ impl Fleet {
             .env("FLEET_KNOWLEDGE_DIR", self.knowledge_dir())
             .arg("--lease-loss-budget")
             .arg(self.opts.lease_loss_budget.to_string());
+        if let Some(image) = &self.opts.target_image {
+            cmd.env("FLEET_SCAN_IMAGE", image);
+        }
         self.coordinator = Some(Proc::spawn(
             "coordinator",
             cmd,
@@ -130,6 +137,15 @@ impl Fleet {
         format!("agent-{}", i + 1)
     }
 
+    /// Agent i's id: its name, or with real targets, name and schema, so
+    /// parallel tests never share a container name.
+    pub fn agent_id(&self, i: usize) -> String {
+        match self.opts.target_image {
+            None => Self::agent_name(i),
+            Some(_) => format!("{}-{}", self.db.schema, Self::agent_name(i)),
+        }
+    }
+
     /// The coordinator's bare knowledge repo.
     pub fn knowledge_dir(&self) -> PathBuf {
         self.logs.join("knowledge.git")
@@ -149,6 +165,13 @@ impl Fleet {
             .env("FLEET_WORK_DIR", self.agent_work_dir(i))
             .arg("--sim-work-ms")
             .arg(self.opts.sim_work_ms.to_string());
+        if let Some(image) = &self.opts.target_image {
+            // Container names derive from the agent id: unique per test.
+            cmd.env("FLEET_AGENT_ID", self.agent_id(i))
+                .env("FLEET_TARGET", "docker")
+                .env("FLEET_BRAIN", "ssg")
+                .env("FLEET_TARGET_IMAGE", image);
+        }
         self.agents[i] = Some(Proc::spawn(
             &name,
             cmd,
@@ -157,8 +180,13 @@ impl Fleet {
     }
 
     pub async fn submit(&self, rules: Vec<String>) -> RunId {
+        self.submit_pack("sim-demo", rules).await.run
+    }
+
+    /// Submits `rules` (empty: the whole profile) of `pack`.
+    pub async fn submit_pack(&self, pack: &str, rules: Vec<String>) -> SubmitRunResponse {
         let req = SubmitRun {
-            skill_pack: "sim-demo".into(),
+            skill_pack: pack.into(),
             profile: None,
             rules,
             budgets: Budgets::default(),
@@ -177,7 +205,7 @@ impl Fleet {
             "submit failed: {}",
             resp.text().await.unwrap()
         );
-        resp.json::<SubmitRunResponse>().await.unwrap().run
+        resp.json::<SubmitRunResponse>().await.unwrap()
     }
 
     pub async fn status(&self, run: RunId) -> RunStatus {
@@ -262,7 +290,7 @@ impl Fleet {
     pub async fn missing_lease_branches(&self, run: RunId) -> (usize, Vec<String>) {
         let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
             "SELECT rule_id, outcome, accepted_epoch, accepted_agent FROM work_items
-             WHERE run_id = $1 AND accepted_agent LIKE 'agent-%' AND accepted_epoch IS NOT NULL",
+             WHERE run_id = $1 AND accepted_agent <> 'coordinator' AND accepted_epoch IS NOT NULL",
         )
         .bind(run.0)
         .fetch_all(&self.db.pool)

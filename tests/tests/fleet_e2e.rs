@@ -26,6 +26,7 @@ async fn demo_run_gets_the_predicted_outcome_for_every_rule() {
         agents: 2,
         sim_work_ms: 5,
         lease_loss_budget: 5,
+        ..Default::default()
     })
     .await;
     let main_before = fleet.knowledge_main();

@@ -1,0 +1,101 @@
+//! End to end on real parts: the coordinator binary scans the target image
+//! and plans the Debian 11 standard profile; two agent binaries, each on its
+//! own Docker target from `make target-image`, remediate the rest with the
+//! `ssg` brain and OpenSCAP inside the targets; results reach Postgres and
+//! the knowledge repo, and the agents leave no container behind.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fleet_tests::fleet::{Fleet, FleetOpts};
+
+fn image() -> String {
+    std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into())
+}
+
+/// Containers (any state) labelled with `agent`.
+fn containers_of(agent: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=fleet.agent={agent}"),
+        ])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
+    let mut fleet = Fleet::start(FleetOpts {
+        agents: 2,
+        target_image: Some(image()),
+        ..Default::default()
+    })
+    .await;
+    let resp = fleet.submit_pack("ssg-debian11-standard", vec![]).await;
+    assert_eq!(resp.tasks, 44, "the whole standard profile");
+    assert!(
+        resp.already_passing > 0 && resp.already_passing < 44,
+        "the baseline scan splits the profile: {resp:?}"
+    );
+    let status = fleet
+        .wait_completed(resp.run, Duration::from_secs(600))
+        .await;
+    assert_eq!(status.finished, 44);
+    assert_eq!(status.already_passing, resp.already_passing);
+
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT rule_id, outcome, reason, accepted_agent FROM work_items WHERE run_id = $1",
+    )
+    .bind(resp.run.0)
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    let got: HashMap<&str, (&str, Option<&str>, Option<&str>)> = rows
+        .iter()
+        .map(|(r, o, why, a)| (r.as_str(), (o.as_str(), why.as_deref(), a.as_deref())))
+        .collect();
+    assert_eq!(got.len(), 44);
+    // Passing on the image: the planner recorded it, no agent touched it.
+    assert_eq!(
+        got["file_owner_etc_passwd"],
+        ("already_passing", None, None)
+    );
+    // Fails in a container, and SSG ships no bash fix for it.
+    assert_eq!(got["partition_for_home"].0, "escalated");
+    assert_eq!(got["partition_for_home"].1, Some("no_fix_available"));
+    assert_eq!(got["package_audit_installed"].1, Some("no_fix_available"));
+    // Every leased rule came from one of this fleet's agents.
+    let agents: Vec<String> = (0..2).map(|i| fleet.agent_id(i)).collect();
+    for (rule, (outcome, _, agent)) in &got {
+        if *outcome != "already_passing" {
+            assert!(
+                agent.is_some_and(|a| agents.iter().any(|x| x == a)),
+                "{rule}: accepted from {agent:?}"
+            );
+        }
+    }
+
+    for slot in &mut fleet.agents {
+        let agent = slot.take().unwrap();
+        let name = agent.name.clone();
+        let exit = agent.terminate(Duration::from_secs(60)).await;
+        assert!(exit.is_some_and(|s| s.success()), "{name}: {exit:?}");
+    }
+    for a in &agents {
+        assert_eq!(
+            containers_of(a),
+            Vec::<String>::new(),
+            "{a} left containers"
+        );
+    }
+    let (checked, missing) = fleet.missing_lease_branches(resp.run).await;
+    assert_eq!(checked as u64, 44 - resp.already_passing);
+    assert!(missing.is_empty(), "missing lease branches: {missing:?}");
+}
