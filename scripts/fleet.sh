@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make fleet`: start the coordinator and $AGENTS agents on this host (reusing
 # any already running), submit the demo run and watch it to the end.
+# TARGET=docker: agents on Docker targets of the image `make target-image`
+# builds, with the ssg brain and OpenSCAP; the run is the Debian 11
+# standard profile, minus what the coordinator's baseline scan finds passing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -29,6 +32,13 @@ listen="${FLEET_LISTEN:-127.0.0.1:8080}"
 api="http://$listen"
 export FLEET_API_URL="$api"
 bin="$root/target/debug"
+target="${TARGET:-sim}"
+image="${FLEET_TARGET_IMAGE:-fleet-target:bullseye}"
+case "$target" in
+  sim) agent_args=(--sim-work-ms "${SIM_WORK_MS:-200}"); scan=() ;;
+  docker) agent_args=(--target docker --brain ssg --target-image "$image"); scan=(FLEET_SCAN_IMAGE="$image") ;;
+  *) echo "fleet: TARGET must be sim or docker, got '$target'" >&2; exit 2 ;;
+esac
 
 # GET /healthz with bash alone (no curl on a bare machine).
 healthy() {
@@ -46,7 +56,7 @@ if alive coordinator; then
   echo "fleet: coordinator already running (pid $(cat "$state/pids/coordinator.pid"))"
 else
   echo "fleet: starting coordinator on $api"
-  FLEET_LISTEN="$listen" FLEET_SKILL_PACKS="$root/skill-packs" \
+  env "${scan[@]}" FLEET_LISTEN="$listen" FLEET_SKILL_PACKS="$root/skill-packs" \
     FLEET_KNOWLEDGE_DIR="${FLEET_KNOWLEDGE_DIR:-$state/knowledge.git}" \
     nohup "$bin/fleet-coordinator" serve >> "$state/logs/coordinator.log" 2>&1 &
   echo $! > "$state/pids/coordinator.pid"
@@ -63,13 +73,19 @@ for i in $(seq 1 "${AGENTS:-2}"); do
   if alive "$name"; then continue; fi
   echo "fleet: starting $name"
   FLEET_COORDINATOR_URL="$api" FLEET_AGENT_ID="$name" FLEET_WORK_DIR="$state/agents/$name" \
-    nohup "$bin/fleet-agent" --sim-work-ms "${SIM_WORK_MS:-200}" >> "$state/logs/$name.log" 2>&1 &
+    nohup "$bin/fleet-agent" "${agent_args[@]}" >> "$state/logs/$name.log" 2>&1 &
   echo $! > "$state/pids/$name.pid"
 done
 
-rules="${RULES:-$root/skill-packs/sim-demo/rules.txt}"
-run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-sim-demo}" --rules-file "$rules" --quiet)
-echo "fleet: submitted run $run ($(grep -cv '^\s*\(#\|$\)' "$rules") rules) to ${AGENTS:-2} agents"
+if [[ $target == docker ]]; then
+  # No rules: the coordinator takes the pack profile's rules from its catalog.
+  run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-ssg-debian11-standard}" --quiet)
+  echo "fleet: submitted run $run (the profile's rules) to ${AGENTS:-2} agents on Docker targets"
+else
+  rules="${RULES:-$root/skill-packs/sim-demo/rules.txt}"
+  run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-sim-demo}" --rules-file "$rules" --quiet)
+  echo "fleet: submitted run $run ($(grep -cv '^\s*\(#\|$\)' "$rules") rules) to ${AGENTS:-2} agents"
+fi
 "$bin/fleet-coordinator" watch "$run"
 "$bin/fleet-coordinator" status "$run" --summary-line
 echo "fleet: logs in $state/logs, metrics at $api/metrics; stop everything with \`make fleet-down\`"
