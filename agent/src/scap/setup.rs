@@ -104,3 +104,60 @@ pub async fn remove_all(machines: &[Arc<Machine>]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{Connection, TargetSettings};
+    use fleet_common::settings::LeaseSettings;
+    use fleet_common::AgentId;
+
+    fn settings(file: &std::path::Path) -> AgentSettings {
+        AgentSettings {
+            agent: AgentId::parse("agent-7").unwrap(),
+            connection: Connection::Direct {
+                redis_url: "redis://x".into(),
+                key_prefix: "t:".into(),
+                lease: LeaseSettings::default(),
+            },
+            brain: crate::settings::BrainKind::Ssg,
+            target: TargetSettings {
+                kind: TargetKind::Ssh,
+                ssh_config: Some(file.to_owned()),
+                ..TargetSettings::default()
+            },
+            sim_work: std::time::Duration::ZERO,
+            max_leases: None,
+            metrics_listen: None,
+            slots: 2,
+            work_dir: None,
+        }
+    }
+
+    #[test]
+    fn the_operator_file_gets_the_agent_id_and_slot() {
+        let file = std::env::temp_dir().join(format!("ssh-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &file,
+            r#"host = "vm1.example"
+private_key_path = "/etc/fleet/id_ed25519"
+known_hosts_path = "/etc/fleet/known_hosts"
+revert_command = ["virsh", "snapshot-revert", "vm1", "baseline"]
+network = "fleet-vms"
+"#,
+        )
+        .unwrap();
+        let c = ssh_config(&settings(&file), 1).unwrap();
+        assert_eq!((c.agent_id.as_str(), c.slot), ("agent-7", 1));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.user.as_str()),
+            ("vm1.example", 22, "root")
+        );
+        assert_eq!(c.revert_command[0], "virsh");
+
+        std::fs::write(&file, "host = \"vm1\"\nsurprise = 1\n").unwrap();
+        let err = ssh_config(&settings(&file), 0).unwrap_err().to_string();
+        assert!(err.contains("surprise") || err.contains("unknown"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+    }
+}
