@@ -196,24 +196,14 @@ async fn rules_passing_on_the_target_image_are_recorded_and_never_queued() {
             want("sshd_disable_root_login", "done", Some("already_passing")),
         ]
     );
-    api._c.queue.client.set_generation(1).await.unwrap();
-    let queued = api
-        ._c
-        .queue
-        .client
-        .lease(&fleet_common::AgentId::parse("a-1").unwrap())
-        .await
-        .unwrap();
+    let queue = &api._c.queue.client;
+    queue.set_generation(1).await.unwrap();
+    let agent = fleet_common::AgentId::parse("a-1").unwrap();
+    let queued = queue.lease(&agent).await.unwrap();
     assert_eq!(
         queued.map(|l| l.task.rule).as_deref(),
         Some("package_audit_installed")
     );
-    let again = api
-        ._c
-        .queue
-        .client
-        .lease(&fleet_common::AgentId::parse("a-1").unwrap())
-        .await
-        .unwrap();
+    let again = queue.lease(&agent).await.unwrap();
     assert!(again.is_none(), "only the failing rule is queued");
 }
