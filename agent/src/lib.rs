@@ -10,6 +10,8 @@
 //!   [`sim::expected_outcome`].
 //! - [`scap`]: real machines — Docker and SSH targets, the OpenSCAP
 //!   Evaluator and the `ssg` brain, all running on the target.
+//! - [`llm`]: the `openai` brain — a chat-completions client with retries
+//!   and a concurrency limit, and script extraction from answers.
 //! - [`remediation`]: the per-rule attempt loop, health checks and prompt
 //!   assembly.
 //! - [`events`]: `EventSink`, which stamps envelopes and seqs and feeds the
@@ -30,6 +32,7 @@ pub mod error;
 pub mod events;
 pub mod heartbeat;
 pub mod knowledge;
+pub mod llm;
 pub mod logging;
 pub mod metrics;
 pub mod presence;

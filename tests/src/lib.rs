@@ -10,6 +10,7 @@
 //! - [`services`]: where Redis and Postgres are, and the check that they answer.
 //! - [`queue`]: a `LeaseClient` on a fresh key prefix, plus fixtures.
 //! - [`db`]: a Postgres pool on a fresh, migrated schema.
+//! - [`fake_llm`]: the scripted OpenAI-compatible endpoint (real HTTP).
 //! - [`procs`]: starting and signalling the real binaries.
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
 
@@ -17,6 +18,7 @@ pub mod bench_target;
 pub mod chaos;
 pub mod coord;
 pub mod db;
+pub mod fake_llm;
 pub mod fleet;
 pub mod procs;
 pub mod queue;

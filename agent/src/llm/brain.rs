@@ -1,0 +1,55 @@
+//! The `openai` Worker: the assembled prompt as the user message, the
+//! fenced script of the answer as the fix. An answer without a script is
+//! asked again once (models sometimes only explain), then given up on.
+
+use tracing::warn;
+
+use super::client::{ChatClient, Message};
+use super::extract::extract_script;
+use crate::error::AgentError;
+use crate::workbench::{BoxFuture, Brain, Prompt};
+
+const SYSTEM: &str =
+    "You are a Linux hardening engineer. Answer with one bash script in a ```bash fenced block.";
+
+pub struct OpenAiBrain {
+    pub client: ChatClient,
+}
+
+impl OpenAiBrain {
+    async fn ask(&self, prompt: &Prompt) -> Result<String, AgentError> {
+        let mut messages = vec![Message::system(SYSTEM), Message::user(prompt.text.clone())];
+        for round in 0..2 {
+            let answer = self
+                .client
+                .complete(&messages)
+                .await
+                .map_err(|e| AgentError::Brain(e.to_string()))?;
+            match extract_script(&answer) {
+                Ok(script) => return Ok(script),
+                Err(e) if round == 0 => {
+                    warn!(error = %e, "answer without a script; asking once more");
+                    messages.push(Message {
+                        role: "assistant".into(),
+                        content: answer,
+                    });
+                    messages.push(Message::user(
+                        "Reply with the script only, in one ```bash fenced block.",
+                    ));
+                }
+                Err(e) => {
+                    return Err(AgentError::Brain(format!(
+                        "no script after a second ask: {e}"
+                    )))
+                }
+            }
+        }
+        unreachable!("two rounds always return")
+    }
+}
+
+impl Brain for OpenAiBrain {
+    fn propose<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<String, AgentError>> {
+        Box::pin(self.ask(prompt))
+    }
+}

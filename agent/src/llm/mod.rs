@@ -1,0 +1,11 @@
+//! The `openai` brain: the OpenAI chat-completions API as served by vLLM,
+//! llama.cpp's server and Ollama (`/v1/chat/completions`), and the script
+//! extraction from its answers.
+
+mod brain;
+mod client;
+mod extract;
+
+pub use brain::OpenAiBrain;
+pub use client::{ChatClient, LlmError, LlmSettings, Message};
+pub use extract::{extract_script, ExtractError};
