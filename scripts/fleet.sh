@@ -36,7 +36,12 @@ target="${TARGET:-sim}"
 image="${FLEET_TARGET_IMAGE:-fleet-target:bullseye}"
 case "$target" in
   sim) agent_args=(--sim-work-ms "${SIM_WORK_MS:-200}"); scan=() ;;
-  docker) agent_args=(--target docker --brain ssg --target-image "$image"); scan=(FLEET_SCAN_IMAGE="$image") ;;
+  # The LLM brain when an endpoint is configured (FLEET_LLM_URL, and
+  # FLEET_LLM_MODEL / FLEET_LLM_API_KEY from the environment), else the
+  # SCAP content's own fixes.
+  docker) agent_args=(--target docker --brain "${FLEET_LLM_URL:+openai}" --target-image "$image")
+          [[ -n ${FLEET_LLM_URL:-} ]] || agent_args[2]=ssg
+          scan=(FLEET_SCAN_IMAGE="$image") ;;
   *) echo "fleet: TARGET must be sim or docker, got '$target'" >&2; exit 2 ;;
 esac
 

@@ -68,6 +68,31 @@ pub struct Cli {
     /// known_hosts_path, revert_command, network, sandbox_image.
     #[arg(long, env = "FLEET_SSH_CONFIG")]
     pub ssh_config: Option<std::path::PathBuf>,
+    /// `openai` brain: base URL up to `/v1` (vLLM `http://host:8000/v1`,
+    /// llama.cpp `http://host:8080/v1`, Ollama `http://host:11434/v1`).
+    #[arg(long, env = "FLEET_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// `openai` brain: model name as the server knows it.
+    #[arg(long, env = "FLEET_LLM_MODEL", default_value = "default")]
+    pub llm_model: String,
+    /// `openai` brain: bearer key, if the server wants one (never logged).
+    #[arg(long, env = "FLEET_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// `openai` brain: sampling temperature.
+    #[arg(long, env = "FLEET_LLM_TEMPERATURE", default_value_t = 0.2)]
+    pub llm_temperature: f32,
+    /// `openai` brain: answer length cap, tokens.
+    #[arg(long, env = "FLEET_LLM_MAX_TOKENS", default_value_t = 2048)]
+    pub llm_max_tokens: u32,
+    /// `openai` brain: per-request timeout, seconds.
+    #[arg(long, env = "FLEET_LLM_TIMEOUT_S", default_value_t = 120)]
+    pub llm_timeout_s: u64,
+    /// `openai` brain: retries on 429, 5xx and transport errors.
+    #[arg(long, env = "FLEET_LLM_RETRIES", default_value_t = 3)]
+    pub llm_retries: usize,
+    /// `openai` brain: requests in flight from this agent.
+    #[arg(long, env = "FLEET_LLM_CONCURRENCY", default_value_t = 2)]
+    pub llm_concurrency: usize,
     /// Leases worked at once, each on its own target.
     #[arg(long, env = "FLEET_SLOTS", default_value_t = 1)]
     pub slots: usize,
@@ -114,7 +139,8 @@ impl Cli {
             }
         };
         match (self.brain, self.target) {
-            (BrainKind::Sim, TargetKind::Sim) | (BrainKind::Ssg, TargetKind::Docker | TargetKind::Ssh) => {}
+            (BrainKind::Sim, TargetKind::Sim)
+            | (BrainKind::Ssg | BrainKind::Openai, TargetKind::Docker | TargetKind::Ssh) => {}
             (BrainKind::Sim, _) => {
                 return Err(AgentError::Config(
                     "--brain sim writes simulated scripts: use it with --target sim, or pick --brain ssg for a real target".into(),
@@ -125,6 +151,12 @@ impl Cli {
                     "--target sim only runs simulated scripts: use --brain sim, or --target docker|ssh".into(),
                 ))
             }
+        }
+        if self.brain == BrainKind::Openai && self.llm_url.is_none() {
+            return Err(AgentError::Config(
+                "--brain openai needs --llm-url (FLEET_LLM_URL), e.g. http://127.0.0.1:8000/v1"
+                    .into(),
+            ));
         }
         if self.target == TargetKind::Ssh && self.ssh_config.is_none() {
             return Err(AgentError::Config(
@@ -141,6 +173,16 @@ impl Cli {
             agent,
             connection,
             brain: self.brain,
+            llm: crate::llm::LlmSettings {
+                base_url: self.llm_url.unwrap_or_default(),
+                model: self.llm_model,
+                api_key: self.llm_api_key,
+                temperature: self.llm_temperature,
+                max_tokens: self.llm_max_tokens,
+                timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
+                retries: self.llm_retries,
+                concurrency: self.llm_concurrency.max(1),
+            },
             target: TargetSettings {
                 kind: self.target,
                 image: self.target_image,

@@ -29,6 +29,9 @@ pub enum BrainKind {
     /// The SCAP content's own bash fix for the rule, generated on the
     /// target (needs a real target).
     Ssg,
+    /// An OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp's
+    /// server, Ollama; needs a real target).
+    Openai,
 }
 
 /// What the scripts run on; the Evaluator follows (sim or OpenSCAP).
@@ -73,6 +76,8 @@ pub struct AgentSettings {
     pub connection: Connection,
     pub brain: BrainKind,
     pub target: TargetSettings,
+    /// The endpoint of the `openai` brain.
+    pub llm: crate::llm::LlmSettings,
     /// Simulated work per attempt (sim brain only).
     pub sim_work: Duration,
     /// Stop after this many completed leases; `None`: run until shutdown.

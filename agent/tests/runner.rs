@@ -32,6 +32,7 @@ fn settings(
         },
         brain: BrainKind::Sim,
         target: Default::default(),
+        llm: Default::default(),
         sim_work: Duration::from_millis(sim_work_ms),
         max_leases,
         metrics_listen: None,

@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LlmSettings {
     /// Base URL up to and including `/v1`, e.g. `http://127.0.0.1:8000/v1`.
     pub base_url: String,
@@ -26,6 +26,22 @@ pub struct LlmSettings {
     pub retries: usize,
     /// Requests in flight to this endpoint from this agent.
     pub concurrency: usize,
+}
+
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Settings get logged; the key must not be.
+        f.debug_struct("LlmSettings")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 impl Default for LlmSettings {
@@ -211,4 +227,20 @@ fn cut(body: &str) -> String {
     let mut s = body.to_owned();
     crate::workbench::truncate_utf8(&mut s, MAX_ERROR_BODY);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let s = LlmSettings {
+            api_key: Some("sk-very-secret".into()),
+            ..LlmSettings::default()
+        };
+        let shown = format!("{s:?} {:?}", ChatClient::new(s.clone()).unwrap());
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

@@ -11,8 +11,9 @@ use tracing::{info, warn};
 
 use super::{Machine, MachineTarget, OscapEvaluator, SsgBrain};
 use crate::error::AgentError;
-use crate::settings::{AgentSettings, TargetKind};
-use crate::workbench::Workbench;
+use crate::llm::{ChatClient, OpenAiBrain};
+use crate::settings::{AgentSettings, BrainKind, TargetKind};
+use crate::workbench::{Brain, Workbench};
 
 /// Machines and the workbenches using them; the machines are removed at
 /// shutdown with [`remove_all`].
@@ -66,10 +67,22 @@ pub async fn real_workbenches(
         };
         machines.push(Arc::new(machine));
     }
+    // One client for all slots: the concurrency limit is per endpoint.
+    let llm = match settings.brain {
+        BrainKind::Openai => Some(
+            ChatClient::new(settings.llm.clone()).map_err(|e| AgentError::Config(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let benches = machines
         .iter()
         .map(|m| Workbench {
-            brain: Arc::new(SsgBrain { machine: m.clone() }),
+            brain: match &llm {
+                Some(client) => Arc::new(OpenAiBrain {
+                    client: client.clone(),
+                }) as Arc<dyn Brain>,
+                None => Arc::new(SsgBrain { machine: m.clone() }),
+            },
             target: Arc::new(MachineTarget(m.clone())),
             evaluator: Arc::new(OscapEvaluator { machine: m.clone() }),
         })
@@ -121,6 +134,7 @@ mod tests {
                 lease: LeaseSettings::default(),
             },
             brain: crate::settings::BrainKind::Ssg,
+            llm: Default::default(),
             target: TargetSettings {
                 kind: TargetKind::Ssh,
                 ssh_config: Some(file.to_owned()),
