@@ -39,8 +39,8 @@ case "$target" in
   # The LLM brain when an endpoint is configured (FLEET_LLM_URL, and
   # FLEET_LLM_MODEL / FLEET_LLM_API_KEY from the environment), else the
   # SCAP content's own fixes.
-  docker) agent_args=(--target docker --brain "${FLEET_LLM_URL:+openai}" --target-image "$image")
-          [[ -n ${FLEET_LLM_URL:-} ]] || agent_args[2]=ssg
+  docker) brain=ssg; [[ -z ${FLEET_LLM_URL:-} ]] || brain=openai
+          agent_args=(--target docker --brain "$brain" --target-image "$image")
           scan=(FLEET_SCAN_IMAGE="$image") ;;
   *) echo "fleet: TARGET must be sim or docker, got '$target'" >&2; exit 2 ;;
 esac
