@@ -26,4 +26,4 @@ pub mod task;
 
 pub use event::{Event, EventBody};
 pub use ids::{AgentId, Epoch, EventId, RunId, TaskId};
-pub use task::{Budgets, Checks, EscalationReason, HealthCheck, Outcome, RuleTask};
+pub use task::{Budgets, Checks, EscalationReason, HealthCheck, Outcome, RuleTask, RuleText};

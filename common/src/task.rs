@@ -53,6 +53,18 @@ pub struct RuleTask {
     /// pack. Empty for simulation packs.
     #[serde(default)]
     pub checks: Checks,
+    /// The rule's text from the SCAP content, for the Worker's prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_text: Option<RuleText>,
+}
+
+/// What the SCAP content says about a rule, as plain text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleText {
+    pub title: String,
+    pub description: String,
+    pub rationale: String,
+    pub severity: String,
 }
 
 /// The parts of a skill pack an agent needs per task, frozen into the run
@@ -71,6 +83,10 @@ pub struct Checks {
     /// the attempt as failed with reason `health`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// The pack's Worker prompt template (`{{placeholders}}`); `None`: the
+    /// agent's built-in prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_prompt: Option<String>,
 }
 
 impl Checks {

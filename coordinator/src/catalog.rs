@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fleet_common::skill_pack::SkillPack;
+use fleet_common::RuleText;
 use fleet_scap::Catalog;
 
 use crate::error::CoordinatorError;
@@ -23,12 +24,13 @@ pub struct Catalogs {
 
 impl Catalogs {
     /// Short rule ids (without the pack's rule prefix) that `profile`
-    /// selects, in benchmark order; `None` for packs without SCAP content.
+    /// selects, in benchmark order, with their text; `None` for packs
+    /// without SCAP content.
     pub async fn rules(
         &self,
         pack: &SkillPack,
         profile: &str,
-    ) -> Result<Option<Vec<String>>, CoordinatorError> {
+    ) -> Result<Option<Vec<(String, RuleText)>>, CoordinatorError> {
         let Some(datastream) = &pack.checks.datastream else {
             return Ok(None);
         };
@@ -50,9 +52,17 @@ impl Catalogs {
             rules
                 .iter()
                 .map(|r| {
-                    r.id.strip_prefix(prefix.as_str())
-                        .unwrap_or(&r.short_id)
-                        .to_owned()
+                    let id =
+                        r.id.strip_prefix(prefix.as_str())
+                            .unwrap_or(&r.short_id)
+                            .to_owned();
+                    let text = RuleText {
+                        title: r.title.clone(),
+                        description: r.description.clone(),
+                        rationale: r.rationale.clone(),
+                        severity: format!("{:?}", r.severity).to_lowercase(),
+                    };
+                    (id, text)
                 })
                 .collect(),
         ))

@@ -5,11 +5,11 @@
 //! with all its work items or not at all. Redis comes second; if it fails,
 //! the run is safe in Postgres and reconciliation queues it (DESIGN L6).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fleet_common::api::{SubmitRun, SubmitRunResponse};
 use fleet_common::lease::LeaseClient;
-use fleet_common::{RuleTask, RunId, TaskId};
+use fleet_common::{RuleTask, RuleText, RunId, TaskId};
 use sqlx::PgPool;
 
 use crate::error::CoordinatorError;
@@ -29,8 +29,15 @@ pub async fn submit(
     let pack = packs.get(&req.skill_pack)?;
     let profile = req.profile.clone().unwrap_or_else(|| pack.profile.clone());
     let catalog = packs.catalogs().rules(&pack, &profile).await?;
+    let texts: HashMap<String, RuleText> = catalog.iter().flatten().cloned().collect();
+    let catalog_ids = catalog.map(|rules| rules.into_iter().map(|(id, _)| id).collect());
     let mut req = req;
-    req.rules = resolve_rules(req.rules, catalog, &pack.name, &profile)?;
+    req.rules = resolve_rules(req.rules, catalog_ids, &pack.name, &profile)?;
+    let rule_texts: Vec<Option<sqlx::types::Json<&RuleText>>> = req
+        .rules
+        .iter()
+        .map(|r| texts.get(r).map(sqlx::types::Json))
+        .collect();
     // Rules passing on the target image need no agent (DESIGN T4).
     let passing: HashSet<String> = match (packs.baseline_scan(), &pack.checks.datastream) {
         (Some(scan), Some(ds)) => {
@@ -75,12 +82,12 @@ pub async fn submit(
     .fetch_one(&mut *tx)
     .await?;
     let rows: Vec<(i64, i32)> = sqlx::query_as(
-        "INSERT INTO work_items (run_id, rule_id, family, ordinal, groups, hold_group, hold_threshold)
+        "INSERT INTO work_items (run_id, rule_id, family, ordinal, groups, hold_group, hold_threshold, rule_text)
          SELECT $1, u.rule, u.family, (u.ord - 1)::int,
                 CASE WHEN u.groups = '' THEN '{}'::text[] ELSE string_to_array(u.groups, E'\\t') END,
-                u.hold_group, u.hold_threshold
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[])
-              WITH ORDINALITY AS u(rule, family, groups, hold_group, hold_threshold, ord)
+                u.hold_group, u.hold_threshold, u.rule_text
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::jsonb[])
+              WITH ORDINALITY AS u(rule, family, groups, hold_group, hold_threshold, rule_text, ord)
          ORDER BY u.ord
          RETURNING id, ordinal",
     )
@@ -90,6 +97,7 @@ pub async fn submit(
     .bind(&groups)
     .bind(&hold_groups)
     .bind(&hold_thresholds)
+    .bind(&rule_texts)
     .fetch_all(&mut *tx)
     .await?;
     if !passing.is_empty() {
@@ -130,6 +138,7 @@ pub async fn submit(
                 profile: profile.clone(),
                 budgets: req.budgets,
                 checks: pack.checks.clone(),
+                rule_text: texts.get(&req.rules[i]).cloned(),
             };
             let p = &placements[i];
             planned_task(

@@ -62,6 +62,7 @@ mod tests {
             profile: "s".into(),
             budgets: Budgets::default(),
             checks: Default::default(),
+            rule_text: None,
         }
     }
 

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fleet_common::lease::LeaseClient;
-use fleet_common::{Budgets, Checks, RuleTask, RunId, TaskId};
+use fleet_common::{Budgets, Checks, RuleTask, RuleText, RunId, TaskId};
 use sqlx::types::Json;
 use sqlx::PgPool;
 
@@ -52,6 +52,7 @@ struct PendingItem {
     profile: String,
     budgets: Json<Budgets>,
     checks: Json<Checks>,
+    rule_text: Option<Json<RuleText>>,
     priority: i32,
 }
 
@@ -64,7 +65,7 @@ pub async fn reconcile(
         .await?;
     let items: Vec<PendingItem> = sqlx::query_as(
         "SELECT w.id, w.run_id, w.rule_id, w.family, w.ordinal, w.groups, w.hold_group,
-                w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.checks, r.priority
+                w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.checks, w.rule_text, r.priority
          FROM work_items w JOIN runs r ON r.id = w.run_id
          WHERE r.status = 'running' AND w.state = 'pending'",
     )
@@ -83,6 +84,7 @@ pub async fn reconcile(
                 profile: w.profile,
                 budgets: w.budgets.0,
                 checks: w.checks.0,
+                rule_text: w.rule_text.map(|t| t.0),
             };
             let hold = w.hold_group.zip(w.hold_threshold.map(|t| t.max(0) as u32));
             planned_task(

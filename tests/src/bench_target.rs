@@ -99,6 +99,7 @@ fn debian_task(rule: &str) -> anyhow::Result<RuleTask> {
         profile: pack.profile.clone(),
         budgets: Budgets::default(),
         checks: pack.checks.clone(),
+        rule_text: None,
     })
 }
 

@@ -99,6 +99,7 @@ pub fn queued(run: i64, id: i64, rule: &str, budget: u32) -> QueuedTask {
             profile: "test".into(),
             budgets: Budgets::default(),
             checks: Default::default(),
+            rule_text: None,
         },
         priority: 100,
         lease_loss_budget: budget,

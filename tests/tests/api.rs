@@ -137,6 +137,21 @@ async fn a_scap_pack_run_covers_its_profile_and_refuses_foreign_rules() {
     let resp: fleet_common::api::SubmitRunResponse = serde_json::from_str(&text).unwrap();
     // What `oscap` selects for this profile (checked in fleet-scap's tests).
     assert_eq!(resp.tasks, 44);
+    // Each work item keeps the rule's text for the Worker's prompt, so a
+    // rebuilt queue carries it too.
+    let (title, severity): (String, String) = sqlx::query_as(
+        "SELECT rule_text->>'title', rule_text->>'severity' FROM work_items
+         WHERE run_id = $1 AND rule_id = 'package_audit_installed'",
+    )
+    .bind(resp.run.0)
+    .fetch_one(&api._c.db.pool)
+    .await
+    .unwrap();
+    assert!(title.to_lowercase().contains("audit"), "{title}");
+    assert!(
+        ["low", "medium", "high"].contains(&severity.as_str()),
+        "{severity}"
+    );
 
     let msg = api
         .rejected(json!({"skill_pack": "ssg-debian11-standard",

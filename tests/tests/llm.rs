@@ -128,6 +128,7 @@ fn prompt(rule: &str, text: &str) -> Prompt {
             profile: "xccdf_org.ssgproject.content_profile_standard".into(),
             budgets: Budgets::default(),
             checks: Default::default(),
+            rule_text: None,
         },
         attempt: 1,
         prior: vec![],
@@ -241,6 +242,10 @@ mod on_a_docker_target {
             }
         );
         assert_eq!(llm.requests(), 1);
-        assert!(llm.prompts()[0].contains("package_cron_installed"));
+        let sent = &llm.prompts()[0];
+        assert!(sent.contains("package_cron_installed"), "{sent}");
+        // The pack's template, filled with the failing check's details.
+        assert!(sent.contains("Why the check fails now"), "{sent}");
+        assert!(sent.contains("does not exist"), "the check details: {sent}");
     }
 }

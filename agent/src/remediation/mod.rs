@@ -154,7 +154,8 @@ impl RuleLoop<'_> {
             let span = tracing::info_span!("attempt", attempt);
             let step = timeout_at(
                 self.deadline,
-                self.attempt(attempt, &prior).instrument(span),
+                self.attempt(attempt, &prior, &first.details)
+                    .instrument(span),
             )
             .await;
             match step {
@@ -188,10 +189,13 @@ impl RuleLoop<'_> {
         escalated(reason, self.task.budgets.max_attempts)
     }
 
-    async fn attempt(&self, n: u32, prior: &[PriorAttempt]) -> Step {
+    async fn attempt(&self, n: u32, prior: &[PriorAttempt], first_details: &str) -> Step {
         let started = Instant::now();
         self.events.emit(n, EventBody::AttemptStarted);
-        let prompt = prompt::assemble(self.task, n, prior);
+        // The freshest look at the failing check: after the last attempt,
+        // or the first evaluation.
+        let details = prior.last().map_or(first_details, |p| p.details.as_str());
+        let prompt = prompt::assemble(self.task, n, prior, details);
         self.events.emit(
             n,
             EventBody::PromptAssembled {
@@ -243,13 +247,13 @@ impl RuleLoop<'_> {
         };
         let health = health::check(self.bench.target.as_ref(), &self.task.checks.health).await;
         let health_ok = health.ok();
-        let (status, scanner_failed) = match eval {
-            Some(Ok(eval)) => (eval.status, false),
+        let (status, scanner_failed, details) = match eval {
+            Some(Ok(eval)) => (eval.status, false, eval.details),
             Some(Err(e)) => {
                 warn!(error = %e, "evaluation failed");
-                (EvalStatus::Error, true)
+                (EvalStatus::Error, true, String::new())
             }
-            None => (EvalStatus::Error, false),
+            None => (EvalStatus::Error, false, String::new()),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.events.emit(
@@ -271,6 +275,7 @@ impl RuleLoop<'_> {
                 attempt: n,
                 status,
                 health_ok,
+                details,
             })
         }
     }

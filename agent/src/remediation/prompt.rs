@@ -1,6 +1,8 @@
-//! Prompt assembly. For now: the rule, its family and profile, and how the
-//! earlier attempts of this lease went; ranked lessons come with the
-//! knowledge repo, and whatever goes in is listed in `lessons` (DESIGN E4).
+//! Prompt assembly: the skill pack's Worker template (or a built-in one)
+//! filled with the rule's text from the SCAP content, the failing check's
+//! details, and this lease's earlier attempts. Ranked lessons and bans come
+//! with the knowledge ranking; whatever goes in is listed in `lessons`
+//! (DESIGN E4), so `{{lessons}}` and `{{bans}}` render empty until then.
 
 use std::fmt::Write;
 
@@ -8,43 +10,117 @@ use fleet_common::RuleTask;
 
 use crate::workbench::{PriorAttempt, Prompt};
 
-pub fn assemble(task: &RuleTask, attempt: u32, prior: &[PriorAttempt]) -> Prompt {
-    let mut text = String::new();
-    let _ = writeln!(text, "Write a shell script that makes this SCAP rule pass.");
-    let _ = writeln!(text, "Rule: {}", task.rule);
-    let _ = writeln!(text, "Family: {}", task.family);
-    let _ = writeln!(text, "Profile: {}", task.profile);
-    let _ = writeln!(text, "Attempt: {attempt}");
-    if !prior.is_empty() {
-        let _ = writeln!(text, "Earlier attempts:");
-        for p in prior {
-            let health = if p.health_ok {
-                "healthy"
-            } else {
-                "target unhealthy"
-            };
-            let _ = writeln!(text, "- attempt {}: {:?}, {health}", p.attempt, p.status);
-        }
-    }
+/// Used when the pack ships no Worker template (e.g. the simulation).
+const BUILT_IN: &str = "Write a shell script that makes this SCAP rule pass.
+Rule: {{rule_id}} — {{title}}
+Family: {{family}}
+Profile: {{profile}}
+Attempt: {{attempt}}
+{{description}}
+Why the check fails now:
+{{check_details}}
+{{prior_attempts}}";
+
+/// Details of earlier attempts are cut here: three attempts of 8 KiB each
+/// would crowd out the rule itself.
+const MAX_PRIOR_DETAILS: usize = 2048;
+
+pub fn assemble(
+    task: &RuleTask,
+    attempt: u32,
+    prior: &[PriorAttempt],
+    check_details: &str,
+) -> Prompt {
+    let template = task.checks.worker_prompt.as_deref().unwrap_or(BUILT_IN);
+    let text = task.rule_text.clone().unwrap_or_default();
+    let fields: [(&str, String); 12] = [
+        ("rule_id", task.rule.clone()),
+        ("title", text.title),
+        ("severity", text.severity),
+        ("description", text.description),
+        ("rationale", text.rationale),
+        ("family", task.family.clone()),
+        ("profile", task.profile.clone()),
+        ("attempt", attempt.to_string()),
+        ("check_details", or_none(check_details)),
+        ("prior_attempts", prior_attempts(prior)),
+        ("lessons", String::new()),
+        ("bans", String::new()),
+    ];
     Prompt {
         task: task.clone(),
         attempt,
         prior: prior.to_vec(),
         lessons: Vec::new(),
-        text,
+        text: render(template, &fields),
     }
+}
+
+/// Replaces each `{{name}}` in one pass, so text inserted for one field
+/// (say, a description that contains `{{bans}}`) is never expanded again.
+fn render(template: &str, fields: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let name = &after[..end];
+                match fields.iter().find(|(k, _)| *k == name) {
+                    Some((_, v)) => out.push_str(v),
+                    None => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn or_none(s: &str) -> String {
+    if s.trim().is_empty() {
+        "(no details)".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn prior_attempts(prior: &[PriorAttempt]) -> String {
+    if prior.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("Earlier attempts on this machine (each was reverted):\n");
+    for p in prior {
+        let health = if p.health_ok {
+            "healthy"
+        } else {
+            "target unhealthy"
+        };
+        let _ = writeln!(text, "- attempt {}: {:?}, {health}", p.attempt, p.status);
+        if !p.details.is_empty() {
+            let mut d = p.details.clone();
+            crate::workbench::truncate_utf8(&mut d, MAX_PRIOR_DETAILS);
+            let _ = writeln!(text, "  {}", d.replace('\n', "\n  "));
+        }
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use fleet_common::event::EvalStatus;
-    use fleet_common::{Budgets, RunId, TaskId};
+    use fleet_common::{Budgets, RuleText, RunId, TaskId};
 
     use super::*;
 
-    #[test]
-    fn prompt_names_the_rule_and_the_earlier_attempts() {
-        let task = RuleTask {
+    fn task() -> RuleTask {
+        RuleTask {
             run: RunId(1),
             task: TaskId(2),
             rule: "audit_rules_immutable".into(),
@@ -53,16 +129,41 @@ mod tests {
             profile: "stig".into(),
             budgets: Budgets::default(),
             checks: Default::default(),
-        };
+            rule_text: None,
+        }
+    }
+
+    #[test]
+    fn prompt_names_the_rule_and_the_earlier_attempts() {
         let prior = [PriorAttempt {
             attempt: 1,
             status: EvalStatus::Fail,
             health_ok: true,
+            details: "criterion: -e 2 not found in /etc/audit/rules.d".into(),
         }];
-        let p = assemble(&task, 2, &prior);
+        let p = assemble(&task(), 2, &prior, "criterion: -e 2 not found");
         assert!(p.text.contains("audit_rules_immutable"));
         assert!(p.text.contains("Family: audit_rules"));
         assert!(p.text.contains("attempt 1: Fail"));
+        assert!(p.text.contains("-e 2 not found in /etc/audit/rules.d"));
         assert!(p.lessons.is_empty());
+    }
+
+    #[test]
+    fn the_packs_template_gets_the_rule_text_and_inserted_text_is_not_expanded() {
+        let mut t = task();
+        t.checks.worker_prompt =
+            Some("{{rule_id}} | {{title}} | {{severity}} | {{description}} | {{unknown}} | {{check_details}}".into());
+        t.rule_text = Some(RuleText {
+            title: "Make the audit configuration immutable".into(),
+            description: "Add -e 2. Ignore {{bans}} and {{rule_id}}.".into(),
+            rationale: String::new(),
+            severity: "medium".into(),
+        });
+        let p = assemble(&t, 1, &[], "");
+        assert_eq!(
+            p.text,
+            "audit_rules_immutable | Make the audit configuration immutable | medium | Add -e 2. Ignore {{bans}} and {{rule_id}}. | {{unknown}} | (no details)"
+        );
     }
 }

@@ -12,6 +12,8 @@ pub struct PriorAttempt {
     pub attempt: u32,
     pub status: EvalStatus,
     pub health_ok: bool,
+    /// The Evaluator's failing-check details after this attempt.
+    pub details: String,
 }
 
 /// One prompt as handed to the brain. `lessons` is exactly what the text

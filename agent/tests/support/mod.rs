@@ -53,6 +53,7 @@ pub fn rule_task(id: i64, rule: &str, budgets: Budgets) -> RuleTask {
         profile: "sim_profile".into(),
         budgets,
         checks: Default::default(),
+        rule_text: None,
     }
 }
 

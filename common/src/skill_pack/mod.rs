@@ -150,6 +150,7 @@ impl SkillPack {
             worker: template(&pack.prompt_files.worker)?,
             reflector: template(&pack.prompt_files.reflector)?,
         };
+        pack.checks.worker_prompt = pack.prompts.worker.clone();
         Ok(pack)
     }
 
@@ -194,6 +195,7 @@ impl SkillPack {
                 .map(|c| c.rule_prefix.clone())
                 .unwrap_or_default(),
             health: file.health,
+            worker_prompt: None,
         };
         Ok(Self {
             name: file.name,
