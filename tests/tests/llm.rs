@@ -177,14 +177,9 @@ mod on_a_docker_target {
     use fleet_targets::{connect_docker, DockerTarget, DockerTargetConfig};
     use tokio_util::sync::CancellationToken;
 
-    #[tokio::test]
-    async fn the_llm_fixes_a_rule_on_the_first_try() {
-        let llm = FakeLlm::start().await;
-        llm.on(
-            "package_cron_installed",
-            vec![Reply::script("apt-get install -y -q cron")],
-        );
-
+    /// Runs `package_cron_installed` on a fresh Docker target with the
+    /// `openai` brain on `llm`; the target is removed afterwards.
+    async fn remediate_cron(llm: &FakeLlm) -> (Remediation, AgentMetrics) {
         let image =
             std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into());
         let agent = format!("t-{}", uuid::Uuid::new_v4().simple());
@@ -196,7 +191,7 @@ mod on_a_docker_target {
         let machine = Arc::new(Machine::Docker(target));
         let bench = Workbench {
             brain: Arc::new(OpenAiBrain {
-                client: client(&llm, |_| {}),
+                client: client(llm, |_| {}),
             }),
             target: Arc::new(MachineTarget(machine.clone())),
             evaluator: Arc::new(OscapEvaluator {
@@ -222,18 +217,23 @@ mod on_a_docker_target {
             deadline_ms: 0,
         };
         let events = sink.for_lease(&lease);
-        let r = remediate(
-            &task,
-            &bench,
-            &events,
-            &AgentMetrics::new(),
-            &CancellationToken::new(),
-        )
-        .await;
+        let metrics = AgentMetrics::new();
+        let r = remediate(&task, &bench, &events, &metrics, &CancellationToken::new()).await;
         machine.remove().await.unwrap();
         let _ = std::process::Command::new("docker")
             .args(["rmi", "-f", &format!("fleet-baseline:{agent}-0")])
             .output();
+        (r, metrics)
+    }
+
+    #[tokio::test]
+    async fn the_llm_fixes_a_rule_on_the_first_try() {
+        let llm = FakeLlm::start().await;
+        llm.on(
+            "package_cron_installed",
+            vec![Reply::script("apt-get install -y -q cron")],
+        );
+        let (r, _) = remediate_cron(&llm).await;
         assert_eq!(
             r,
             Remediation::Finished {
@@ -247,5 +247,31 @@ mod on_a_docker_target {
         // The pack's template, filled with the failing check's details.
         assert!(sent.contains("Why the check fails now"), "{sent}");
         assert!(sent.contains("does not exist"), "the check details: {sent}");
+    }
+
+    #[tokio::test]
+    async fn a_host_destroying_script_never_runs_and_the_next_prompt_says_why() {
+        let llm = FakeLlm::start().await;
+        llm.on(
+            "package_cron_installed",
+            vec![
+                Reply::script("apt-get install -y cron && rm -rf --no-preserve-root /"),
+                Reply::script("apt-get install -y -q cron"),
+            ],
+        );
+        let (r, metrics) = remediate_cron(&llm).await;
+        assert_eq!(
+            r,
+            Remediation::Finished {
+                outcome: Outcome::Fixed { attempt: 2 },
+                attempts: 2
+            }
+        );
+        assert_eq!(metrics.scripts_refused.get(), 1);
+        let second = &llm.prompts()[1];
+        assert!(
+            second.contains("refused by the script screen (remove_root)"),
+            "{second}"
+        );
     }
 }

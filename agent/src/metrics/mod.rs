@@ -40,6 +40,8 @@ pub struct AgentMetrics {
     pub event_send_retries: IntCounter,
     /// Knowledge-repo operations that failed (fetch, worktree, commit, push).
     pub knowledge_errors: IntCounter,
+    /// Worker scripts the screen refused to run.
+    pub scripts_refused: IntCounter,
 }
 
 impl AgentMetrics {
@@ -75,8 +77,14 @@ impl AgentMetrics {
             "Knowledge-repo operations that failed (fetch, worktree, commit, push, remove)",
         )
         .expect("valid metric");
+        let scripts_refused = IntCounter::new(
+            "fleet_agent_scripts_refused_total",
+            "Worker scripts refused by the screen (never run)",
+        )
+        .expect("valid metric");
         for c in [
             &attempts,
+            &scripts_refused,
             &events_sent,
             &event_send_retries,
             &knowledge_errors,
@@ -107,6 +115,7 @@ impl AgentMetrics {
             registry,
             leases,
             attempts,
+            scripts_refused,
             outcomes,
             lease_active,
             events_sent,

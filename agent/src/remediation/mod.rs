@@ -8,6 +8,7 @@
 
 mod health;
 mod prompt;
+mod screen;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 pub use prompt::assemble as assemble_prompt;
+pub use screen::{screen, Refusal};
 
 use crate::error::AgentError;
 use crate::events::LeaseEvents;
@@ -221,6 +223,28 @@ impl RuleLoop<'_> {
                 script: script.clone(),
             },
         );
+
+        if let Err(refusal) = screen::screen(&script) {
+            // Never run; the next prompt says why.
+            warn!(rule = refusal.rule, "script refused by the screen");
+            self.metrics.scripts_refused.inc();
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.events.emit(
+                n,
+                EventBody::AttemptEvaluated {
+                    status: EvalStatus::Error,
+                    health_ok: true,
+                    duration_ms,
+                    health_failed: Vec::new(),
+                },
+            );
+            return Step::Failed(PriorAttempt {
+                attempt: n,
+                status: EvalStatus::Error,
+                health_ok: true,
+                details: refusal.to_string(),
+            });
+        }
 
         let budget_left = self.deadline.saturating_duration_since(Instant::now());
         let ran = match self
