@@ -321,3 +321,76 @@ async fn an_unreachable_knowledge_repo_never_loses_an_outcome() {
     let _ = std::fs::remove_dir_all(work_dir);
     support::cleanup(&client).await;
 }
+
+/// DESIGN T3: a fix stays on the target only until its lease completes;
+/// the next lease starts from the baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_is_back_at_baseline_after_a_fixed_lease() {
+    use std::sync::Arc;
+
+    use fleet_agent::events::EventSink;
+    use fleet_agent::metrics::AgentMetrics;
+    use fleet_agent::runner::Runner;
+    use fleet_agent::sim::{SimBrain, SimEvaluator, SimMachine, SimTarget};
+    use fleet_agent::workbench::Workbench;
+
+    let client = fresh_client(LeaseSettings::default()).await;
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(1));
+    enqueue(&client, &[rule_task(1, &rule, Budgets::default())]).await;
+
+    let work = Duration::from_millis(4);
+    let machine = SimMachine::default();
+    let bench = Workbench {
+        brain: Arc::new(SimBrain),
+        target: Arc::new(SimTarget {
+            machine: machine.clone(),
+            work,
+        }),
+        evaluator: Arc::new(SimEvaluator {
+            machine: machine.clone(),
+            work,
+        }),
+    };
+    let agent = AgentId::parse("agent-baseline").unwrap();
+    let metrics = AgentMetrics::new();
+    let incarnation = client.next_incarnation(&agent).await.unwrap();
+    let sink = EventSink::start(client.clone(), agent, incarnation, metrics.clone());
+    let summary = tokio::time::timeout(
+        Duration::from_secs(30),
+        Runner::new(
+            client.clone(),
+            sink.clone(),
+            metrics,
+            Some(1),
+            CancellationToken::new(),
+        )
+        .run(vec![bench]),
+    )
+    .await
+    .expect("one lease completes");
+    sink.close(Duration::from_secs(5)).await;
+    assert_eq!(summary.completed, 1);
+    assert_eq!(
+        completed_outcome(&client, &rule).await,
+        Some("fixed".to_string())
+    );
+    assert_eq!(
+        machine.applied(&rule),
+        None,
+        "the fix was reverted after completion"
+    );
+    support::cleanup(&client).await;
+}
+
+/// The accepted outcome's kind for `rule`, from the completion event.
+async fn completed_outcome(client: &LeaseClient, rule: &str) -> Option<String> {
+    stream(client)
+        .await
+        .iter()
+        .find_map(|d| match &d.event.body {
+            EventBody::TaskCompleted { outcome, .. } if d.event.rule == rule => {
+                Some(outcome.kind().to_string())
+            }
+            _ => None,
+        })
+}

@@ -7,7 +7,7 @@
 //! them (`make test` builds it first).
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::process::Command;
 
@@ -138,9 +138,9 @@ async fn offline_repo_is_the_only_source_and_installs_every_rule_package() {
             "{p} was not installed offline:\n{stdout}"
         );
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(120),
-        "offline install took {:?}",
+    // A figure for the log, not a goal: timings belong in `make bench`.
+    eprintln!(
+        "offline install of the rule packages took {:?}",
         started.elapsed()
     );
 }
