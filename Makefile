@@ -24,7 +24,7 @@ build: ## build the coordinator and agent binaries
 target-image: ## build the Debian 11 target and SSH sandbox images (skipped when unchanged; FORCE=1 rebuilds)
 	@scripts/target-image.sh
 
-fleet: deps build $(if $(filter docker,$(TARGET)),target-image) ## start coordinator + $(AGENTS) agents and run the demo run (TARGET=docker: real targets)
+fleet: deps build $(if $(filter sim,$(TARGET)),,target-image) ## start coordinator + $(AGENTS) agents on Docker targets and run the Debian 11 standard profile (TARGET=sim: the simulation)
 	@scripts/fleet.sh
 
 fleet-down: ## stop the coordinator, agents and services started by `make fleet`

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install (from Debian packages, if missing) and start the fleet's own Redis and
-# PostgreSQL instances on loopback. Idempotent: a second run with everything up is
-# a fast no-op. Data lives under the state dir and is kept across restarts.
+# PostgreSQL instances on loopback; also install Prometheus (never started here:
+# `make fleet` starts its own) and docker-compose (for the tests). Idempotent: a
+# second run with everything up is a fast no-op. Data lives under the state dir
+# and is kept across restarts.
 #
 #   FLEET_STATE_DIR    state dir            (default: <repo root>/.fleet)
 #   FLEET_REDIS_PORT   Redis port           (default: 56379)
@@ -55,6 +57,14 @@ command -v oscap >/dev/null 2>&1 || pkgs+=(openscap-scanner)
 for p in ssg-base ssg-debian ssg-nondebian; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
 done
+# Prometheus and promtool: `make fleet` starts its own Prometheus with
+# deploy/prometheus/prometheus.yml; the tests run promtool on deploy/.
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || pkgs+=(prometheus)
+# The tests validate deploy/docker-compose.yml with `docker compose config`
+# (Compose v2) or Debian's `docker-compose` (v1), whichever exists.
+{ command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; } || pkgs+=(docker-compose)
+# The tests check the shipped units with `systemd-analyze verify`.
+command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
 
 if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing packages (${pkgs[*]}): run this script as root so it can apt-get install them"
@@ -77,12 +87,22 @@ if ((${#pkgs[@]})); then
         rm -f /usr/sbin/policy-rc.d
         created_policy=0
     fi
+    if [[ " ${pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+        # The package enables Debian's own prometheus.service (port 9090,
+        # /etc/prometheus); ours is started by `make fleet`. Stop it (if systemd
+        # runs and started it anyway) and mask it; `systemctl unmask prometheus`
+        # undoes that.
+        systemctl stop prometheus.service >>"$STATE/apt.log" 2>&1 || true
+        { systemctl disable prometheus.service && systemctl mask prometheus.service; } >>"$STATE/apt.log" 2>&1 ||
+            log "warning: could not disable and mask Debian's prometheus.service (see $STATE/apt.log); it may take port 9090 at boot"
+    fi
     log "packages installed"
 fi
 
 command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install: apt-get install redis-server"
 command -v redis-cli >/dev/null 2>&1 || die "redis-cli still missing after install: apt-get install redis-tools"
 command -v redis-benchmark >/dev/null 2>&1 || die "redis-benchmark still missing after install: apt-get install redis-tools"
+command -v promtool >/dev/null 2>&1 || die "promtool still missing after install: apt-get install prometheus"
 PGBIN=$(pg_bin_dir)
 [[ -n $PGBIN ]] || die "no /usr/lib/postgresql/*/bin/pg_ctl after install: apt-get install postgresql"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make fleet-down`: stop agents (they hand back their leases), then the
-# coordinator, then Redis and Postgres. Data is kept for the next `make fleet`.
+# coordinator and Prometheus, then Redis and Postgres. Data is kept for the next `make fleet`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${FLEET_STATE_DIR:-$root/.fleet}"
@@ -19,4 +19,5 @@ stop() {
 shopt -s nullglob
 for f in "$state"/pids/agent-*.pid; do stop "$(basename "$f" .pid)"; done
 stop coordinator
+stop prometheus
 "$root/scripts/deps-down.sh"

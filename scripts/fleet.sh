@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make fleet`: start the coordinator and $AGENTS agents on this host (reusing
-# any already running), submit the demo run and watch it to the end.
-# TARGET=docker: agents on Docker targets of the image `make target-image`
-# builds, with the ssg brain and OpenSCAP; the run is the Debian 11
+# any already running), submit the default run and watch it to the end.
+# By default (TARGET=docker) the agents work on Docker targets of the image
+# `make target-image` builds, with OpenSCAP, and the `openai` brain when
+# FLEET_LLM_URL is set, else the `ssg` brain; the run is the Debian 11
 # standard profile, minus what the coordinator's baseline scan finds passing.
+# TARGET=sim: the simulation (no Docker), with the sim-demo pack.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -32,7 +34,7 @@ listen="${FLEET_LISTEN:-127.0.0.1:8080}"
 api="http://$listen"
 export FLEET_API_URL="$api"
 bin="$root/target/debug"
-target="${TARGET:-sim}"
+target="${TARGET:-docker}"
 image="${FLEET_TARGET_IMAGE:-fleet-target:bullseye}"
 case "$target" in
   sim) agent_args=(--sim-work-ms "${SIM_WORK_MS:-200}"); scan=() ;;
@@ -73,14 +75,43 @@ for _ in $(seq 1 100); do
 done
 healthy || { echo "fleet: coordinator not healthy after 20 s; see $state/logs/coordinator.log" >&2; exit 1; }
 
-for i in $(seq 1 "${AGENTS:-2}"); do
+agents="${AGENTS:-2}"
+metrics_port() { echo $((9310 + $1)); }
+for i in $(seq 1 "$agents"); do
   name="agent-$i"
   if alive "$name"; then continue; fi
   echo "fleet: starting $name"
   FLEET_COORDINATOR_URL="$api" FLEET_AGENT_ID="$name" FLEET_WORK_DIR="$state/agents/$name" \
+    FLEET_METRICS_LISTEN="127.0.0.1:$(metrics_port "$i")" \
     nohup "$bin/fleet-agent" "${agent_args[@]}" >> "$state/logs/$name.log" 2>&1 &
   echo $! > "$state/pids/$name.pid"
 done
+
+# Prometheus (Debian package, `make deps`) with the shipped config and
+# alert rules, scraping the coordinator and every agent started above.
+prom="$state/prometheus"
+prom_listen="${FLEET_PROMETHEUS_LISTEN:-127.0.0.1:9090}"
+mkdir -p "$prom/targets"
+cp "$root"/deploy/prometheus/alerts.yml "$prom/"
+sed "s/127.0.0.1:8080/$listen/" "$root/deploy/prometheus/prometheus.yml" > "$prom/prometheus.yml"
+{
+  echo "["
+  for i in $(seq 1 "$agents"); do
+    sep=","; [[ $i == "$agents" ]] && sep=""
+    echo "  {\"targets\": [\"127.0.0.1:$(metrics_port "$i")\"], \"labels\": {\"agent\": \"agent-$i\"}}$sep"
+  done
+  echo "]"
+} > "$prom/targets/agents.json"
+if alive prometheus; then
+  kill -HUP "$(cat "$state/pids/prometheus.pid")"   # re-read config and rules
+elif command -v prometheus >/dev/null; then
+  echo "fleet: starting prometheus on http://$prom_listen"
+  nohup prometheus --config.file="$prom/prometheus.yml" --storage.tsdb.path="$prom/data" \
+    --web.listen-address="$prom_listen" >> "$state/logs/prometheus.log" 2>&1 &
+  echo $! > "$state/pids/prometheus.pid"
+else
+  echo "fleet: prometheus is not installed (make deps installs it); going on without metrics history" >&2
+fi
 
 if [[ $target == docker ]]; then
   # No rules: the coordinator takes the pack profile's rules from its catalog.
@@ -91,6 +122,13 @@ else
   run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-sim-demo}" --rules-file "$rules" --quiet)
   echo "fleet: submitted run $run ($(grep -cv '^\s*\(#\|$\)' "$rules") rules) to ${AGENTS:-2} agents"
 fi
-"$bin/fleet-coordinator" watch "$run"
+# Progress until the run completes; the dream stage runs right after and
+# brings the comparison with the previous run; then the run report.
+"$bin/fleet-coordinator" watch "$run" >/dev/null
+for _ in $(seq 1 120); do
+  "$bin/fleet-coordinator" status "$run" --json | grep -q '"dream": *"' && break
+  sleep 0.5
+done
+"$bin/fleet-coordinator" report --run "$run"
+echo "fleet: logs in $state/logs; metrics at $api/metrics and agents' 127.0.0.1:$(metrics_port 1)…; Prometheus at http://$prom_listen (alerts: /alerts); Grafana dashboards in deploy/grafana (see README); stop everything with \`make fleet-down\`"
 "$bin/fleet-coordinator" status "$run" --summary-line
-echo "fleet: logs in $state/logs, metrics at $api/metrics; stop everything with \`make fleet-down\`"

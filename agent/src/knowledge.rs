@@ -13,13 +13,32 @@
 //! attempts/<n>.sh     the script of attempt n, as proposed
 //! result.json         {"outcome": …, "attempts": n}
 //! skills/<rule>.sh    the passing script, for a Fixed outcome (K4 path)
+//! lessons/<family>/<id>.md   each candidate lesson or ban the Reflector
+//!                     drew, with provenance (K4 format); the dream stage
+//!                     decides whether it reaches `main`
 //! ```
+//!
+//! At the start of a lease the family's lessons and the ranking are read
+//! from the same fetched `main` the worktree starts at.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use fleet_common::lesson::CandidateKind;
 use fleet_common::Outcome;
-use fleet_knowledge::{AgentCheckout, AgentCredentials, KnowledgeError, LeaseWorktree};
+use fleet_knowledge::{
+    AgentCheckout, AgentCredentials, KnowledgeError, LeaseWorktree, LessonFile, LessonKind,
+    Provenance, Ranking,
+};
+
+use crate::remediation::LeaseRecord;
+
+/// What `main` held for a lease's family when its worktree was made.
+#[derive(Debug, Default)]
+pub struct MainKnowledge {
+    pub ranking: Ranking,
+    pub lessons: Vec<LessonFile>,
+}
 
 /// Where an agent keeps its cache unless `--work-dir` says otherwise.
 pub fn default_work_dir(agent: &str) -> PathBuf {
@@ -73,35 +92,53 @@ impl Knowledge {
         .await
     }
 
-    /// Fetches `main` and creates this lease's worktree on its own branch.
+    /// Fetches `main`, creates this lease's worktree on its own branch and
+    /// reads `family`'s lessons and the ranking from that same `main`.
     pub async fn start_lease(
         &self,
         run: String,
         rule: String,
         epoch: u64,
-    ) -> Result<LeaseWorktree, KnowledgeError> {
+        family: String,
+    ) -> Result<(LeaseWorktree, MainKnowledge), KnowledgeError> {
         let checkout = self.checkout.clone();
         blocking(move || {
+            // One lock for all three: another slot's fetch must not move
+            // the fetched `main` in between.
             let c = checkout.lock().unwrap_or_else(|p| p.into_inner());
             c.fetch_main()?;
-            c.start_lease(&run, &rule, epoch)
+            let wt = c.start_lease(&run, &rule, epoch)?;
+            let main = MainKnowledge {
+                ranking: c.ranking()?,
+                lessons: c.fetched_lessons(&family)?,
+            };
+            Ok((wt, main))
         })
         .await
     }
 }
 
-/// A completed lease: writes the attempts, `result.json` and, for `Fixed`,
-/// the passing script as `skills/<rule>.sh`; commits and pushes the branch.
-/// The worktree is removed whatever happened; the first error is returned.
+/// Where a lease's candidates came from (their provenance).
+#[derive(Debug, Clone)]
+pub struct LeaseOrigin {
+    pub run: String,
+    pub rule: String,
+    pub agent: String,
+}
+
+/// A completed lease: writes the attempts, `result.json`, the candidate
+/// lessons and, for `Fixed`, the passing script as `skills/<rule>.sh`;
+/// commits and pushes the branch. The worktree is removed whatever
+/// happened; the first error is returned.
 pub async fn publish(
     worktree: LeaseWorktree,
-    rule: String,
+    origin: LeaseOrigin,
     outcome: Outcome,
     attempts: u32,
-    scripts: Vec<String>,
+    record: LeaseRecord,
 ) -> Result<(), KnowledgeError> {
     blocking(move || {
-        let written = write_and_push(&worktree, &rule, outcome, attempts, &scripts);
+        let written = write_and_push(&worktree, &origin, outcome, attempts, &record);
         let removed = worktree.remove();
         written.and(removed)
     })
@@ -110,11 +147,35 @@ pub async fn publish(
 
 fn write_and_push(
     wt: &LeaseWorktree,
-    rule: &str,
+    origin: &LeaseOrigin,
     outcome: Outcome,
     attempts: u32,
-    scripts: &[String],
+    record: &LeaseRecord,
 ) -> Result<(), KnowledgeError> {
+    let rule = origin.rule.as_str();
+    let scripts = &record.scripts;
+    for (attempt, candidate) in &record.lessons {
+        let file = LessonFile {
+            id: candidate.id.clone(),
+            kind: match candidate.kind {
+                CandidateKind::Lesson => LessonKind::Lesson,
+                CandidateKind::Ban => LessonKind::Ban,
+            },
+            family: candidate.family.clone(),
+            scope: candidate.scope.render(rule),
+            pattern: candidate.pattern.clone(),
+            provenance: Provenance {
+                run: origin.run.clone(),
+                attempt: *attempt,
+                agent: origin.agent.clone(),
+                // The branch itself is the source; its commit is made below.
+                source_commit: None,
+            },
+            body: format!("{}\n", candidate.text.trim_end()),
+        };
+        file.validate()?;
+        wt.write(&file.path()?, file.render().as_bytes())?;
+    }
     for (i, script) in scripts.iter().enumerate() {
         wt.write(&format!("attempts/{}.sh", i + 1), script.as_bytes())?;
     }
@@ -135,8 +196,9 @@ fn write_and_push(
         }
     }
     wt.commit(&format!(
-        "{rule}: {} after {attempts} attempt(s)",
-        outcome.kind()
+        "{rule}: {} after {attempts} attempt(s), {} candidate lesson(s)",
+        outcome.kind(),
+        record.lessons.len()
     ))?;
     wt.push()
 }

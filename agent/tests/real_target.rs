@@ -147,9 +147,7 @@ fn finished(r: Remediation) -> Outcome {
 async fn the_ssg_brain_escalates_rules_without_content_fixes_and_skips_passing_ones() {
     let f = fixture().await;
     let bench = Workbench {
-        brain: Arc::new(SsgBrain {
-            machine: f.machine.clone(),
-        }),
+        brain: Arc::new(SsgBrain::new(f.machine.clone())),
         target: Arc::new(MachineTarget(f.machine.clone())),
         evaluator: Arc::new(OscapEvaluator {
             machine: f.machine.clone(),

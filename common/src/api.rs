@@ -67,6 +67,251 @@ pub struct RunStatus {
     pub stale_completions_rejected: u64,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// Mean attempts over fixed and escalated rules; `None` before any.
+    #[serde(default)]
+    pub mean_attempts: Option<f64>,
+    /// Mean wall time of a fixed rule, ms; `None` before any.
+    #[serde(default)]
+    pub wall_ms_per_fixed: Option<f64>,
+    /// Mean wall time of an escalated rule, ms; `None` before any.
+    #[serde(default)]
+    pub wall_ms_per_escalated: Option<f64>,
+    /// The dream stage's comparison with the previous comparable run;
+    /// `None` on a first run or before the dream stage ran (D6).
+    #[serde(default)]
+    pub comparison: Option<RunComparison>,
+    /// The dream stage's pass over this run: `done`, `failed`, or `None`
+    /// while the run is running or the pass has not happened yet.
+    #[serde(default)]
+    pub dream: Option<String>,
+}
+
+/// A run against the previous comparable run (same skill pack and
+/// profile): rules fixed now and not then (wins) and the reverse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunComparison {
+    pub previous_run: RunId,
+    pub wins: u64,
+    pub regressions: u64,
+    pub fix_rate: Option<f64>,
+    pub previous_fix_rate: Option<f64>,
+    pub first_try_rate: Option<f64>,
+    pub previous_first_try_rate: Option<f64>,
+    /// Each rule that was won or regressed, with the lessons its prompts
+    /// showed in this run.
+    #[serde(default)]
+    pub changes: Vec<RuleChange>,
+}
+
+/// One rule whose outcome changed against the previous comparable run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleChange {
+    pub rule: String,
+    /// `win` or `regression`.
+    pub change: String,
+    pub lessons_shown: Vec<String>,
+}
+
+impl RunComparison {
+    /// wins / regressions; infinite when nothing regressed but something
+    /// was won, `None` when nothing changed.
+    pub fn ratio(&self) -> Option<f64> {
+        self.counts().ratio()
+    }
+
+    /// Its counts, as a `RunHistory` shows them.
+    pub fn counts(&self) -> PointComparison {
+        PointComparison {
+            previous_run: self.previous_run,
+            wins: self.wins,
+            regressions: self.regressions,
+        }
+    }
+
+    /// Change in fix rate since the previous run.
+    pub fn fix_rate_delta(&self) -> Option<f64> {
+        Some(self.fix_rate? - self.previous_fix_rate?)
+    }
+
+    /// Change in first-try rate since the previous run.
+    pub fn first_try_rate_delta(&self) -> Option<f64> {
+        Some(self.first_try_rate? - self.previous_first_try_rate?)
+    }
+}
+
+/// `GET /api/v1/runs/{id}/report`: the run's totals (every `RunStatus`
+/// field, flattened) with its rates, and one row per rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    #[serde(flatten)]
+    pub totals: RunStatus,
+    /// fixed / (fixed + escalated); `None` before any.
+    pub fix_rate: Option<f64>,
+    /// fixed on the first attempt / fixed; `None` before any fix.
+    pub first_try_rate: Option<f64>,
+    /// Sorted by rule id.
+    pub rules: Vec<RuleReport>,
+}
+
+impl RunReport {
+    /// Totals with their rates; `rules` are sorted by rule id.
+    pub fn new(totals: RunStatus, mut rules: Vec<RuleReport>) -> Self {
+        rules.sort_by(|a, b| a.rule.cmp(&b.rule));
+        Self {
+            fix_rate: totals.fix_rate(),
+            first_try_rate: totals.first_try_rate(),
+            totals,
+            rules,
+        }
+    }
+}
+
+/// `GET /api/v1/runs/{id}/history`: the runs comparable with a run (same
+/// skill pack and profile), oldest first, for charts across runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunHistory {
+    pub run: RunId,
+    pub skill_pack: String,
+    pub profile: String,
+    /// The completed comparable runs up to this one, then this run itself
+    /// (whatever its status); oldest first, at most `RunHistory::MAX_RUNS`
+    /// (the latest ones).
+    pub runs: Vec<RunPoint>,
+}
+
+impl RunHistory {
+    pub const MAX_RUNS: usize = 50;
+}
+
+/// One run of a `RunHistory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPoint {
+    pub run: RunId,
+    /// `running` or `completed`.
+    pub status: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub fixed: u64,
+    pub fixed_first_try: u64,
+    pub escalated: u64,
+    pub already_passing: u64,
+    /// fixed / (fixed + escalated); `None` before any.
+    pub fix_rate: Option<f64>,
+    /// fixed on the first attempt / fixed; `None` before any fix.
+    pub first_try_rate: Option<f64>,
+    /// The dream stage's comparison with the previous comparable run;
+    /// `None` on a first run or before the dream stage ran.
+    pub comparison: Option<PointComparison>,
+}
+
+/// The counts of a `RunComparison`, without its per-rule changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointComparison {
+    pub previous_run: RunId,
+    pub wins: u64,
+    pub regressions: u64,
+}
+
+impl PointComparison {
+    /// wins / regressions, as `RunComparison::ratio`: infinite when
+    /// nothing regressed but something was won, `None` when nothing changed.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.wins, self.regressions) {
+            (0, 0) => None,
+            (w, 0) => Some(w as f64 / 0.0),
+            (w, r) => Some(w as f64 / r as f64),
+        }
+    }
+}
+
+/// One rule of a run in its report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleReport {
+    pub rule: String,
+    pub family: String,
+    pub outcome: RuleOutcome,
+    /// Why it was escalated.
+    pub reason: Option<String>,
+    /// Attempts the agent reported; `None` while pending and for rules the
+    /// coordinator dead-lettered (`lease_lost`: no agent reported them).
+    pub attempts: Option<u32>,
+    /// Wall time the agent reported, ms; `None` as for `attempts`, and for
+    /// rules the planner's baseline scan found passing.
+    pub wall_ms: Option<u64>,
+    /// The attempt that fixed it.
+    pub fixed_attempt: Option<u32>,
+}
+
+/// Where a rule of a run stands: `Outcome`'s kinds, or not finished yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleOutcome {
+    Pending,
+    Fixed,
+    AlreadyPassing,
+    Escalated,
+}
+
+impl RuleOutcome {
+    /// From `work_items.outcome` (`None`: still pending).
+    pub fn from_column(outcome: Option<&str>) -> Option<Self> {
+        match outcome {
+            None => Some(Self::Pending),
+            Some("fixed") => Some(Self::Fixed),
+            Some("already_passing") => Some(Self::AlreadyPassing),
+            Some("escalated") => Some(Self::Escalated),
+            Some(_) => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Fixed => "fixed",
+            Self::AlreadyPassing => "already_passing",
+            Self::Escalated => "escalated",
+        }
+    }
+}
+
+/// The means of `RunStatus`, from per-rule rows: what the coordinator's
+/// SQL computes, as plain arithmetic (rules without a figure are left out).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunMeans {
+    pub mean_attempts: Option<f64>,
+    pub wall_ms_per_fixed: Option<f64>,
+    pub wall_ms_per_escalated: Option<f64>,
+}
+
+impl RunMeans {
+    pub fn of(rules: &[RuleReport]) -> Self {
+        let attempted =
+            |r: &&RuleReport| matches!(r.outcome, RuleOutcome::Fixed | RuleOutcome::Escalated);
+        let of = |o: RuleOutcome| {
+            mean(
+                rules
+                    .iter()
+                    .filter(|r| r.outcome == o)
+                    .filter_map(|r| r.wall_ms),
+            )
+        };
+        Self {
+            mean_attempts: mean(
+                rules
+                    .iter()
+                    .filter(attempted)
+                    .filter_map(|r| r.attempts.map(u64::from)),
+            ),
+            wall_ms_per_fixed: of(RuleOutcome::Fixed),
+            wall_ms_per_escalated: of(RuleOutcome::Escalated),
+        }
+    }
+}
+
+/// Arithmetic mean; `None` of nothing.
+fn mean(values: impl Iterator<Item = u64>) -> Option<f64> {
+    let (sum, n) = values.fold((0u128, 0u64), |(s, n), v| (s + u128::from(v), n + 1));
+    (n > 0).then(|| sum as f64 / n as f64)
 }
 
 /// `POST /api/v1/agents/register` (needs the agent token).
@@ -110,6 +355,70 @@ impl std::fmt::Debug for AgentConfig {
     }
 }
 
+/// One entry the dream stage wrote (or, in a dry run, would write) to the
+/// promotion ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerLine {
+    /// Ledger id; `None` in a dry run.
+    pub id: Option<i64>,
+    pub lesson: String,
+    /// `lesson`, `ban` or `skill`.
+    pub kind: String,
+    /// `promote`, `revert`, or an operator's `approve` / `reject`.
+    pub action: String,
+    /// `APPLY`, `REJECT`, `ESCALATE` or `DEFER`.
+    pub verdict: String,
+    pub reason: String,
+    /// The commit on `main` this entry made, if it moved `main`.
+    pub commit: Option<String>,
+}
+
+/// `POST /api/v1/runs/{id}/dream` (and what runs when a run completes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DreamReport {
+    pub run: RunId,
+    pub dry_run: bool,
+    /// `None` on a first run of its skill pack and profile.
+    pub comparison: Option<RunComparison>,
+    pub reverted: Vec<LedgerLine>,
+    pub promotions: Vec<LedgerLine>,
+    pub ranking_changed: bool,
+    pub main_before: Option<String>,
+    pub main_after: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// `GET /api/v1/promotions`: one ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromotionInfo {
+    pub id: i64,
+    pub run: RunId,
+    pub lesson: String,
+    pub kind: Option<String>,
+    pub family: Option<String>,
+    pub rule: Option<String>,
+    pub action: String,
+    pub verdict: String,
+    pub reason: Option<String>,
+    /// Waiting for an operator (ESCALATE not yet decided).
+    pub open: bool,
+    /// The candidate's text (lesson, ban explanation or script).
+    pub text: Option<String>,
+    /// Every gate's result, as recorded.
+    pub gates: serde_json::Value,
+    pub commit_after: Option<String>,
+    pub reverted_by: Option<i64>,
+    pub created_at: String,
+}
+
+/// `POST /api/v1/promotions/{id}/approve|reject`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionDecision {
+    /// Who decided, for the ledger.
+    pub by: String,
+}
+
 /// `GET /api/v1/agents`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentInfo {
@@ -139,4 +448,166 @@ impl RunStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(fixed: u64, fixed_first_try: u64, escalated: u64) -> RunStatus {
+        RunStatus {
+            comparison: None,
+            dream: None,
+            run: RunId(1),
+            skill_pack: "p".into(),
+            profile: "x".into(),
+            status: "completed".into(),
+            total: fixed + escalated + 1,
+            finished: fixed + escalated + 1,
+            fixed,
+            fixed_first_try,
+            already_passing: 1,
+            escalated,
+            escalated_by_reason: BTreeMap::new(),
+            lease_losses: 0,
+            stale_completions_rejected: 0,
+            created_at: String::new(),
+            finished_at: None,
+            mean_attempts: None,
+            wall_ms_per_fixed: None,
+            wall_ms_per_escalated: None,
+        }
+    }
+
+    fn rule(
+        rule: &str,
+        outcome: RuleOutcome,
+        attempts: Option<u32>,
+        wall_ms: Option<u64>,
+    ) -> RuleReport {
+        RuleReport {
+            rule: rule.into(),
+            family: rule.into(),
+            outcome,
+            reason: None,
+            attempts,
+            wall_ms,
+            fixed_attempt: None,
+        }
+    }
+
+    #[test]
+    fn rates_leave_already_passing_out_and_are_none_without_a_denominator() {
+        let s = status(3, 2, 1);
+        assert_eq!(s.fix_rate(), Some(0.75));
+        assert_eq!(s.first_try_rate(), Some(2.0 / 3.0));
+        let none = status(0, 0, 0);
+        assert_eq!((none.fix_rate(), none.first_try_rate()), (None, None));
+        let all_escalated = status(0, 0, 2);
+        assert_eq!(all_escalated.fix_rate(), Some(0.0));
+        assert_eq!(all_escalated.first_try_rate(), None);
+    }
+
+    #[test]
+    fn means_cover_fixed_and_escalated_rules_with_a_figure() {
+        let rules = [
+            rule("a", RuleOutcome::Fixed, Some(1), Some(1_000)),
+            rule("b", RuleOutcome::Fixed, Some(2), Some(3_000)),
+            rule("c", RuleOutcome::Escalated, Some(3), Some(6_000)),
+            rule("d", RuleOutcome::Escalated, Some(1), Some(2_000)),
+            // Dead-lettered by the coordinator: no figures, left out.
+            rule("e", RuleOutcome::Escalated, None, None),
+            // Neither counts toward attempts or wall time.
+            rule("f", RuleOutcome::AlreadyPassing, Some(0), Some(500)),
+            rule("g", RuleOutcome::Pending, None, None),
+        ];
+        assert_eq!(
+            RunMeans::of(&rules),
+            RunMeans {
+                mean_attempts: Some(1.75),
+                wall_ms_per_fixed: Some(2_000.0),
+                wall_ms_per_escalated: Some(4_000.0),
+            }
+        );
+        assert_eq!(RunMeans::of(&rules[5..]), RunMeans::default());
+        assert_eq!(
+            RunMeans::of(&[rule(
+                "h",
+                RuleOutcome::Fixed,
+                Some(u32::MAX),
+                Some(u64::MAX)
+            )])
+            .wall_ms_per_fixed,
+            Some(u64::MAX as f64),
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn a_report_sorts_its_rules_and_carries_the_rates() {
+        let report = RunReport::new(
+            status(1, 1, 1),
+            vec![
+                rule("b", RuleOutcome::Escalated, Some(3), Some(1)),
+                rule("a", RuleOutcome::Fixed, Some(1), Some(1)),
+            ],
+        );
+        assert_eq!(report.rules[0].rule, "a");
+        assert_eq!(
+            (report.fix_rate, report.first_try_rate),
+            (Some(0.5), Some(1.0))
+        );
+        // The totals are flattened: a report reads as a status too.
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["fixed"], 1);
+        assert_eq!(json["rules"][1]["outcome"], "escalated");
+        let status: RunStatus = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(status.escalated, 1);
+        let back: RunReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.rules, report.rules);
+    }
+
+    #[test]
+    fn a_status_from_an_older_coordinator_still_decodes() {
+        let mut json = serde_json::to_value(status(1, 1, 0)).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        for k in [
+            "mean_attempts",
+            "wall_ms_per_fixed",
+            "wall_ms_per_escalated",
+        ] {
+            obj.remove(k);
+        }
+        let s: RunStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(s.mean_attempts, None);
+    }
+
+    #[test]
+    fn a_history_point_has_the_comparisons_ratio() {
+        let c = |wins, regressions| PointComparison {
+            previous_run: RunId(1),
+            wins,
+            regressions,
+        };
+        assert_eq!(c(0, 0).ratio(), None);
+        assert!(c(2, 0).ratio().unwrap().is_infinite());
+        assert_eq!(c(3, 2).ratio(), Some(1.5));
+        let json = serde_json::to_value(c(3, 2)).unwrap();
+        assert_eq!(json["wins"], 3);
+        assert_eq!(json["previous_run"], 1);
+    }
+
+    #[test]
+    fn rule_outcomes_read_the_work_items_column() {
+        for o in [
+            RuleOutcome::Fixed,
+            RuleOutcome::AlreadyPassing,
+            RuleOutcome::Escalated,
+        ] {
+            assert_eq!(RuleOutcome::from_column(Some(o.as_str())), Some(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        assert_eq!(RuleOutcome::from_column(None), Some(RuleOutcome::Pending));
+        assert_eq!(RuleOutcome::from_column(Some("bogus")), None);
+    }
 }

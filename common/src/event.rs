@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::ids::{AgentId, Epoch, EventId, RunId, TaskId};
+use crate::lesson::{CandidateLesson, ReflectionFailure};
 use crate::task::Outcome;
 
 /// The version this build writes and reads. A reader quarantines any other.
@@ -105,6 +106,15 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         health_failed: Vec<String>,
     },
+    /// The Reflector's lesson (or ban) from a failed attempt: a candidate
+    /// until the dream stage accepts it (DESIGN D3).
+    LessonProposed {
+        lesson: CandidateLesson,
+    },
+    /// The Reflector gave no lesson for a failed attempt.
+    ReflectionFailed {
+        reason: ReflectionFailure,
+    },
     /// The agent stopped work on the lease, reverted and discarded (L4).
     LeaseAbandoned {
         reason: AbandonReason,
@@ -137,6 +147,8 @@ impl EventBody {
             Self::PromptAssembled { .. } => "prompt_assembled",
             Self::ScriptProposed { .. } => "script_proposed",
             Self::AttemptEvaluated { .. } => "attempt_evaluated",
+            Self::LessonProposed { .. } => "lesson_proposed",
+            Self::ReflectionFailed { .. } => "reflection_failed",
             Self::LeaseAbandoned { .. } => "lease_abandoned",
             Self::LeaseReleased => "lease_released",
             Self::LeaseReclaimed { .. } => "lease_reclaimed",
@@ -331,6 +343,19 @@ mod tests {
                 health_ok: false,
                 duration_ms: 3,
                 health_failed: vec!["sshd_config".into()],
+            },
+            EventBody::LessonProposed {
+                lesson: CandidateLesson {
+                    id: "r-r1-e1-a1-ban".into(),
+                    kind: crate::lesson::CandidateKind::Ban,
+                    family: "audit_rules".into(),
+                    scope: crate::lesson::LessonScope::Family,
+                    text: "Never flush the rules.".into(),
+                    pattern: Some("auditctl -D".into()),
+                },
+            },
+            EventBody::ReflectionFailed {
+                reason: ReflectionFailure::ReflectorUnparseable,
             },
             EventBody::LeaseAbandoned {
                 reason: AbandonReason::RenewRefused,

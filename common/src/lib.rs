@@ -10,6 +10,11 @@
 //! - [`task`]: a leased `RuleTask`, its `Budgets`, and the `Outcome` of a task.
 //! - [`event`]: the event envelope and `EventBody` enum (DESIGN E1, E3, E4).
 //! - [`keys`]: the Redis key schema under one prefix.
+//! - [`lesson`]: candidate lessons and bans from the Reflector.
+//! - [`injection`]: the instruction-injection screen for text bound for a
+//!   prompt or the knowledge repo (DESIGN D7).
+//! - [`script_screen`]: the denylist of host-destroying commands a script
+//!   passes before it runs or is promoted; ban pattern compilation.
 //! - [`lease`]: Lua scripts and the `LeaseClient` (DESIGN L1–L7).
 //! - [`settings`]: lease timing defaults and why they are what they are.
 //! - [`skill_pack`]: family map and ordering constraints of a skill pack.
@@ -18,8 +23,11 @@
 pub mod api;
 pub mod event;
 pub mod ids;
+pub mod injection;
 pub mod keys;
 pub mod lease;
+pub mod lesson;
+pub mod script_screen;
 pub mod settings;
 pub mod skill_pack;
 pub mod task;

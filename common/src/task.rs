@@ -87,6 +87,9 @@ pub struct Checks {
     /// agent's built-in prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_prompt: Option<String>,
+    /// The pack's Reflector prompt template; `None`: the built-in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflector_prompt: Option<String>,
 }
 
 impl Checks {

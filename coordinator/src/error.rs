@@ -12,6 +12,11 @@ pub enum CoordinatorError {
     Invalid(String),
     #[error("not found")]
     NotFound,
+    /// The request is valid but the resource is not in a state for it.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("knowledge repo: {0}")]
+    Knowledge(#[from] fleet_knowledge::KnowledgeError),
     #[error("postgres: {0}")]
     Postgres(#[source] sqlx::Error),
     #[error("migration failed: {0}")]

@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`api`]: axum router and handlers; bearer tokens; JSON errors.
+//! - [`dream`]: the dream stage; for now its promotion gate stack (DESIGN D7).
 //! - [`db`]: Postgres pool (optionally confined to one schema) and migrations.
 //! - [`planner`]: a submission becomes a run and work items, then Redis tasks.
 //! - [`validate`]: what a submission may contain, with helpful messages.
@@ -18,6 +19,9 @@
 //! - [`reaper`]: reclaims expired leases, detects a Redis restart or data
 //!   loss and reconciles, refreshes gauges.
 //! - [`serve`]: startup (migrate, drain, reconcile), workers, ordered shutdown.
+//! - [`dream`]: after each run — comparison with the previous comparable
+//!   run, automatic reverts, gated promotion onto `main`, credit and the
+//!   published ranking (DESIGN D1–D8).
 //! - [`status`]: read models (run progress, agent roster).
 //! - [`metrics`]: Prometheus registry and every coordinator metric.
 //! - [`error`]: `CoordinatorError`; store errors are mapped there only.
@@ -27,6 +31,7 @@
 pub mod api;
 pub mod catalog;
 pub mod db;
+pub mod dream;
 pub mod error;
 pub mod ingest;
 pub mod metrics;

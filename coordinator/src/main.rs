@@ -1,5 +1,5 @@
 //! `fleet-coordinator`: `serve` runs the coordinator; `submit`, `watch`,
-//! `status` and `agents` are clients of its HTTP API.
+//! `status`, `report` and `agents` are clients of its HTTP API.
 //!
 //! Exit status: 0 on success, 2 on a usage error or a request the server
 //! refused (4xx, its message printed), 1 on any other failure.
@@ -57,7 +57,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Submit(a) => cli::submit(a).await,
         Command::Watch(a) => cli::watch(a).await,
         Command::Status(a) => cli::status(a).await,
+        Command::Report(a) => cli::report(a).await,
         Command::Agents(a) => cli::agents(a).await,
+        Command::Dream(a) => cli::dream(a).await,
+        Command::Promotions(c) => cli::promotions(c).await,
     }
 }
 

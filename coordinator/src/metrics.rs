@@ -4,8 +4,8 @@
 //! reasons and protocol counter names. Never run or rule ids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Cheap to clone: every clone shares the same registry and collectors.
@@ -29,6 +29,19 @@ pub struct Metrics {
     /// Raw protocol counters of the lease scripts as Redis holds them; they
     /// restart from zero when Redis loses its data, hence a gauge.
     pub lease_protocol: IntGaugeVec,
+    /// Dream-stage passes, by result (`done`, `failed`).
+    pub dreams: IntCounterVec,
+    pub dream_duration: Histogram,
+    /// Ledger entries by action (`promote`, `revert`) and verdict.
+    pub promotions: IntCounterVec,
+    /// The last dreamt run's figures per (skill, profile): fix rate,
+    /// first-try rate, and against the previous comparable run wins,
+    /// regressions and their ratio (absent on a first run).
+    pub run_fix_rate: GaugeVec,
+    pub run_first_try_rate: GaugeVec,
+    pub run_regression_ratio: GaugeVec,
+    pub run_wins: GaugeVec,
+    pub run_regressions: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -81,8 +94,50 @@ impl Metrics {
         registry
             .register(Box::new(ingest_lag.clone()))
             .expect("unique metric");
+        let dream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "fleet_dream_duration_seconds",
+                "Wall time of one dream-stage pass over a completed run",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(dream_duration.clone()))
+            .expect("unique metric");
 
-        Self {
+        let float_gauge_vec = |name: &str, help: &str| {
+            let g =
+                GaugeVec::new(Opts::new(name, help), &["skill", "profile"]).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+
+        let m = Self {
+            run_fix_rate: float_gauge_vec(
+                "fleet_run_fix_rate",
+                "Fix rate (fixed / (fixed + escalated)) of the last dreamt run",
+            ),
+            run_first_try_rate: float_gauge_vec(
+                "fleet_run_first_try_rate",
+                "Share of fixed rules fixed on attempt 1 in the last dreamt run",
+            ),
+            run_regression_ratio: float_gauge_vec(
+                "fleet_run_regression_ratio",
+                "Wins / regressions of the last dreamt run against the previous comparable run (+Inf: none regressed)",
+            ),
+            run_wins: float_gauge_vec(
+                "fleet_run_wins",
+                "Rules fixed in the last dreamt run and not in the previous comparable run",
+            ),
+            run_regressions: float_gauge_vec(
+                "fleet_run_regressions",
+                "Rules fixed in the previous comparable run and not in the last dreamt run",
+            ),
             events_ingested: counter_vec(
                 "fleet_events_ingested_total",
                 "Events applied to Postgres, by kind (redeliveries excluded)",
@@ -129,11 +184,40 @@ impl Metrics {
             ),
             runs_submitted: counter("fleet_runs_submitted_total", "Runs accepted by the API"),
             lease_protocol: gauge_vec(
-                "fleet_lease_protocol_counter",
+                "fleet_lease_protocol_events",
                 "Lease script counters held in Redis (stale_rejected, reclaimed, dead_lettered, released)",
                 &["counter"],
             ),
+            dreams: counter_vec(
+                "fleet_dreams_total",
+                "Dream-stage passes over completed runs, by result",
+                &["result"],
+            ),
+            dream_duration,
+            promotions: counter_vec(
+                "fleet_promotions_total",
+                "Promotion ledger entries, by action and verdict",
+                &["action", "verdict"],
+            ),
             registry,
+        };
+        m.preset_series();
+        m
+    }
+
+    /// Every series of a bounded label set exists from the start, at zero,
+    /// so dashboards and alerts see 0 rather than no data.
+    fn preset_series(&self) {
+        for reason in ["oversized", "unknown_version", "malformed", "unknown_task"] {
+            self.events_quarantined.with_label_values(&[reason]);
+        }
+        for result in ["done", "failed"] {
+            self.dreams.with_label_values(&[result]);
+        }
+        for action in ["promote", "revert"] {
+            for verdict in ["APPLY", "REJECT", "ESCALATE", "DEFER"] {
+                self.promotions.with_label_values(&[action, verdict]);
+            }
         }
     }
 

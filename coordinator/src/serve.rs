@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::dream::Dreamer;
 use crate::error::CoordinatorError;
 use crate::ingest::Ingester;
 use crate::metrics::Metrics;
@@ -62,6 +63,9 @@ pub struct ServeConfig {
     pub git_secret: String,
     /// Base URL agents reach this coordinator at; `None` = `http://<listen>`.
     pub advertise_url: Option<String>,
+    /// Run the dream stage by itself when a run completes (else only by
+    /// hand: `dream --run`).
+    pub auto_dream: bool,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -83,6 +87,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("consumer", &self.consumer)
             .field("knowledge_dir", &self.knowledge_dir)
             .field("advertise_url", &self.advertise_url)
+            .field("auto_dream", &self.auto_dream)
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +115,7 @@ impl ServeConfig {
             knowledge_dir: PathBuf::from(DEFAULT_KNOWLEDGE_DIR),
             git_secret: String::new(),
             advertise_url: None,
+            auto_dream: true,
         }
     }
 
@@ -187,7 +193,14 @@ pub async fn serve_on(
     }
     let git = open_knowledge(&config).await?;
     let addr = listener.local_addr()?;
+    let dreamer = Dreamer::new(
+        pool.clone(),
+        packs.clone(),
+        config.knowledge_dir.clone(),
+        metrics.clone(),
+    );
     let state = AppState {
+        dreamer: dreamer.clone(),
         pool: pool.clone(),
         leases: leases.clone(),
         packs,
@@ -220,6 +233,15 @@ pub async fn serve_on(
         ingester.run(stop).await;
         Ok(())
     });
+    // After a run completes: compare, revert, promote, rank (DESIGN D).
+    if config.auto_dream {
+        workers.spawn("dream", move |stop| async move {
+            dreamer.run(stop).await;
+            Ok(())
+        });
+    } else {
+        tracing::info!("dream stage only by hand (`dream --run`)");
+    }
     tracing::info!(%addr, "coordinator ready");
 
     tokio::select! {

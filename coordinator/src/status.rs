@@ -1,12 +1,17 @@
-//! Read models behind the API: a run's progress and the agent roster.
+//! Read models behind the API: a run's progress, its per-rule report, the
+//! runs comparable with it and the agent roster.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use fleet_common::api::{AgentInfo, RunStatus};
+use fleet_common::api::{
+    AgentInfo, PointComparison, RuleOutcome, RuleReport, RunHistory, RunMeans, RunPoint, RunReport,
+    RunStatus,
+};
+use fleet_common::event::COORDINATOR_AGENT;
 use fleet_common::lease::LeaseClient;
 use fleet_common::{AgentId, RunId};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::CoordinatorError;
 
@@ -25,11 +30,15 @@ struct RunRow {
 /// Every count comes from Postgres (`work_items` and `run_events`); lease
 /// losses are the run's `lease_reclaimed` events.
 pub async fn run_status(pool: &PgPool, run: RunId) -> Result<RunStatus, CoordinatorError> {
+    run_status_on(&mut *pool.acquire().await?, run).await
+}
+
+async fn run_status_on(conn: &mut PgConnection, run: RunId) -> Result<RunStatus, CoordinatorError> {
     let row: RunRow = sqlx::query_as(
         "SELECT skill_pack, profile, status, total, created_at, finished_at FROM runs WHERE id = $1",
     )
     .bind(run.0)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or(CoordinatorError::NotFound)?;
     let (finished, fixed, fixed_first_try, already_passing, escalated): (i64, i64, i64, i64, i64) =
@@ -42,27 +51,51 @@ pub async fn run_status(pool: &PgPool, run: RunId) -> Result<RunStatus, Coordina
          FROM work_items WHERE run_id = $1",
         )
         .bind(run.0)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
+    // The same means as `RunMeans::of` over the report's rows: figures of
+    // outcomes the coordinator dead-lettered (`lease_lost`, reported as 0)
+    // are unknown, not zero, and left out.
+    let (mean_attempts, wall_ms_per_fixed, wall_ms_per_escalated): (
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+    ) = sqlx::query_as(
+        "SELECT (avg(attempts) FILTER (WHERE outcome IN ('fixed', 'escalated')))::float8,
+                (avg(duration_ms) FILTER (WHERE outcome = 'fixed'))::float8,
+                (avg(duration_ms) FILTER (WHERE outcome = 'escalated'))::float8
+         FROM work_items
+         WHERE run_id = $1 AND accepted_agent IS DISTINCT FROM $2",
+    )
+    .bind(run.0)
+    .bind(COORDINATOR_AGENT)
+    .fetch_one(&mut *conn)
+    .await?;
     let by_reason: Vec<(String, i64)> = sqlx::query_as(
         "SELECT coalesce(reason, ''), count(*) FROM work_items
          WHERE run_id = $1 AND outcome = 'escalated' GROUP BY 1",
     )
     .bind(run.0)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let stale: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM run_events WHERE run_id = $1 AND rejected IS NOT NULL",
     )
     .bind(run.0)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     let lease_losses: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM run_events WHERE run_id = $1 AND kind = 'lease_reclaimed'",
     )
     .bind(run.0)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
+    let comparison = crate::dream::compare::load(conn, run.0).await?;
+    let dream: Option<String> =
+        sqlx::query_scalar("SELECT status FROM dream_runs WHERE run_id = $1")
+            .bind(run.0)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(RunStatus {
         run,
         skill_pack: row.skill_pack,
@@ -82,6 +115,154 @@ pub async fn run_status(pool: &PgPool, run: RunId) -> Result<RunStatus, Coordina
         stale_completions_rejected: stale as u64,
         created_at: row.created_at.to_rfc3339(),
         finished_at: row.finished_at.map(|t| t.to_rfc3339()),
+        mean_attempts,
+        wall_ms_per_fixed,
+        wall_ms_per_escalated,
+        comparison,
+        dream,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct RuleRow {
+    rule_id: String,
+    family: String,
+    outcome: Option<String>,
+    reason: Option<String>,
+    attempts: Option<i32>,
+    duration_ms: Option<i64>,
+    fixed_attempt: Option<i32>,
+}
+
+/// A run's totals and one row per rule, sorted by rule id; `NotFound` if
+/// there is no such run. The means are computed from the rows (the same
+/// definition as `run_status`'s SQL).
+pub async fn run_report(pool: &PgPool, run: RunId) -> Result<RunReport, CoordinatorError> {
+    // One snapshot, so the totals and the rows agree on a running run.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let mut totals = run_status_on(&mut tx, run).await?;
+    let rows: Vec<RuleRow> = sqlx::query_as(
+        "SELECT rule_id, family, outcome, reason, fixed_attempt,
+                CASE WHEN accepted_agent = $2 THEN NULL ELSE attempts END AS attempts,
+                CASE WHEN accepted_agent = $2 THEN NULL ELSE duration_ms END AS duration_ms
+         FROM work_items WHERE run_id = $1 ORDER BY rule_id",
+    )
+    .bind(run.0)
+    .bind(COORDINATOR_AGENT)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let rules = rows
+        .into_iter()
+        .map(|r| {
+            let outcome = RuleOutcome::from_column(r.outcome.as_deref()).ok_or_else(|| {
+                CoordinatorError::Postgres(sqlx::Error::Decode(
+                    format!(
+                        "work item {} has an unknown outcome {:?}",
+                        r.rule_id, r.outcome
+                    )
+                    .into(),
+                ))
+            })?;
+            Ok(RuleReport {
+                rule: r.rule_id,
+                family: r.family,
+                outcome,
+                reason: r.reason,
+                attempts: r.attempts.map(|n| n.max(0) as u32),
+                wall_ms: r.duration_ms.map(|n| n.max(0) as u64),
+                fixed_attempt: r.fixed_attempt.map(|n| n.max(0) as u32),
+            })
+        })
+        .collect::<Result<Vec<_>, CoordinatorError>>()?;
+    let means = RunMeans::of(&rules);
+    totals.mean_attempts = means.mean_attempts;
+    totals.wall_ms_per_fixed = means.wall_ms_per_fixed;
+    totals.wall_ms_per_escalated = means.wall_ms_per_escalated;
+    Ok(RunReport::new(totals, rules))
+}
+
+#[derive(sqlx::FromRow)]
+struct PointRow {
+    id: i64,
+    skill_pack: String,
+    profile: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    fixed: i64,
+    fixed_first_try: i64,
+    escalated: i64,
+    already_passing: i64,
+    previous_run_id: Option<i64>,
+    wins: Option<i32>,
+    regressions: Option<i32>,
+}
+
+/// The completed runs of `run`'s skill pack and profile up to it, and
+/// `run` itself, oldest first (the latest `RunHistory::MAX_RUNS`), each with
+/// its rates and the dream stage's stored comparison; `NotFound` if there
+/// is no such run.
+pub async fn run_history(pool: &PgPool, run: RunId) -> Result<RunHistory, CoordinatorError> {
+    let mut rows: Vec<PointRow> = sqlx::query_as(
+        "SELECT p.id, p.skill_pack, p.profile, p.status, p.created_at, p.finished_at,
+                w.fixed, w.fixed_first_try, w.escalated, w.already_passing,
+                c.previous_run_id, c.wins, c.regressions
+         FROM runs r
+         JOIN runs p ON p.skill_pack = r.skill_pack AND p.profile = r.profile
+                    AND p.id <= r.id AND (p.status = 'completed' OR p.id = r.id)
+         LEFT JOIN run_comparisons c ON c.run_id = p.id
+         CROSS JOIN LATERAL (
+             SELECT count(*) FILTER (WHERE outcome = 'fixed') AS fixed,
+                    count(*) FILTER (WHERE outcome = 'fixed' AND fixed_attempt = 1) AS fixed_first_try,
+                    count(*) FILTER (WHERE outcome = 'escalated') AS escalated,
+                    count(*) FILTER (WHERE outcome = 'already_passing') AS already_passing
+             FROM work_items WHERE run_id = p.id) w
+         WHERE r.id = $1
+         ORDER BY p.id DESC LIMIT $2",
+    )
+    .bind(run.0)
+    .bind(RunHistory::MAX_RUNS as i64)
+    .fetch_all(pool)
+    .await?;
+    // `run` itself is always a row: none means no such run.
+    let first = rows.first().ok_or(CoordinatorError::NotFound)?;
+    let (skill_pack, profile) = (first.skill_pack.clone(), first.profile.clone());
+    rows.reverse();
+    let runs = rows
+        .into_iter()
+        .map(|r| {
+            let fixed = r.fixed.max(0) as u64;
+            let escalated = r.escalated.max(0) as u64;
+            let fixed_first_try = r.fixed_first_try.max(0) as u64;
+            RunPoint {
+                run: RunId(r.id),
+                status: r.status,
+                created_at: r.created_at.to_rfc3339(),
+                finished_at: r.finished_at.map(|t| t.to_rfc3339()),
+                fixed,
+                fixed_first_try,
+                escalated,
+                already_passing: r.already_passing.max(0) as u64,
+                fix_rate: (fixed + escalated > 0)
+                    .then(|| fixed as f64 / (fixed + escalated) as f64),
+                first_try_rate: (fixed > 0).then(|| fixed_first_try as f64 / fixed as f64),
+                comparison: r.previous_run_id.map(|previous| PointComparison {
+                    previous_run: RunId(previous),
+                    wins: r.wins.unwrap_or(0).max(0) as u64,
+                    regressions: r.regressions.unwrap_or(0).max(0) as u64,
+                }),
+            }
+        })
+        .collect();
+    Ok(RunHistory {
+        run,
+        skill_pack,
+        profile,
+        runs,
     })
 }
 

@@ -16,6 +16,7 @@
 //! kind: lesson
 //! family: accounts
 //! scope: "rules touching /etc/shadow"
+//! pattern: "passwd -d"          (bans only: the regex a script must not match)
 //! provenance:
 //!   run: r-42
 //!   attempt: 2
@@ -24,6 +25,8 @@
 //! ---
 //! body…
 //! ```
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,8 +92,11 @@ pub struct LessonFile {
     pub id: String,
     pub kind: LessonKind,
     pub family: String,
-    /// Free text saying which rules the lesson applies to.
+    /// Which rules the lesson applies to: `family`, `rule:<rule id>`, or
+    /// free text (treated as the family).
     pub scope: String,
+    /// Bans only: the regular expression a script must not match.
+    pub pattern: Option<String>,
     pub provenance: Provenance,
     pub body: String,
 }
@@ -102,6 +108,11 @@ impl LessonFile {
         validate_component("family", &self.family)?;
         validate_component("run", &self.provenance.run)?;
         validate_component("agent", &self.provenance.agent)?;
+        if (self.kind == LessonKind::Ban) != self.pattern.is_some() {
+            return Err(KnowledgeError::Malformed(
+                "a ban needs a pattern, and only a ban has one".into(),
+            ));
+        }
         if let Some(c) = &self.provenance.source_commit {
             if !is_hex_oid(c) {
                 return Err(KnowledgeError::Malformed(
@@ -122,12 +133,20 @@ impl LessonFile {
     pub fn render(&self) -> String {
         let scope = serde_json::to_string(&self.scope).expect("a string always serialises");
         let commit = self.provenance.source_commit.as_deref().unwrap_or("~");
+        let pattern = match &self.pattern {
+            Some(p) => format!(
+                "pattern: {}\n",
+                serde_json::to_string(p).expect("a string always serialises")
+            ),
+            None => String::new(),
+        };
         format!(
-            "---\nid: {}\nkind: {}\nfamily: {}\nscope: {}\nprovenance:\n  run: {}\n  attempt: {}\n  agent: {}\n  source_commit: {}\n---\n{}",
+            "---\nid: {}\nkind: {}\nfamily: {}\nscope: {}\n{}provenance:\n  run: {}\n  attempt: {}\n  agent: {}\n  source_commit: {}\n---\n{}",
             self.id,
             self.kind.as_str(),
             self.family,
             scope,
+            pattern,
             self.provenance.run,
             self.provenance.attempt,
             self.provenance.agent,
@@ -169,7 +188,7 @@ impl LessonFile {
             } else {
                 in_provenance = false;
                 let (k, v) = split_field(line)?;
-                top.insert(k, v, &["id", "kind", "family", "scope"])?;
+                top.insert(k, v, &["id", "kind", "family", "scope", "pattern"])?;
             }
         }
 
@@ -177,6 +196,14 @@ impl LessonFile {
             .ok_or_else(|| bad("kind must be lesson, ban or skill"))?;
         let scope: String = serde_json::from_str(top.get("scope")?)
             .map_err(|_| bad("scope must be a double-quoted string"))?;
+        let pattern = if top.has("pattern") {
+            Some(
+                serde_json::from_str::<String>(top.get("pattern")?)
+                    .map_err(|_| bad("pattern must be a double-quoted string"))?,
+            )
+        } else {
+            None
+        };
         let attempt = prov
             .get("attempt")?
             .parse::<u32>()
@@ -193,6 +220,7 @@ impl LessonFile {
             kind,
             family: top.get("family")?.to_string(),
             scope,
+            pattern,
             provenance: Provenance {
                 run: prov.get("run")?.to_string(),
                 attempt,
@@ -255,6 +283,9 @@ pub struct Ranking {
     /// Ranked lessons, best first. Empty until the dream stage runs.
     #[serde(default)]
     pub lessons: Vec<RankedLesson>,
+    /// Per family, the score a lesson with no data of its own gets (D2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub priors: BTreeMap<String, f64>,
 }
 
 impl Default for Ranking {
@@ -262,6 +293,7 @@ impl Default for Ranking {
         Ranking {
             version: 1,
             lessons: Vec::new(),
+            priors: BTreeMap::new(),
         }
     }
 }
@@ -271,6 +303,9 @@ impl Default for Ranking {
 #[serde(deny_unknown_fields)]
 pub struct RankedLesson {
     pub family: String,
+    /// Set on a per-(rule, lesson) score, which agents prefer for that rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     pub id: String,
     pub score: f64,
 }
@@ -297,6 +332,7 @@ mod tests {
             kind: LessonKind::Ban,
             family: "accounts".into(),
             scope: "rules touching \"/etc/shadow\"\nand: more".into(),
+            pattern: Some("passwd\\s+-d \"x\"".into()),
             provenance: Provenance {
                 run: "r-42".into(),
                 attempt: 2,
@@ -315,6 +351,7 @@ mod tests {
         l2.provenance.source_commit = None;
         l2.body = String::new();
         l2.kind = LessonKind::Skill;
+        l2.pattern = None;
         assert_eq!(LessonFile::parse(&l2.render()).unwrap(), l2);
         assert_eq!(
             l.path().unwrap(),
@@ -345,6 +382,9 @@ mod tests {
             good.replace("source_commit: 0123", "source_commit: zz23"),
             good.replace("provenance:\n", "provenance:\nprovenance:\n"),
             good.replace("family: accounts", "family accounts"),
+            good.replace("pattern: ", "pattern: unquoted "),
+            good.replace("kind: ban", "kind: lesson"),
+            good.replace("pattern: \"passwd\\\\s+-d \\\"x\\\"\"\n", ""),
         ];
         for (i, c) in cases.iter().enumerate() {
             assert!(

@@ -65,6 +65,31 @@ where
     Err(KnowledgeError::MainContended { tries: MAX_TRIES })
 }
 
+/// Opens the bare repo at `dir` and commits `files` (slash-separated path,
+/// contents) on top of its `main` with [`update_main`].
+pub fn commit_files_on_main(
+    dir: &std::path::Path,
+    files: &[(&str, &[u8])],
+    message: &str,
+) -> Result<Oid, KnowledgeError> {
+    let repo = Repository::open_bare(dir)?;
+    update_main(
+        &repo,
+        |repo, tip| {
+            let mut tree = tip.map(|c| c.tree()).transpose()?;
+            for (path, bytes) in files {
+                let id = tree_with_file(repo, tree.as_ref(), path, bytes, false)?;
+                tree = Some(repo.find_tree(id)?);
+            }
+            match tree {
+                Some(t) => Ok(t.id()),
+                None => Err(KnowledgeError::BadRelativePath("".into())),
+            }
+        },
+        message,
+    )
+}
+
 /// The CAS lost (the ref changed or appeared), or another writer holds the ref's lock file.
 fn is_contention(e: &git2::Error) -> bool {
     matches!(

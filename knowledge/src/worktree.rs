@@ -281,6 +281,48 @@ impl AgentCheckout {
         }
     }
 
+    /// The lessons and bans of `family` on the fetched `main`
+    /// (`lessons/<family>/*.md`), in file-name order. A file that does not
+    /// parse is skipped with a warning: one bad file must not hide the rest.
+    pub fn fetched_lessons(&self, family: &str) -> Result<Vec<crate::LessonFile>, KnowledgeError> {
+        crate::validate_component("family", family)?;
+        let tree = self.repo.find_reference(FETCHED_MAIN)?.peel_to_tree()?;
+        let dir = match tree.get_path(Path::new("lessons").join(family).as_path()) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(dir) = dir.to_object(&self.repo)?.into_tree() else {
+            return Ok(Vec::new());
+        };
+        let mut lessons = Vec::new();
+        for entry in dir.iter() {
+            let name = entry.name().unwrap_or_default().to_owned();
+            if !name.ends_with(".md") {
+                continue;
+            }
+            let Ok(blob) = entry.to_object(&self.repo)?.into_blob() else {
+                continue;
+            };
+            let parsed = std::str::from_utf8(blob.content())
+                .map_err(|_| KnowledgeError::Malformed("not UTF-8".into()))
+                .and_then(crate::LessonFile::parse);
+            match parsed {
+                Ok(l) if l.family == family => lessons.push(l),
+                Ok(l) => tracing::warn!(
+                    family,
+                    file = name,
+                    other = l.family,
+                    "lesson filed under another family; skipped"
+                ),
+                Err(e) => {
+                    tracing::warn!(family, file = name, error = %e, "malformed lesson on main; skipped")
+                }
+            }
+        }
+        Ok(lessons)
+    }
+
     /// Names of the worktrees currently registered in the cache.
     pub fn worktree_names(&self) -> Result<Vec<String>, KnowledgeError> {
         Ok(self

@@ -43,6 +43,7 @@ fn child_agent() {
         let lesson = LessonFile {
             id: format!("{agent}-{i}"),
             kind: LessonKind::Lesson,
+            pattern: None,
             family: "churn".into(),
             scope: "churn".into(),
             provenance: Provenance {

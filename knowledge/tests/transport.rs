@@ -18,6 +18,7 @@ fn lesson(agent: &str) -> LessonFile {
     LessonFile {
         id: "l1".into(),
         kind: LessonKind::Lesson,
+        pattern: None,
         family: "accounts".into(),
         scope: "all account rules".into(),
         provenance: Provenance {

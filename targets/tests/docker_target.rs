@@ -88,6 +88,14 @@ async fn limits_labels_and_no_network_are_applied() {
     assert_eq!(host.pids_limit, Some(256));
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.init, Some(true));
+    assert_eq!(
+        host.cap_drop,
+        Some(vec!["NET_RAW".to_owned(), "MKNOD".to_owned()])
+    );
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges:true".to_owned()])
+    );
     let labels: HashMap<String, String> = inspect.config.unwrap().labels.unwrap();
     assert_eq!(labels.get(LABEL_AGENT), Some(&agent.id));
     assert_eq!(labels.get(LABEL_ROLE).map(String::as_str), Some("target"));
@@ -102,6 +110,23 @@ async fn limits_labels_and_no_network_are_applied() {
     assert_ne!(tcp.exit_code, Some(0), "connected: {}", tcp.output);
     let links = target.exec("ls /sys/class/net", T).await.unwrap();
     assert_eq!(links.output.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    // Hardening in effect inside: no device nodes, no privilege gain.
+    let node = target.exec("mknod /tmp/fleet-null c 1 3", T).await.unwrap();
+    assert_ne!(node.exit_code, Some(0), "mknod worked: {}", node.output);
+    let nnp = target
+        .exec("grep '^NoNewPrivs:' /proc/self/status", T)
+        .await
+        .unwrap();
+    assert!(nnp.output.contains('1'), "{}", nnp.output);
+    // What package scripts need still works.
+    let chown = target
+        .exec(
+            "touch /tmp/f && chown nobody /tmp/f && chmod 0640 /tmp/f",
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(chown.exit_code, Some(0), "{}", chown.output);
 
     // The limits survive a revert.
     target.revert().await.unwrap();

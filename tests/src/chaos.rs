@@ -128,6 +128,9 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         sim_work_ms: plan.sim_work_ms,
         lease_loss_budget: 5,
         target_image: None,
+        llm_url: None,
+        auto_dream: true,
+        json_logs: false,
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

@@ -1,8 +1,9 @@
 //! A fake OpenAI-compatible endpoint (the one fake the project allows): a
 //! real HTTP server on 127.0.0.1 answering `POST /v1/chat/completions` from
-//! a script. Each rule names a needle (a rule id, a lesson id), looked for
-//! anywhere in the conversation, and the replies to give in turn; the last
-//! reply repeats. Replies can be slow, an HTTP error, or garbage.
+//! a script. Each rule names needles (a rule id, a lesson id, a phrase of
+//! the Reflector prompt), all looked for anywhere in the conversation, and
+//! the replies to give in turn; the last reply repeats. The first rule that
+//! matches answers. Replies can be slow, an HTTP error, or garbage.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +30,12 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// A Reflector answer: the structured lesson as JSON, in a fence.
+    pub fn lesson(lesson: &str, ban: Option<&str>, scope: &str) -> Reply {
+        let json = json!({ "lesson": lesson, "ban": ban, "scope": scope });
+        Reply::Answer(format!("```json\n{json}\n```"))
+    }
+
     /// An answer holding `script` in a bash fence, with some prose around.
     pub fn script(script: &str) -> Reply {
         Reply::Answer(format!(
@@ -39,7 +46,7 @@ impl Reply {
 
 #[derive(Default)]
 struct Scripted {
-    rules: Vec<(String, VecDeque<Reply>)>,
+    rules: Vec<(Vec<String>, VecDeque<Reply>)>,
     fallback: Option<Reply>,
 }
 
@@ -70,9 +77,22 @@ impl FakeLlm {
         FakeLlm { base_url, shared }
     }
 
-    /// When the last user message contains `needle`, give `replies` in turn.
+    /// When the conversation contains `needle`, give `replies` in turn.
     pub fn on(&self, needle: &str, replies: Vec<Reply>) -> &Self {
-        self.lock().rules.push((needle.to_owned(), replies.into()));
+        self.on_all(&[needle], replies)
+    }
+
+    /// When the conversation contains every one of `needles`.
+    pub fn on_all(&self, needles: &[&str], replies: Vec<Reply>) -> &Self {
+        let needles = needles.iter().map(|n| (*n).to_owned()).collect();
+        self.lock().rules.push((needles, replies.into()));
+        self
+    }
+
+    /// Forgets every rule and the fallback (the endpoint starts answering
+    /// differently mid-test).
+    pub fn reset(&self) -> &Self {
+        *self.lock() = Scripted::default();
         self
     }
 
@@ -128,7 +148,7 @@ async fn complete(State(s): State<Shared>, Json(body): Json<Value>) -> Response 
         let found = script
             .rules
             .iter_mut()
-            .find(|(needle, _)| conversation.contains(needle.as_str()));
+            .find(|(needles, _)| needles.iter().all(|n| conversation.contains(n.as_str())));
         match found {
             Some((_, replies)) if replies.len() > 1 => replies.pop_front(),
             Some((_, replies)) => replies.front().cloned(),

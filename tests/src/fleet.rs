@@ -25,6 +25,13 @@ pub struct FleetOpts {
     /// Agents on Docker targets of this image with the `ssg` brain, and the
     /// planner scanning it; `None`: the simulation.
     pub target_image: Option<String>,
+    /// With `target_image`: the `openai` brain on this endpoint instead of
+    /// `ssg`.
+    pub llm_url: Option<String>,
+    /// The coordinator dreams by itself after each run (else by hand).
+    pub auto_dream: bool,
+    /// Every process logs JSON lines (`--log-format json`).
+    pub json_logs: bool,
 }
 
 impl Default for FleetOpts {
@@ -34,6 +41,9 @@ impl Default for FleetOpts {
             sim_work_ms: 20,
             lease_loss_budget: 5,
             target_image: None,
+            llm_url: None,
+            auto_dream: true,
+            json_logs: false,
         }
     }
 }
@@ -51,6 +61,8 @@ pub struct Fleet {
     pub coordinator: Option<Proc>,
     /// Slot i holds agent `agent-{i+1}` while it runs.
     pub agents: Vec<Option<Proc>>,
+    /// Where agent i serves `/metrics`.
+    pub agent_metrics: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -74,6 +86,9 @@ impl Fleet {
             logs,
             coordinator: None,
             agents: (0..opts.agents).map(|_| None).collect(),
+            agent_metrics: (0..opts.agents)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
             opts,
             http: reqwest::Client::new(),
         };
@@ -98,7 +113,13 @@ impl Fleet {
             .env("FLEET_GIT_SECRET", &self.git_secret)
             .env("FLEET_KNOWLEDGE_DIR", self.knowledge_dir())
             .arg("--lease-loss-budget")
-            .arg(self.opts.lease_loss_budget.to_string());
+            .arg(self.opts.lease_loss_budget.to_string())
+            .arg("--auto-dream")
+            .arg(self.opts.auto_dream.to_string())
+            .env(
+                "FLEET_LOG_FORMAT",
+                if self.opts.json_logs { "json" } else { "text" },
+            );
         if let Some(image) = &self.opts.target_image {
             cmd.env("FLEET_SCAN_IMAGE", image);
         }
@@ -163,6 +184,11 @@ impl Fleet {
             .env("FLEET_AGENT_TOKEN", &self.agent_token)
             .env("FLEET_AGENT_ID", &name)
             .env("FLEET_WORK_DIR", self.agent_work_dir(i))
+            .env("FLEET_METRICS_LISTEN", &self.agent_metrics[i])
+            .env(
+                "FLEET_LOG_FORMAT",
+                if self.opts.json_logs { "json" } else { "text" },
+            )
             .arg("--sim-work-ms")
             .arg(self.opts.sim_work_ms.to_string());
         if let Some(image) = &self.opts.target_image {
@@ -171,6 +197,9 @@ impl Fleet {
                 .env("FLEET_TARGET", "docker")
                 .env("FLEET_BRAIN", "ssg")
                 .env("FLEET_TARGET_IMAGE", image);
+            if let Some(url) = &self.opts.llm_url {
+                cmd.env("FLEET_BRAIN", "openai").env("FLEET_LLM_URL", url);
+            }
         }
         self.agents[i] = Some(Proc::spawn(
             &name,
@@ -185,11 +214,21 @@ impl Fleet {
 
     /// Submits `rules` (empty: the whole profile) of `pack`.
     pub async fn submit_pack(&self, pack: &str, rules: Vec<String>) -> SubmitRunResponse {
+        self.submit_with(pack, rules, Budgets::default()).await
+    }
+
+    /// [`Fleet::submit_pack`] with these budgets.
+    pub async fn submit_with(
+        &self,
+        pack: &str,
+        rules: Vec<String>,
+        budgets: Budgets,
+    ) -> SubmitRunResponse {
         let req = SubmitRun {
             skill_pack: pack.into(),
             profile: None,
             rules,
-            budgets: Budgets::default(),
+            budgets,
             priority: 100,
         };
         let resp = self
@@ -217,6 +256,18 @@ impl Fleet {
             .json()
             .await
             .expect("status body")
+    }
+
+    /// `GET /api/v1/runs/{run}/report`.
+    pub async fn report(&self, run: RunId) -> fleet_common::api::RunReport {
+        self.http
+            .get(format!("{}/api/v1/runs/{run}/report", self.api))
+            .send()
+            .await
+            .expect("report")
+            .json()
+            .await
+            .expect("report body")
     }
 
     /// Polls until the run completes; `tick` runs between polls.
@@ -280,6 +331,31 @@ impl Fleet {
         self.knowledge_git(&["rev-parse", "refs/heads/main"], None)
             .trim()
             .to_owned()
+    }
+
+    /// Who committed each commit `main` gained since `before`, newest
+    /// first, and whether `before` is still an ancestor of `main` (K1).
+    pub fn main_committers_since(&self, before: &str) -> (Vec<String>, bool) {
+        let log = self.knowledge_git(
+            &["log", "--format=%cn", &format!("{before}..refs/heads/main")],
+            None,
+        );
+        let committers = log.lines().map(String::from).collect();
+        let ancestor = std::process::Command::new("git")
+            .args(["merge-base", "--is-ancestor", before, "refs/heads/main"])
+            .current_dir(self.knowledge_dir())
+            .status()
+            .expect("git merge-base")
+            .success();
+        (committers, ancestor)
+    }
+
+    /// Commits `files` (path, contents) on top of the knowledge repo's
+    /// `main`, as the coordinator's dream stage does (K1).
+    pub fn commit_on_main(&self, files: &[(&str, &[u8])], message: &str) -> String {
+        fleet_knowledge::commit_files_on_main(&self.knowledge_dir(), files, message)
+            .expect("main moved")
+            .to_string()
     }
 
     /// K3 end to end: for every outcome an agent got accepted, the problems

@@ -12,8 +12,14 @@
 //! - [`db`]: a Postgres pool on a fresh, migrated schema.
 //! - [`fake_llm`]: the scripted OpenAI-compatible endpoint (real HTTP).
 //! - [`procs`]: starting and signalling the real binaries.
+//! - [`prometheus`]: a real Prometheus with the shipped config, and queries.
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
+//! - [`bench_fixrate`]: the `ssg` brain's fix rate against `oscap --remediate`.
+//! - [`bench_learning`]: category-level credit against the dream stage's, in
+//!   a simulated campaign (in process, no services).
 
+pub mod bench_fixrate;
+pub mod bench_learning;
 pub mod bench_target;
 pub mod chaos;
 pub mod coord;
@@ -21,5 +27,6 @@ pub mod db;
 pub mod fake_llm;
 pub mod fleet;
 pub mod procs;
+pub mod prometheus;
 pub mod queue;
 pub mod services;

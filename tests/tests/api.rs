@@ -37,6 +37,12 @@ async fn start_with(scan_image: Option<String>) -> Api {
             git_password: None,
         },
         git_secret: String::new(),
+        dreamer: fleet_coordinator::dream::Dreamer::new(
+            c.db.pool.clone(),
+            c.packs.clone(),
+            std::env::temp_dir().join("fleet-no-knowledge-repo"),
+            c.metrics.clone(),
+        ),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -3,8 +3,12 @@
 
 mod server;
 
+use fleet_common::lesson::ReflectionFailure;
 use fleet_common::Outcome;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 pub use server::serve_metrics;
 
@@ -42,6 +46,17 @@ pub struct AgentMetrics {
     pub knowledge_errors: IntCounter,
     /// Worker scripts the screen refused to run.
     pub scripts_refused: IntCounter,
+    /// Candidate lessons the Reflector drew.
+    pub lessons_proposed: IntCounter,
+    /// Text kept out of a prompt by the injection screen (rule text or a
+    /// lesson or ban from `main`).
+    pub text_withheld: IntCounter,
+    /// Reflections that yielded no lesson, by `reason`.
+    reflections_failed: IntCounterVec,
+    /// Wall time of one attempt: prompt, script, evaluation, health.
+    pub attempt_duration: Histogram,
+    /// Wall time of one rule, by accepted outcome kind.
+    rule_duration: HistogramVec,
 }
 
 impl AgentMetrics {
@@ -82,9 +97,68 @@ impl AgentMetrics {
             "Worker scripts refused by the screen (never run)",
         )
         .expect("valid metric");
+        let attempt_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "fleet_agent_attempt_duration_seconds",
+                "Wall time of one attempt (prompt, script, evaluation, health checks)",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+        )
+        .expect("valid metric");
+        let rule_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "fleet_agent_rule_duration_seconds",
+                "Wall time of one rule from lease to accepted outcome, by outcome",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(attempt_duration.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(rule_duration.clone()))
+            .expect("unique metric");
+        let text_withheld = IntCounter::new(
+            "fleet_agent_text_withheld_total",
+            "Rule text, lessons or bans kept out of prompts by the injection screen",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(text_withheld.clone()))
+            .expect("unique metric");
+        let lessons_proposed = IntCounter::new(
+            "fleet_agent_lessons_proposed_total",
+            "Candidate lessons drawn by the Reflector from failed attempts",
+        )
+        .expect("valid metric");
+        let reflections_failed = IntCounterVec::new(
+            Opts::new(
+                "fleet_agent_reflections_failed_total",
+                "Failed attempts whose reflection gave no lesson, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for r in [
+            ReflectionFailure::ReflectorUnparseable,
+            ReflectionFailure::ReflectorUnavailable,
+            ReflectionFailure::ReflectorHostile,
+        ] {
+            reflections_failed.with_label_values(&[r.as_str()]);
+        }
+        registry
+            .register(Box::new(reflections_failed.clone()))
+            .expect("unique metric");
         for c in [
             &attempts,
             &scripts_refused,
+            &lessons_proposed,
             &events_sent,
             &event_send_retries,
             &knowledge_errors,
@@ -116,6 +190,11 @@ impl AgentMetrics {
             leases,
             attempts,
             scripts_refused,
+            lessons_proposed,
+            text_withheld,
+            reflections_failed,
+            attempt_duration,
+            rule_duration,
             outcomes,
             lease_active,
             events_sent,
@@ -124,8 +203,28 @@ impl AgentMetrics {
         }
     }
 
+    pub fn reflection_failed(&self, reason: ReflectionFailure) {
+        self.reflections_failed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Failed reflections so far with `reason`.
+    pub fn reflections_failed(&self, reason: ReflectionFailure) -> u64 {
+        self.reflections_failed
+            .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
     pub fn lease_ended(&self, result: LeaseResult) {
         self.leases.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// One rule's accepted outcome took `seconds`.
+    pub fn rule_took(&self, outcome: &Outcome, seconds: f64) {
+        self.rule_duration
+            .with_label_values(&[outcome.kind()])
+            .observe(seconds);
     }
 
     pub fn outcome(&self, outcome: &Outcome) {

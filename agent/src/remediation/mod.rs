@@ -2,23 +2,29 @@
 //! attempt and wall-time budgets, reverting after every failed attempt.
 //!
 //! It emits `AttemptStarted`, `PromptAssembled`, `ScriptProposed` and
-//! `AttemptEvaluated` per attempt and returns the outcome; the caller
-//! completes the lease. When `cancel` fires it returns at once without
+//! `AttemptEvaluated` per attempt — and, after a failed one, the
+//! Reflector's `LessonProposed` or `ReflectionFailed` — and returns the
+//! outcome; the caller completes the lease. When `cancel` fires it returns at once without
 //! reverting: the caller, which knows why (lost lease, shutdown), reverts.
 
+mod guidance;
 mod health;
 mod prompt;
+mod reflect;
 mod screen;
 
 use std::time::Duration;
 
 use fleet_common::event::{EvalStatus, EventBody};
+use fleet_common::lesson::{CandidateKind, CandidateLesson, ReflectionFailure};
 use fleet_common::{EscalationReason, Outcome, RuleTask};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
+pub use guidance::{Guidance, ShownBan, ShownLesson, DEFAULT_PRIOR, MAX_BANS, MAX_LESSONS};
 pub use prompt::assemble as assemble_prompt;
+pub use reflect::{parse_reflection, reflector_prompt, Reflection, ReflectionError};
 pub use screen::{screen, Refusal};
 
 use crate::error::AgentError;
@@ -33,6 +39,9 @@ pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
 /// Upper bound on one script's run, whatever budget is left.
 pub const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Script output kept for the Reflector.
+const MAX_REFLECTED_OUTPUT: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remediation {
     Finished {
@@ -43,23 +52,36 @@ pub enum Remediation {
     Cancelled,
 }
 
-/// The script of each attempt, in attempt order (index 0 = attempt 1), as
-/// proposed (after capping). The runner writes them to the lease's branch;
-/// the loop itself knows nothing of git.
+/// What a lease produced for its branch of the knowledge repo: each
+/// attempt's script (index 0 = attempt 1, after capping) and the candidate
+/// lessons the Reflector drew. The runner writes them; the loop itself
+/// knows nothing of git.
 #[derive(Debug, Default)]
-pub struct ScriptLog(std::sync::Mutex<Vec<String>>);
+pub struct LeaseLog(std::sync::Mutex<LeaseRecord>);
 
-impl ScriptLog {
-    fn record(&self, script: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(script.to_owned());
+#[derive(Debug, Default, Clone)]
+pub struct LeaseRecord {
+    pub scripts: Vec<String>,
+    /// (attempt, candidate), in the order they were drawn.
+    pub lessons: Vec<(u32, CandidateLesson)>,
+}
+
+impl LeaseLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseRecord> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every script recorded so far.
-    pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    fn record_script(&self, script: &str) {
+        self.lock().scripts.push(script.to_owned());
+    }
+
+    fn record_lesson(&self, attempt: u32, lesson: CandidateLesson) {
+        self.lock().lessons.push((attempt, lesson));
+    }
+
+    /// Everything recorded so far.
+    pub fn take(&self) -> LeaseRecord {
+        std::mem::take(&mut *self.lock())
     }
 }
 
@@ -72,17 +94,20 @@ pub async fn remediate(
     metrics: &AgentMetrics,
     cancel: &CancellationToken,
 ) -> Remediation {
-    remediate_recording(task, bench, events, metrics, cancel, &ScriptLog::default()).await
+    let (guidance, log) = (Guidance::default(), LeaseLog::default());
+    remediate_with(task, bench, events, metrics, cancel, &guidance, &log).await
 }
 
-/// [`remediate`], also recording each attempt's script in `scripts`.
-pub async fn remediate_recording(
+/// [`remediate`], showing `guidance` (lessons and bans from the knowledge
+/// repo) to every prompt and recording scripts and candidates in `log`.
+pub async fn remediate_with(
     task: &RuleTask,
     bench: &Workbench,
     events: &LeaseEvents,
     metrics: &AgentMetrics,
     cancel: &CancellationToken,
-    scripts: &ScriptLog,
+    guidance: &Guidance,
+    log: &LeaseLog,
 ) -> Remediation {
     let wall = Duration::from_secs(u64::from(task.budgets.wall_time_s));
     let rule_loop = RuleLoop {
@@ -90,7 +115,8 @@ pub async fn remediate_recording(
         bench,
         events,
         metrics,
-        scripts,
+        guidance,
+        log,
         deadline: Instant::now() + wall,
     };
     tokio::select! {
@@ -105,15 +131,23 @@ struct RuleLoop<'a> {
     bench: &'a Workbench,
     events: &'a LeaseEvents,
     metrics: &'a AgentMetrics,
-    scripts: &'a ScriptLog,
+    guidance: &'a Guidance,
+    log: &'a LeaseLog,
     deadline: Instant,
 }
 
 /// How one attempt ended.
 enum Step {
     Fixed,
-    Failed(PriorAttempt),
+    Failed(Failed),
     Escalate(EscalationReason),
+}
+
+/// A failed attempt, with what the Reflector needs.
+struct Failed {
+    prior: PriorAttempt,
+    script: String,
+    output: String,
 }
 
 fn finished(outcome: Outcome, attempts: u32) -> Remediation {
@@ -165,11 +199,23 @@ impl RuleLoop<'_> {
                     info!(attempt, "rule fixed");
                     return finished(Outcome::Fixed { attempt }, attempt);
                 }
-                Ok(Step::Failed(p)) => {
+                Ok(Step::Failed(failed)) => {
+                    // The Reflector shares the wall-time budget.
+                    let lesson =
+                        match timeout_at(self.deadline, self.reflect(attempt, &failed)).await {
+                            Ok(lesson) => lesson,
+                            Err(_) => {
+                                self.revert().await;
+                                return escalated(EscalationReason::TimeBudget, attempt);
+                            }
+                        };
                     if !self.revert().await {
                         return escalated(EscalationReason::Health, attempt);
                     }
-                    prior.push(p);
+                    prior.push(PriorAttempt {
+                        lesson,
+                        ..failed.prior
+                    });
                 }
                 Ok(Step::Escalate(reason)) => {
                     self.revert().await;
@@ -197,7 +243,11 @@ impl RuleLoop<'_> {
         // The freshest look at the failing check: after the last attempt,
         // or the first evaluation.
         let details = prior.last().map_or(first_details, |p| p.details.as_str());
-        let prompt = prompt::assemble(self.task, n, prior, details);
+        let prompt = prompt::assemble(self.task, n, prior, details, self.guidance);
+        if n == 1 {
+            let withheld = u64::from(prompt.withheld) + self.guidance.withheld as u64;
+            self.metrics.text_withheld.inc_by(withheld);
+        }
         self.events.emit(
             n,
             EventBody::PromptAssembled {
@@ -216,7 +266,7 @@ impl RuleLoop<'_> {
                 return Step::Escalate(EscalationReason::LlmUnavailable);
             }
         };
-        self.scripts.record(&script);
+        self.log.record_script(&script);
         self.events.emit(
             n,
             EventBody::ScriptProposed {
@@ -224,9 +274,10 @@ impl RuleLoop<'_> {
             },
         );
 
-        if let Err(refusal) = screen::screen(&script) {
+        let screened = screen::screen(&script).and_then(|()| self.guidance.check_bans(&script));
+        if let Err(refusal) = screened {
             // Never run; the next prompt says why.
-            warn!(rule = refusal.rule, "script refused by the screen");
+            warn!(rule = %refusal.rule, "script refused by the screen");
             self.metrics.scripts_refused.inc();
             let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.events.emit(
@@ -238,16 +289,21 @@ impl RuleLoop<'_> {
                     health_failed: Vec::new(),
                 },
             );
-            return Step::Failed(PriorAttempt {
-                attempt: n,
-                status: EvalStatus::Error,
-                health_ok: true,
-                details: refusal.to_string(),
+            return Step::Failed(Failed {
+                prior: PriorAttempt {
+                    attempt: n,
+                    status: EvalStatus::Error,
+                    health_ok: true,
+                    details: refusal.to_string(),
+                    lesson: None,
+                },
+                output: refusal.to_string(),
+                script,
             });
         }
 
         let budget_left = self.deadline.saturating_duration_since(Instant::now());
-        let ran = match self
+        let (ran, mut output) = match self
             .bench
             .target
             .exec(&script, budget_left.min(MAX_EXEC_TIMEOUT))
@@ -255,15 +311,21 @@ impl RuleLoop<'_> {
         {
             Ok(r) => {
                 info!(exit_code = ?r.exit_code, timed_out = r.timed_out, output_bytes = r.output.len(), "script ran");
-                true
+                let end = match (r.timed_out, r.exit_code) {
+                    (true, _) => "[timed out]".to_owned(),
+                    (false, Some(code)) => format!("[exit code {code}]"),
+                    (false, None) => "[no exit code]".to_owned(),
+                };
+                (true, format!("{}\n{end}", r.output.trim_end()))
             }
             Err(e) => {
                 // A failed exec is a failed attempt; the revert that follows
                 // decides whether the target is still usable.
                 warn!(error = %e, "script could not run on the target");
-                false
+                (false, format!("[the script could not run: {e}]"))
             }
         };
+        crate::workbench::truncate_utf8(&mut output, MAX_REFLECTED_OUTPUT);
         let eval = if ran {
             Some(self.bench.evaluator.evaluate(self.task).await)
         } else {
@@ -280,6 +342,9 @@ impl RuleLoop<'_> {
             None => (EvalStatus::Error, false, String::new()),
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.metrics
+            .attempt_duration
+            .observe(started.elapsed().as_secs_f64());
         self.events.emit(
             n,
             EventBody::AttemptEvaluated {
@@ -295,13 +360,84 @@ impl RuleLoop<'_> {
         } else if status == EvalStatus::Pass && health_ok {
             Step::Fixed
         } else {
-            Step::Failed(PriorAttempt {
-                attempt: n,
-                status,
-                health_ok,
-                details,
+            Step::Failed(Failed {
+                prior: PriorAttempt {
+                    attempt: n,
+                    status,
+                    health_ok,
+                    details,
+                    lesson: None,
+                },
+                script,
+                output,
             })
         }
+    }
+
+    /// Asks the Reflector about a failed attempt; records and emits what it
+    /// drew. Returns the lesson's text for the next prompt. Never fails the
+    /// lease: no lesson is a recorded outcome like any other.
+    async fn reflect(&self, n: u32, failed: &Failed) -> Option<String> {
+        let prompt = reflect::reflector_prompt(
+            self.task,
+            &failed.script,
+            &failed.output,
+            &failed.prior.details,
+        );
+        let reflection = match self.bench.brain.reflect(&prompt).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(reason) => {
+                warn!(reason = reason.as_str(), "no lesson from the Reflector");
+                self.metrics.reflection_failed(reason);
+                self.events.emit(n, EventBody::ReflectionFailed { reason });
+                return None;
+            }
+        };
+        // Untrusted text bound for the knowledge repo and later prompts.
+        let screened = fleet_common::injection::screen(&reflection.lesson).and_then(|()| {
+            reflection
+                .ban
+                .as_deref()
+                .map_or(Ok(()), fleet_common::injection::screen)
+        });
+        if let Err(finding) = screened {
+            let reason = ReflectionFailure::ReflectorHostile;
+            warn!(
+                rule = finding.rule,
+                "the Reflector's lesson reads like instructions; dropped"
+            );
+            self.metrics.reflection_failed(reason);
+            self.events.emit(n, EventBody::ReflectionFailed { reason });
+            return None;
+        }
+        let (run, epoch) = (self.task.run.0, self.events.lease().epoch.0);
+        let lesson = CandidateLesson {
+            id: CandidateLesson::id_for(&self.task.rule, run, epoch, n, false),
+            kind: CandidateKind::Lesson,
+            family: self.task.family.clone(),
+            scope: reflection.scope,
+            text: reflection.lesson.clone(),
+            pattern: None,
+        };
+        let ban = reflection.ban.map(|pattern| CandidateLesson {
+            id: CandidateLesson::id_for(&self.task.rule, run, epoch, n, true),
+            kind: CandidateKind::Ban,
+            pattern: Some(pattern),
+            ..lesson.clone()
+        });
+        info!(
+            lesson = lesson.id,
+            ban = ban.is_some(),
+            "the Reflector drew a lesson"
+        );
+        self.metrics.lessons_proposed.inc();
+        for candidate in std::iter::once(lesson).chain(ban) {
+            self.log.record_lesson(n, candidate.clone());
+            self.events
+                .emit(n, EventBody::LessonProposed { lesson: candidate });
+        }
+        Some(reflection.lesson)
     }
 
     /// False when the target could not be returned to its baseline.

@@ -29,9 +29,9 @@ use tracing::{debug, error, info, warn, Instrument};
 use super::Runner;
 use crate::events::LeaseEvents;
 use crate::heartbeat::Heartbeat;
-use crate::knowledge;
+use crate::knowledge::{self, LeaseOrigin};
 use crate::metrics::LeaseResult;
-use crate::remediation::{remediate_recording, Remediation, ScriptLog};
+use crate::remediation::{remediate_with, Guidance, LeaseLog, LeaseRecord, Remediation};
 use crate::workbench::Workbench;
 
 /// After shutdown, how long a completion in progress may still take.
@@ -91,14 +91,20 @@ impl Runner {
             sent,
         );
         let started = Instant::now();
-        let worktree = self.open_worktree(lease).await;
-        let scripts = ScriptLog::default();
+        let (worktree, guidance) = match self.open_worktree(lease).await {
+            Some((wt, main)) => {
+                let guidance = Guidance::select(&lease.task, &main.ranking, main.lessons);
+                (Some(wt), guidance)
+            }
+            None => (None, Guidance::default()),
+        };
+        let log = LeaseLog::default();
         let cancel = CancellationToken::new();
         let ended = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Ended::Shutdown,
             reason = heartbeat.lost() => Ended::Lost(reason),
-            r = remediate_recording(&lease.task, bench, &events, &self.metrics, &cancel, &scripts) => match r {
+            r = remediate_with(&lease.task, bench, &events, &self.metrics, &cancel, &guidance, &log) => match r {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
             },
@@ -108,8 +114,7 @@ impl Runner {
             Ended::Finished { outcome, attempts } => {
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 if let Some(wt) = worktree {
-                    self.publish(wt, lease, outcome, attempts, scripts.take())
-                        .await;
+                    self.publish(wt, lease, outcome, attempts, log.take()).await;
                 }
                 let end = self
                     .complete(bench, &events, heartbeat, outcome, attempts, duration_ms)
@@ -135,18 +140,27 @@ impl Runner {
         }
     }
 
-    /// Fetch `main` and add this lease's worktree; `None` without a
-    /// knowledge repo or when git failed (logged and counted).
-    async fn open_worktree(&self, lease: &Lease) -> Option<LeaseWorktree> {
+    /// Fetch `main`, add this lease's worktree and read the family's
+    /// lessons; `None` without a knowledge repo or when git failed (logged
+    /// and counted): the lease then works without lessons.
+    async fn open_worktree(
+        &self,
+        lease: &Lease,
+    ) -> Option<(LeaseWorktree, knowledge::MainKnowledge)> {
         let knowledge = self.knowledge.as_ref()?;
         let run = lease.task.run.0.to_string();
+        let (rule, family) = (lease.task.rule.clone(), lease.task.family.clone());
         match knowledge
-            .start_lease(run, lease.task.rule.clone(), lease.epoch.0)
+            .start_lease(run, rule, lease.epoch.0, family)
             .await
         {
-            Ok(wt) => {
-                debug!(branch = wt.branch(), "lease worktree ready");
-                Some(wt)
+            Ok((wt, main)) => {
+                debug!(
+                    branch = wt.branch(),
+                    lessons_on_main = main.lessons.len(),
+                    "lease worktree ready"
+                );
+                Some((wt, main))
             }
             Err(e) => {
                 self.metrics.knowledge_errors.inc();
@@ -163,10 +177,15 @@ impl Runner {
         lease: &Lease,
         outcome: Outcome,
         attempts: u32,
-        scripts: Vec<String>,
+        record: LeaseRecord,
     ) {
         let branch = wt.branch().to_owned();
-        match knowledge::publish(wt, lease.task.rule.clone(), outcome, attempts, scripts).await {
+        let origin = LeaseOrigin {
+            run: lease.task.run.0.to_string(),
+            rule: lease.task.rule.clone(),
+            agent: lease.agent.as_str().to_owned(),
+        };
+        match knowledge::publish(wt, origin, outcome, attempts, record).await {
             Ok(()) => info!(branch, "knowledge: lease branch pushed"),
             Err(e) => {
                 self.metrics.knowledge_errors.inc();
@@ -236,6 +255,8 @@ impl Runner {
                 );
                 self.metrics.lease_ended(LeaseResult::Accepted);
                 self.metrics.outcome(&outcome);
+                self.metrics
+                    .rule_took(&outcome, duration_ms as f64 / 1000.0);
                 LeaseEnd::Completed(c)
             }
             Some(Ok(c @ Completion::Rejected(why))) => {

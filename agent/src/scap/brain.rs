@@ -2,9 +2,17 @@
 //! generated on the target (`oscap xccdf generate fix`) so it matches the
 //! content the Evaluator judges by. A rule without one escalates as
 //! `no_fix_available`.
+//!
+//! The profile-wide script is generated once per (datastream, profile) and
+//! kept for the machine's life: the content is part of the machine's
+//! baseline, which every attempt starts from, so the script cannot differ
+//! between attempts (about a second of oscap per attempt saved).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use super::machine::Machine;
 use super::shell::quote;
@@ -15,11 +23,22 @@ const FIX_PATH: &str = "/var/tmp/fleet-fix/profile.sh";
 const GENERATE_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_FIX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Generated profile fixes by (datastream, profile).
+type FixCache = HashMap<(String, String), Arc<str>>;
+
 pub struct SsgBrain {
-    pub machine: Arc<Machine>,
+    machine: Arc<Machine>,
+    profile_fixes: Mutex<FixCache>,
 }
 
 impl SsgBrain {
+    pub fn new(machine: Arc<Machine>) -> Self {
+        Self {
+            machine,
+            profile_fixes: Mutex::new(HashMap::new()),
+        }
+    }
+
     async fn propose_fix(&self, prompt: &Prompt) -> Result<String, AgentError> {
         let task = &prompt.task;
         let datastream = task.checks.datastream.as_deref().ok_or_else(|| {
@@ -28,11 +47,31 @@ impl SsgBrain {
                 task.skill_pack
             ))
         })?;
+        let profile_fix = self.profile_fix(datastream, &task.profile).await?;
+        let rule = task.checks.xccdf_rule_id(&task.rule);
+        rule_fix(&profile_fix, &rule).ok_or(AgentError::NoFixAvailable)
+    }
+
+    /// The profile's generated fix, from the cache or the machine. The lock
+    /// is held while generating, so one machine never generates twice;
+    /// failures are not cached.
+    async fn profile_fix(&self, datastream: &str, profile: &str) -> Result<Arc<str>, AgentError> {
+        let mut cache = self.profile_fixes.lock().await;
+        let key = (datastream.to_owned(), profile.to_owned());
+        if let Some(fix) = cache.get(&key) {
+            return Ok(fix.clone());
+        }
+        let fix: Arc<str> = self.generate(datastream, profile).await?.into();
+        cache.insert(key, fix.clone());
+        Ok(fix)
+    }
+
+    async fn generate(&self, datastream: &str, profile: &str) -> Result<String, AgentError> {
         // oscap has no per-rule fix generation (it ignores --rule here), so
         // the profile's script is generated and the rule's section cut out.
         let script = format!(
             "mkdir -p /var/tmp/fleet-fix && oscap xccdf generate fix --fix-type bash --profile {profile} --output {out} {ds} 2>&1 | tail -c 2000",
-            profile = quote(&task.profile),
+            profile = quote(profile),
             out = quote(FIX_PATH),
             ds = quote(datastream),
         );
@@ -53,9 +92,7 @@ impl SsgBrain {
             .read_file(FIX_PATH, MAX_FIX_BYTES)
             .await
             .map_err(|e| AgentError::Brain(e.to_string()))?;
-        let profile_fix = String::from_utf8_lossy(&bytes);
-        let rule = task.checks.xccdf_rule_id(&task.rule);
-        rule_fix(&profile_fix, &rule).ok_or(AgentError::NoFixAvailable)
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -158,5 +195,35 @@ grep -q \"^daily$\" /etc/logrotate.conf || echo daily >> /etc/logrotate.conf
             rule_fix(PROFILE_FIX_14, "xccdf_r_file_permissions_systemmap"),
             None
         );
+    }
+
+    /// Rules 12–14 of `oscap xccdf generate fix --fix-type bash --profile
+    /// standard` on the Debian 11 target (OpenSCAP 1.4.2, ssg-debian
+    /// 0.1.65), verbatim: a fix behind a platform conditional between two
+    /// rules the content has no bash fix for.
+    const REAL_EXCERPT: &str = include_str!("testdata/debian11-standard-fix-excerpt.sh");
+
+    #[test]
+    fn a_real_generated_script_yields_the_fix_with_its_platform_conditional() {
+        let p = "xccdf_org.ssgproject.content_rule_";
+        let fix = rule_fix(REAL_EXCERPT, &format!("{p}ensure_logrotate_activated")).unwrap();
+        assert!(fix.contains("if [ ! -f /.dockerenv ]"), "{fix}");
+        assert!(
+            fix.contains("/usr/sbin/logrotate $LOGROTATE_CONF_FILE"),
+            "{fix}"
+        );
+        assert!(fix.trim_end().ends_with(')'), "{fix}");
+        assert!(
+            !fix.contains("systemmap") && !fix.contains("rsyslog"),
+            "{fix}"
+        );
+        let status = std::process::Command::new("bash")
+            .args(["-n", "-c", &fix])
+            .status()
+            .unwrap();
+        assert!(status.success(), "not valid bash:\n{fix}");
+        for missing in ["rsyslog_files_permissions", "file_permissions_systemmap"] {
+            assert_eq!(rule_fix(REAL_EXCERPT, &format!("{p}{missing}")), None);
+        }
     }
 }

@@ -81,7 +81,7 @@ pub async fn real_workbenches(
                 Some(client) => Arc::new(OpenAiBrain {
                     client: client.clone(),
                 }) as Arc<dyn Brain>,
-                None => Arc::new(SsgBrain { machine: m.clone() }),
+                None => Arc::new(SsgBrain::new(m.clone())),
             },
             target: Arc::new(MachineTarget(m.clone())),
             evaluator: Arc::new(OscapEvaluator { machine: m.clone() }),

@@ -42,13 +42,8 @@ pub fn cap_output(mut output: String) -> String {
 
 /// Cuts `s` to at most `max` bytes on a char boundary; true if it was cut.
 pub fn truncate_utf8(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    true
+    let kept = fleet_common::script_screen::cut_utf8(s, max).len();
+    let cut = kept < s.len();
+    s.truncate(kept);
+    cut
 }

@@ -151,6 +151,7 @@ impl SkillPack {
             reflector: template(&pack.prompt_files.reflector)?,
         };
         pack.checks.worker_prompt = pack.prompts.worker.clone();
+        pack.checks.reflector_prompt = pack.prompts.reflector.clone();
         Ok(pack)
     }
 
@@ -196,6 +197,7 @@ impl SkillPack {
                 .unwrap_or_default(),
             health: file.health,
             worker_prompt: None,
+            reflector_prompt: None,
         };
         Ok(Self {
             name: file.name,

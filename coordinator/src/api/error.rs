@@ -35,6 +35,7 @@ impl From<CoordinatorError> for ApiFailure {
         match e {
             CoordinatorError::Invalid(m) => Self::bad_request(m),
             CoordinatorError::NotFound => Self::not_found("not found"),
+            CoordinatorError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
             other => {
                 // Details stay in the log; callers get a stable message.
                 tracing::error!(error = %other, "request failed");

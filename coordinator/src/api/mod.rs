@@ -6,6 +6,11 @@
 //! |---|---|---|
 //! | `POST /api/v1/runs` | API token | 201 `SubmitRunResponse` |
 //! | `GET /api/v1/runs/{id}` | — | `RunStatus` |
+//! | `GET /api/v1/runs/{id}/report` | — | `RunReport` (totals and one row per rule) |
+//! | `GET /api/v1/runs/{id}/history` | — | `RunHistory` (the comparable runs up to it, oldest first, with rates and comparisons) |
+//! | `POST /api/v1/runs/{id}/dream[?dry_run=true]` | API token | `DreamReport` (409 while the run is running) |
+//! | `GET /api/v1/promotions[?open=true]` | — | `Vec<PromotionInfo>`, newest first |
+//! | `POST /api/v1/promotions/{id}/approve`, `…/reject` | API token | `LedgerLine` (409 unless an open escalation) |
 //! | `GET /api/v1/agents` | — | `Vec<AgentInfo>` |
 //! | `POST /api/v1/agents/register` | agent token | `AgentConfig` |
 //! | `GET /healthz` | — | `ok`, or 503 naming the store that failed |
@@ -13,6 +18,7 @@
 
 mod agents;
 mod auth;
+mod dream;
 mod error;
 mod health;
 mod json;
@@ -25,6 +31,7 @@ use fleet_common::api::AgentConfig;
 use fleet_common::lease::LeaseClient;
 use sqlx::PgPool;
 
+use crate::dream::Dreamer;
 use crate::metrics::Metrics;
 use crate::packs::SkillPacks;
 
@@ -47,6 +54,7 @@ pub struct AppState {
     pub agent_config: AgentConfig,
     /// Secret of the agents' git passwords; empty = none handed out.
     pub git_secret: String,
+    pub dreamer: Dreamer,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,6 +76,12 @@ pub fn router(state: AppState) -> Router {
             post(runs::submit).layer(DefaultBodyLimit::max(SUBMIT_BODY_LIMIT)),
         )
         .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/runs/{id}/report", get(runs::report))
+        .route("/api/v1/runs/{id}/history", get(runs::history))
+        .route("/api/v1/runs/{id}/dream", post(dream::dream))
+        .route("/api/v1/promotions", get(dream::list))
+        .route("/api/v1/promotions/{id}/approve", post(dream::approve))
+        .route("/api/v1/promotions/{id}/reject", post(dream::reject))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/register", post(agents::register))
         .route("/healthz", get(health::healthz))

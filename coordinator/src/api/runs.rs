@@ -1,9 +1,10 @@
-//! `POST /api/v1/runs` and `GET /api/v1/runs/{id}`.
+//! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`,
+//! `GET /api/v1/runs/{id}/report` and `GET /api/v1/runs/{id}/history`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use fleet_common::api::{RunStatus, SubmitRun, SubmitRunResponse};
+use fleet_common::api::{RunHistory, RunReport, RunStatus, SubmitRun, SubmitRunResponse};
 use fleet_common::RunId;
 
 use super::auth::ApiToken;
@@ -27,15 +28,40 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunStatus>, ApiFailure> {
-    let run = id
-        .parse::<i64>()
+    let run = run_id(&id)?;
+    found(run, status::run_status(&state.pool, run).await)
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunReport>, ApiFailure> {
+    let run = run_id(&id)?;
+    found(run, status::run_report(&state.pool, run).await)
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunHistory>, ApiFailure> {
+    let run = run_id(&id)?;
+    found(run, status::run_history(&state.pool, run).await)
+}
+
+pub(super) fn run_id(id: &str) -> Result<RunId, ApiFailure> {
+    id.parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
         .map(RunId)
-        .ok_or_else(|| {
-            ApiFailure::bad_request(format!("run id {id:?} is not a positive integer"))
-        })?;
-    match status::run_status(&state.pool, run).await {
+        .ok_or_else(|| ApiFailure::bad_request(format!("run id {id:?} is not a positive integer")))
+}
+
+/// An unknown run is a 404 naming it.
+pub(super) fn found<T>(
+    run: RunId,
+    result: Result<T, CoordinatorError>,
+) -> Result<Json<T>, ApiFailure> {
+    match result {
         Err(CoordinatorError::NotFound) => {
             Err(ApiFailure::not_found(format!("run {run} not found")))
         }

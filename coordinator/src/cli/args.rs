@@ -40,8 +40,89 @@ pub enum Command {
     Watch(WatchArgs),
     /// Show a run's status.
     Status(StatusArgs),
+    /// Show a run's report: each rule, then the run's totals.
+    ///
+    /// Per rule: family, outcome, escalation reason, attempts and wall
+    /// time. Totals: fix rate (fixed / (fixed + escalated)), first-try
+    /// rate, mean attempts and mean wall time per fixed and per escalated
+    /// rule, with the outcome counts and lease protocol counters of
+    /// `status`.
+    ///
+    /// `--html FILE` also writes the report as one self-contained HTML file
+    /// (no external scripts, styles or fonts): the totals, a chart of the
+    /// fix rate and win:regression ratio across the comparable runs (same
+    /// skill pack and profile), outcomes by family, the attempts per rule,
+    /// the per-rule table and the rules won or regressed with the lessons
+    /// their prompts showed.
+    Report(ReportArgs),
     /// List agents and whether they are alive.
     Agents(AgentsArgs),
+    /// Run the dream stage over a completed run by hand.
+    ///
+    /// It runs by itself when a run completes; this reruns it (safe: credit
+    /// is recomputed from all data, decided candidates are not decided
+    /// again). Steps: compare with the previous comparable run, revert
+    /// promotions whose rules regressed, promote candidates through the
+    /// gates, recompute credit and publish the ranking. `--dry-run` shows
+    /// what would change and changes nothing.
+    Dream(DreamArgs),
+    /// The promotion ledger: list entries, approve or reject escalations.
+    #[command(subcommand)]
+    Promotions(PromotionsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DreamArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// API token (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The completed run.
+    #[arg(long = "run", value_name = "ID")]
+    pub run: i64,
+    /// Show what would change; write nothing, move no ref.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the DreamReport JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PromotionsCommand {
+    /// List ledger entries, newest first.
+    List(PromotionsListArgs),
+    /// Approve an escalated entry: its file goes onto `main`.
+    Approve(PromotionDecideArgs),
+    /// Reject an escalated entry.
+    Reject(PromotionDecideArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromotionsListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only escalations waiting for an operator.
+    #[arg(long)]
+    pub open: bool,
+    /// Print the JSON list (with every gate's result).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PromotionDecideArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// API token (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Ledger entry id (from `promotions list --open`).
+    pub id: i64,
+    /// Who decides, recorded in the ledger [default: $USER].
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub by: String,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +177,10 @@ pub struct ServeArgs {
     /// [default: http://<--listen>].
     #[arg(long, env = "FLEET_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// Run the dream stage by itself when a run completes; `false`: only by
+    /// hand (`fleet-coordinator dream --run ID`).
+    #[arg(long, env = "FLEET_AUTO_DREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_dream: bool,
 }
 
 /// Lease timing handed to agents; see `fleet_common::settings` for why the
@@ -208,6 +293,38 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Rules dead-lettered by the coordinator (lease_lost) have no attempts or wall time and are left out of the means; rules already passing count in neither the rates nor the means."
+)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Run id (also accepted as the only argument, as for `status`).
+    #[arg(
+        long = "run",
+        value_name = "ID",
+        required_unless_present = "run_arg",
+        conflicts_with = "run_arg"
+    )]
+    pub run: Option<i64>,
+    #[arg(value_name = "ID", hide = true)]
+    pub run_arg: Option<i64>,
+    /// Print the RunReport JSON (`GET /api/v1/runs/{id}/report`).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as one self-contained HTML file with charts
+    /// (across runs: `GET /api/v1/runs/{id}/history`).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    pub fn run(&self) -> i64 {
+        self.run.or(self.run_arg).expect("clap requires a run id")
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct AgentsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
@@ -242,5 +359,34 @@ mod tests {
         };
         assert_eq!(s.listen.port(), 9);
         assert_eq!(s.lease.settings().unwrap().lease_loss_budget, 2);
+    }
+
+    #[test]
+    fn report_takes_the_run_as_a_flag_or_an_argument() {
+        for argv in [
+            &["fleet-coordinator", "report", "--run", "7"][..],
+            &["fleet-coordinator", "report", "7", "--json"][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Report(r) = cli.command else {
+                panic!("not report")
+            };
+            assert_eq!(r.run(), 7);
+        }
+        let cli = Cli::try_parse_from([
+            "fleet-coordinator",
+            "report",
+            "--run",
+            "7",
+            "--html",
+            "r.html",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not report")
+        };
+        assert_eq!(r.html.as_deref(), Some(std::path::Path::new("r.html")));
+        assert!(Cli::try_parse_from(["fleet-coordinator", "report"]).is_err());
+        assert!(Cli::try_parse_from(["fleet-coordinator", "report", "--run", "7", "8"]).is_err());
     }
 }

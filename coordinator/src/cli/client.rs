@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_common::api::{AgentInfo, ApiError, RunStatus, SubmitRun, SubmitRunResponse};
+use fleet_common::api::{
+    AgentInfo, ApiError, DreamReport, LedgerLine, PromotionDecision, PromotionInfo, RunHistory,
+    RunReport, RunStatus, SubmitRun, SubmitRunResponse,
+};
 use fleet_common::RunId;
 use serde::de::DeserializeOwned;
 
@@ -34,11 +37,46 @@ impl Api {
     }
 
     pub async fn submit(&self, token: &str, req: &SubmitRun) -> anyhow::Result<SubmitRunResponse> {
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/runs", self.base))
+        self.send(self.post("/api/v1/runs", token).json(req)).await
+    }
+
+    pub async fn dream(
+        &self,
+        token: &str,
+        run: RunId,
+        dry_run: bool,
+    ) -> anyhow::Result<DreamReport> {
+        let path = format!("/api/v1/runs/{run}/dream?dry_run={dry_run}");
+        // A pass over a large run may take a while.
+        self.send(self.post(&path, token).timeout(Duration::from_secs(600)))
+            .await
+    }
+
+    pub async fn promotions(&self, open: bool) -> anyhow::Result<Vec<PromotionInfo>> {
+        self.get(&format!("/api/v1/promotions?open={open}")).await
+    }
+
+    pub async fn decide(
+        &self,
+        token: &str,
+        id: i64,
+        approve: bool,
+        by: &str,
+    ) -> anyhow::Result<LedgerLine> {
+        let what = if approve { "approve" } else { "reject" };
+        let body = PromotionDecision { by: by.to_owned() };
+        let path = format!("/api/v1/promotions/{id}/{what}");
+        self.send(self.post(&path, token).json(&body)).await
+    }
+
+    fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
             .bearer_auth(token)
-            .json(req)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
@@ -49,18 +87,21 @@ impl Api {
         self.get(&format!("/api/v1/runs/{run}")).await
     }
 
+    pub async fn run_report(&self, run: RunId) -> anyhow::Result<RunReport> {
+        self.get(&format!("/api/v1/runs/{run}/report")).await
+    }
+
+    pub async fn run_history(&self, run: RunId) -> anyhow::Result<RunHistory> {
+        self.get(&format!("/api/v1/runs/{run}/history")).await
+    }
+
     pub async fn agents(&self) -> anyhow::Result<Vec<AgentInfo>> {
         self.get("/api/v1/agents").await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
+        self.send(self.http.get(format!("{}{path}", self.base)))
             .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
-        decode(resp).await
     }
 }
 

@@ -1,8 +1,10 @@
-//! The client subcommands (`submit`, `watch`, `status`, `agents`) and the
+//! The client subcommands (`submit`, `watch`, `status`, `report`, `agents`,
+//! `dream`, `promotions`) and the
 //! translation of `serve` flags into a `ServeConfig`.
 
 pub mod args;
 mod client;
+mod html;
 mod table;
 mod watch;
 
@@ -13,7 +15,10 @@ use fleet_common::api::SubmitRun;
 use fleet_common::{Budgets, RunId};
 use fleet_coordinator::serve::ServeConfig;
 
-use args::{AgentsArgs, ServeArgs, StatusArgs, SubmitArgs, WatchArgs};
+use args::{
+    AgentsArgs, DreamArgs, PromotionsCommand, ReportArgs, ServeArgs, StatusArgs, SubmitArgs,
+    WatchArgs,
+};
 pub use client::Rejected;
 
 /// A usage problem the user fixes by changing flags or environment; the
@@ -27,6 +32,16 @@ fn required(value: Option<String>, flag: &str, env: &str, hint: &str) -> anyhow:
         Some(v) if !v.trim().is_empty() => Ok(v),
         _ => Err(Usage(format!("missing {flag}: pass {flag} or set {env} ({hint})")).into()),
     }
+}
+
+/// The API token a client subcommand sends (`--token` / FLEET_API_TOKEN).
+fn client_token(token: Option<String>) -> anyhow::Result<String> {
+    required(
+        token,
+        "--token",
+        "FLEET_API_TOKEN",
+        "the coordinator's API token",
+    )
 }
 
 pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -72,16 +87,12 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
             "any long random string; agents' git passwords derive from it",
         )?,
         advertise_url: a.advertise_url.filter(|s| !s.is_empty()),
+        auto_dream: a.auto_dream,
     })
 }
 
 pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
-    let token = required(
-        a.token,
-        "--token",
-        "FLEET_API_TOKEN",
-        "the coordinator's API token",
-    )?;
+    let token = client_token(a.token)?;
     let mut rules = a.rules;
     if let Some(path) = &a.rules_file {
         let text = std::fs::read_to_string(path)
@@ -146,6 +157,24 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let api = client::Api::new(&a.client.api)?;
+    let run = RunId(a.run());
+    let r = api.run_report(run).await?;
+    if let Some(path) = &a.html {
+        let history = api.run_history(run).await?;
+        std::fs::write(path, html::render(&r, &history))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote the report of run {run} to {}", path.display());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", table::report(&r));
+    }
+    Ok(())
+}
+
 pub async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
     let api = client::Api::new(&a.client.api)?;
     let list = api.agents().await?;
@@ -155,6 +184,61 @@ pub async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
         println!("no agents");
     } else {
         print!("{}", table::agents(&list));
+    }
+    Ok(())
+}
+
+pub async fn dream(a: DreamArgs) -> anyhow::Result<()> {
+    let token = client_token(a.token)?;
+    let api = client::Api::new(&a.client.api)?;
+    let r = api.dream(&token, RunId(a.run), a.dry_run).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", table::dream(&r));
+    }
+    Ok(())
+}
+
+pub async fn promotions(c: PromotionsCommand) -> anyhow::Result<()> {
+    match c {
+        PromotionsCommand::List(a) => {
+            let api = client::Api::new(&a.client.api)?;
+            let list = api.promotions(a.open).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!(
+                    "{}",
+                    if a.open {
+                        "no open escalations"
+                    } else {
+                        "the ledger is empty"
+                    }
+                );
+            } else {
+                print!("{}", table::promotions(&list));
+            }
+        }
+        PromotionsCommand::Approve(a) | PromotionsCommand::Reject(a) if a.by.trim().is_empty() => {
+            return Err(Usage("--by must name who decides".into()).into());
+        }
+        PromotionsCommand::Approve(a) => decide(a, true).await?,
+        PromotionsCommand::Reject(a) => decide(a, false).await?,
+    }
+    Ok(())
+}
+
+async fn decide(a: args::PromotionDecideArgs, approve: bool) -> anyhow::Result<()> {
+    let token = client_token(a.token)?;
+    let api = client::Api::new(&a.client.api)?;
+    let line = api.decide(&token, a.id, approve, &a.by).await?;
+    match &line.commit {
+        Some(c) => println!(
+            "ledger #{}: {} {} (main is now {c})",
+            a.id, line.action, line.lesson
+        ),
+        None => println!("ledger #{}: {} {}", a.id, line.action, line.lesson),
     }
     Ok(())
 }

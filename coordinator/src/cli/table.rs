@@ -3,10 +3,18 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use fleet_common::api::{AgentInfo, RunStatus};
+use fleet_common::api::{
+    AgentInfo, DreamReport, LedgerLine, PromotionInfo, RunComparison, RunReport, RunStatus,
+};
 
 /// Left-aligned first column, right-aligned others, two spaces apart.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    render_with(header, rows, 1)
+}
+
+/// The first `left` columns left-aligned, the others right-aligned, two
+/// spaces apart.
+fn render_with(header: &[&str], rows: &[Vec<String>], left: usize) -> String {
     let cols = header.len();
     let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
@@ -18,10 +26,11 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut line = |cells: Vec<&str>| {
         let mut l = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            if i == 0 {
-                let _ = write!(l, "{cell:<w$}", w = width[0]);
+            let sep = if i == 0 { "" } else { "  " };
+            if i < left {
+                let _ = write!(l, "{sep}{cell:<w$}", w = width[i]);
             } else {
-                let _ = write!(l, "  {cell:>w$}", w = width[i]);
+                let _ = write!(l, "{sep}{cell:>w$}", w = width[i]);
             }
         }
         out.push_str(l.trim_end());
@@ -78,6 +87,13 @@ pub fn run_summary(s: &RunStatus) -> String {
         elapsed(s).map(|d| format!(", {d}")).unwrap_or_default()
     );
     out.push_str(&render(&["outcome", "tasks", "share"], &rows));
+    out.push('\n');
+    out.push_str(&totals(s));
+    out.push('\n');
+    if let Some(c) = &s.comparison {
+        out.push_str(&comparison(c));
+        out.push('\n');
+    }
     out.push_str(&render(
         &["lease protocol", "count"],
         &[
@@ -91,13 +107,228 @@ pub fn run_summary(s: &RunStatus) -> String {
     out
 }
 
+/// Fix rate, first-try rate, mean attempts and mean wall times.
+pub fn totals(s: &RunStatus) -> String {
+    let attempted = s.fixed + s.escalated;
+    let rate = |r: Option<f64>, of: String| match r {
+        Some(r) => format!("{:.1}%  ({of})", r * 100.0),
+        None => "-".into(),
+    };
+    render_with(
+        &["totals", ""],
+        &[
+            vec![
+                "fix rate".into(),
+                rate(
+                    s.fix_rate(),
+                    format!("{} fixed of {attempted} fixed or escalated", s.fixed),
+                ),
+            ],
+            vec![
+                "first-try rate".into(),
+                rate(
+                    s.first_try_rate(),
+                    format!("{} of {} fixed", s.fixed_first_try, s.fixed),
+                ),
+            ],
+            vec![
+                "mean attempts".into(),
+                s.mean_attempts
+                    .map_or_else(|| "-".into(), |m| format!("{m:.2}")),
+            ],
+            vec![
+                "wall time per fixed".into(),
+                s.wall_ms_per_fixed.map_or_else(|| "-".into(), wall),
+            ],
+            vec![
+                "wall time per escalated".into(),
+                s.wall_ms_per_escalated.map_or_else(|| "-".into(), wall),
+            ],
+        ],
+        2,
+    )
+}
+
+/// The regression analysis against the previous comparable run (D6).
+pub fn comparison(c: &RunComparison) -> String {
+    let delta =
+        |d: Option<f64>| d.map_or_else(|| "-".into(), |d| format!("{:+.1} points", d * 100.0));
+    let ratio = match c.ratio() {
+        None => "-".to_owned(),
+        Some(r) if r.is_infinite() => "inf (nothing regressed)".to_owned(),
+        Some(r) => format!("{r:.2}"),
+    };
+    render_with(
+        &[&format!("against run {}", c.previous_run), ""],
+        &[
+            vec!["wins (fixed now, not then)".into(), c.wins.to_string()],
+            vec![
+                "regressions (fixed then, not now)".into(),
+                c.regressions.to_string(),
+            ],
+            vec!["win:regression ratio".into(), ratio],
+            vec!["fix rate change".into(), delta(c.fix_rate_delta())],
+            vec![
+                "first-try rate change".into(),
+                delta(c.first_try_rate_delta()),
+            ],
+        ],
+        2,
+    )
+}
+
+fn ledger_rows(lines: &[LedgerLine]) -> Vec<Vec<String>> {
+    lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.map_or_else(|| "-".into(), |i| format!("#{i}")),
+                l.action.clone(),
+                l.verdict.clone(),
+                l.kind.clone(),
+                l.lesson.clone(),
+                l.reason.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// What a dream pass did (or, dry, would do).
+pub fn dream(r: &DreamReport) -> String {
+    let mut out = format!(
+        "dream over run {}{} in {}\n",
+        r.run,
+        if r.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        },
+        wall(r.duration_ms as f64)
+    );
+    match &r.comparison {
+        Some(c) => out.push_str(&comparison(c)),
+        None => out.push_str("no previous comparable run (same skill pack and profile)\n"),
+    }
+    let header = ["ledger", "action", "verdict", "kind", "lesson", "reason"];
+    if !r.reverted.is_empty() {
+        out.push('\n');
+        out.push_str(&render_with(&header, &ledger_rows(&r.reverted), 6));
+    }
+    out.push('\n');
+    if r.promotions.is_empty() {
+        out.push_str("no candidates\n");
+    } else {
+        out.push_str(&render_with(&header, &ledger_rows(&r.promotions), 6));
+    }
+    let _ = writeln!(
+        out,
+        "\nranking {}; main {} -> {}",
+        if r.ranking_changed {
+            "republished"
+        } else {
+            "unchanged"
+        },
+        short(r.main_before.as_deref()),
+        short(r.main_after.as_deref()),
+    );
+    out
+}
+
+fn short(commit: Option<&str>) -> String {
+    commit.map_or_else(|| "-".into(), |c| c.chars().take(10).collect())
+}
+
+/// Ledger entries.
+pub fn promotions(list: &[PromotionInfo]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            let mut reason = p.reason.clone().unwrap_or_default();
+            if p.open {
+                reason = format!("OPEN: {reason}");
+            }
+            if let Some(by) = p.reverted_by {
+                reason = format!("{reason} (reverted by #{by})");
+            }
+            vec![
+                format!("#{}", p.id),
+                p.run.to_string(),
+                p.action.clone(),
+                p.verdict.clone(),
+                p.kind.clone().unwrap_or_default(),
+                p.family.clone().unwrap_or_default(),
+                p.lesson.clone(),
+                reason,
+            ]
+        })
+        .collect();
+    render_with(
+        &[
+            "ledger", "run", "action", "verdict", "kind", "family", "lesson", "reason",
+        ],
+        &rows,
+        8,
+    )
+}
+
+/// A wall time in ms: `850 ms`, `12.3 s`, `4m 05s`.
+pub fn wall(ms: f64) -> String {
+    if ms < 1_000.0 {
+        format!("{ms:.0} ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1} s", ms / 1_000.0)
+    } else {
+        let secs = (ms / 1_000.0).round() as u64;
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    }
+}
+
+/// One row per rule (sorted by rule id), then the run's summary and totals.
+pub fn report(r: &RunReport) -> String {
+    let dash = || "-".to_owned();
+    let rows: Vec<Vec<String>> = r
+        .rules
+        .iter()
+        .map(|rule| {
+            vec![
+                rule.rule.clone(),
+                rule.family.clone(),
+                rule.outcome.as_str().to_owned(),
+                rule.reason.clone().unwrap_or_else(dash),
+                rule.attempts.map_or_else(dash, |n| n.to_string()),
+                rule.wall_ms.map_or_else(dash, |ms| wall(ms as f64)),
+            ]
+        })
+        .collect();
+    let mut out = render_with(
+        &[
+            "rule",
+            "family",
+            "outcome",
+            "reason",
+            "attempts",
+            "wall time",
+        ],
+        &rows,
+        4,
+    );
+    out.push('\n');
+    out.push_str(&run_summary(&r.totals));
+    out
+}
+
 /// One line for scripts and logs.
-/// The one line `make fleet` ends with. The regression ratio needs the dream
-/// stage's comparison with the previous run; until then it is `n/a`.
+/// The one line `make fleet` ends with. The regression ratio comes from the
+/// dream stage's comparison with the previous comparable run: `n/a` on a
+/// first run (or when nothing changed), `inf` when nothing regressed.
 pub fn fleet_line(s: &RunStatus) -> String {
     let rate = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
+    let ratio = match s.comparison.as_ref().and_then(|c| c.ratio()) {
+        Some(r) if r.is_infinite() => "inf".to_owned(),
+        other => rate(other),
+    };
     format!(
-        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio=n/a",
+        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio={ratio}",
         s.run,
         s.skill_pack,
         s.total,
@@ -183,5 +414,24 @@ mod tests {
             ],
         );
         assert_eq!(t, "a            n\nlong name    1\nx          100\n");
+    }
+
+    #[test]
+    fn leading_columns_can_be_left_aligned() {
+        let t = render_with(
+            &["a", "b", "n"],
+            &[vec!["xx".into(), "y".into(), "10".into()]],
+            2,
+        );
+        assert_eq!(t, "a   b   n\nxx  y  10\n");
+    }
+
+    #[test]
+    fn wall_times_read_at_a_glance() {
+        assert_eq!(wall(0.0), "0 ms");
+        assert_eq!(wall(850.4), "850 ms");
+        assert_eq!(wall(2_000.0), "2.0 s");
+        assert_eq!(wall(12_345.0), "12.3 s");
+        assert_eq!(wall(245_000.0), "4m 05s");
     }
 }

@@ -237,6 +237,47 @@ async fn apply_event(
                 .execute(&mut *tx)
                 .await?;
         }
+        EventBody::LessonProposed { lesson } => {
+            let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
+            sqlx::query("UPDATE attempts SET reflection = 'lesson' WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let provenance = serde_json::json!({
+                "run": e.run.0, "rule": e.rule, "epoch": e.epoch.0,
+                "attempt": e.attempt, "agent": e.agent.as_str(),
+            });
+            // The id is deterministic per (lease, attempt, kind): a second
+            // copy of the same lesson is the same row.
+            sqlx::query(
+                "INSERT INTO lessons (id, family, kind, scope, body, provenance, created_run_id,
+                                      pattern, work_item_id, epoch, attempt, rule_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&lesson.id)
+            .bind(&lesson.family)
+            .bind(lesson.kind.as_str())
+            .bind(lesson.scope.render(&e.rule))
+            .bind(&lesson.text)
+            .bind(Json(provenance))
+            .bind(e.run.0)
+            .bind(&lesson.pattern)
+            .bind(item)
+            .bind(e.epoch.0 as i64)
+            .bind(e.attempt as i32)
+            .bind(&e.rule)
+            .execute(&mut *tx)
+            .await?;
+        }
+        EventBody::ReflectionFailed { reason } => {
+            let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
+            sqlx::query("UPDATE attempts SET reflection = $2 WHERE id = $1")
+                .bind(id)
+                .bind(reason.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         EventBody::TaskCompleted {
             outcome,
             attempts,

@@ -4,6 +4,9 @@
 //! otherwise fail its whole batch on every redelivery and stop ingestion.
 
 use fleet_common::event::{Delivered, EventBody, QuarantineReason, FIELD_EVENT, FIELD_REJECTED};
+use fleet_common::lesson::{
+    CandidateKind, CandidateLesson, MAX_BAN_PATTERN_CHARS, MAX_LESSON_CHARS,
+};
 use fleet_common::{Event, Outcome};
 
 use super::stream::StreamEntry;
@@ -82,6 +85,7 @@ fn check_storable(e: &Event) -> Result<(), String> {
                 return Err("task_completed counters out of range".into());
             }
         }
+        EventBody::LessonProposed { lesson } => check_candidate(lesson)?,
         EventBody::PromptAssembled { lessons, .. }
             if lessons
                 .iter()
@@ -97,6 +101,26 @@ fn check_storable(e: &Event) -> Result<(), String> {
         return Err("event contains a NUL character, which postgres cannot store".into());
     }
     Ok(())
+}
+
+/// A candidate becomes a row and, later, a file name on `main`: its id and
+/// family must be path components, its text bounded, a ban's pattern a regex.
+fn check_candidate(l: &CandidateLesson) -> Result<(), String> {
+    fleet_knowledge::validate_component("lesson id", &l.id).map_err(|e| e.to_string())?;
+    fleet_knowledge::validate_component("family", &l.family).map_err(|e| e.to_string())?;
+    if l.text.trim().is_empty() || l.text.chars().count() > MAX_LESSON_CHARS {
+        return Err(format!(
+            "lesson text must hold 1 to {MAX_LESSON_CHARS} characters"
+        ));
+    }
+    match (l.kind, &l.pattern) {
+        (CandidateKind::Ban, Some(p)) if p.chars().count() <= MAX_BAN_PATTERN_CHARS => Ok(()),
+        (CandidateKind::Ban, _) => Err(format!(
+            "a ban needs a pattern of at most {MAX_BAN_PATTERN_CHARS} characters"
+        )),
+        (CandidateKind::Lesson, None) => Ok(()),
+        (CandidateKind::Lesson, Some(_)) => Err("only a ban has a pattern".into()),
+    }
 }
 
 fn contains_nul(v: &serde_json::Value) -> bool {
@@ -156,5 +180,56 @@ mod tests {
             script: "literal \\u0000 is fine".into(),
         });
         assert!(check_storable(&e).is_ok());
+    }
+
+    #[test]
+    fn candidate_lessons_that_could_not_become_files_are_quarantined() {
+        use fleet_common::lesson::LessonScope;
+        let good = CandidateLesson {
+            id: "rule-r1-e1-a1".into(),
+            kind: CandidateKind::Lesson,
+            family: "audit_rules".into(),
+            scope: LessonScope::Family,
+            text: "Write rules under /etc/audit/rules.d.".into(),
+            pattern: None,
+        };
+        let check = |l: &CandidateLesson| {
+            check_storable(&event(EventBody::LessonProposed { lesson: l.clone() }))
+        };
+        assert!(check(&good).is_ok());
+        let bad = [
+            CandidateLesson {
+                id: "../../etc/passwd".into(),
+                ..good.clone()
+            },
+            CandidateLesson {
+                family: "a/b".into(),
+                ..good.clone()
+            },
+            CandidateLesson {
+                text: " ".into(),
+                ..good.clone()
+            },
+            CandidateLesson {
+                text: "x".repeat(MAX_LESSON_CHARS + 1),
+                ..good.clone()
+            },
+            CandidateLesson {
+                pattern: Some("rm".into()),
+                ..good.clone()
+            },
+            CandidateLesson {
+                kind: CandidateKind::Ban,
+                ..good.clone()
+            },
+            CandidateLesson {
+                kind: CandidateKind::Ban,
+                pattern: Some("x".repeat(MAX_BAN_PATTERN_CHARS + 1)),
+                ..good.clone()
+            },
+        ];
+        for (i, l) in bad.iter().enumerate() {
+            assert!(check(l).is_err(), "case {i} passed: {l:?}");
+        }
     }
 }

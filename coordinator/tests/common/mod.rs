@@ -87,10 +87,10 @@ impl TestEnv {
 
     pub fn state(&self, metrics: fleet_coordinator::Metrics) -> AppState {
         AppState {
+            metrics: metrics.clone(),
             pool: self.pool.clone(),
             leases: self.leases.clone(),
             packs: self.packs.clone(),
-            metrics,
             api_token: "api-token".into(),
             agent_token: "agent-token".into(),
             agent_config: fleet_common::api::AgentConfig {
@@ -101,6 +101,13 @@ impl TestEnv {
                 git_password: None,
             },
             git_secret: String::new(),
+            // Nothing here dreams: a repo path that is never created.
+            dreamer: fleet_coordinator::dream::Dreamer::new(
+                self.pool.clone(),
+                self.packs.clone(),
+                std::env::temp_dir().join("fleet-no-knowledge-repo"),
+                metrics.clone(),
+            ),
         }
     }
 

@@ -12,6 +12,11 @@ use tracing::Instrument;
 
 use crate::error::TargetError;
 
+/// Docker's default capabilities minus what no hardening script needs:
+/// raw sockets (there is no network) and device nodes. Package scripts
+/// still chown, setcap, chroot (sshd) and kill.
+const DROPPED_CAPABILITIES: &[&str] = &["NET_RAW", "MKNOD"];
+
 /// What to create. `network: None` means `network_mode: none`.
 #[derive(Debug, Clone)]
 pub(crate) struct ContainerSpec {
@@ -64,6 +69,15 @@ impl Container {
                 pids_limit: Some(spec.pids_limit),
                 // docker-init reaps what killed scripts leave behind.
                 init: Some(true),
+                cap_drop: Some(
+                    DROPPED_CAPABILITIES
+                        .iter()
+                        .map(|c| (*c).to_owned())
+                        .collect(),
+                ),
+                // setuid binaries gain nothing: scripts run as root anyway,
+                // and a process that dropped privileges cannot regain them.
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
                 ..Default::default()
             }),
             ..Default::default()

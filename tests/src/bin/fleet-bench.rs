@@ -7,6 +7,15 @@
 //!
 //! `bench target`: revert, exec and one-rule OpenSCAP evaluation on a
 //! Docker target (goal: revert p50 ≤ 1 s).
+//!
+//! `bench fixrate`: the fix rate of the per-rule loop with the `ssg` brain
+//! against `oscap xccdf eval --remediate`, both on fresh targets (goal:
+//! `fleet_ssg ≥ oscap_remediate`).
+//!
+//! `bench learning`: a simulated campaign (in process, no services) played
+//! with category-level lesson credit (the naive V1) and with the dream
+//! stage's credit (V2); wins:regressions and last fix rate of each (goal:
+//! V1 below 1 reproduced, V2 at least 3 with a fix rate that never falls).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +37,10 @@ enum Which {
     LeaseProfile,
     /// Revert, exec and one-rule evaluation on a Docker target.
     Target,
+    /// Fix rate of the `ssg` brain's per-rule loop against oscap --remediate.
+    Fixrate,
+    /// Lesson credit per category (V1) against the dream stage's (V2).
+    Learning,
 }
 
 #[derive(Parser)]
@@ -55,6 +68,12 @@ struct Args {
     /// Rounds (exec + evaluate + revert) of the target benchmark.
     #[arg(long, default_value_t = 10)]
     target_rounds: usize,
+    /// Seed of the learning benchmark's campaign.
+    #[arg(long)]
+    learning_seed: Option<u64>,
+    /// Runs of the learning benchmark's campaign.
+    #[arg(long)]
+    learning_runs: Option<usize>,
 }
 
 #[tokio::main]
@@ -74,6 +93,30 @@ async fn main() -> anyhow::Result<()> {
     if matches!(args.which, Which::All | Which::Target) {
         let figures =
             fleet_tests::bench_target::bench_target(&args.target_image, args.target_rounds).await?;
+        println!("{}", figures.line());
+    }
+    if matches!(args.which, Which::All | Which::Fixrate) {
+        let started = Instant::now();
+        let figures = fleet_tests::bench_fixrate::bench_fixrate(&args.target_image).await?;
+        eprintln!(
+            "bench fixrate: took {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        println!("{}", figures.line());
+    }
+    if matches!(args.which, Which::All | Which::Learning) {
+        let defaults = fleet_tests::bench_learning::Config::default();
+        let cfg = fleet_tests::bench_learning::Config {
+            seed: args.learning_seed.unwrap_or(defaults.seed),
+            runs: args.learning_runs.unwrap_or(defaults.runs),
+            ..defaults
+        };
+        let started = Instant::now();
+        let figures = fleet_tests::bench_learning::bench_learning(&cfg);
+        eprintln!(
+            "bench learning: took {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
         println!("{}", figures.line());
     }
     Ok(())
