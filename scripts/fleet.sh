@@ -20,7 +20,6 @@ if [[ ! -f "$tokens" ]]; then
   umask 077
   {
     echo "export FLEET_API_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    echo "export FLEET_AGENT_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   } > "$tokens"
 fi
 # Older token files predate the knowledge repo's git secret.
@@ -63,7 +62,10 @@ if alive coordinator; then
   echo "fleet: coordinator already running (pid $(cat "$state/pids/coordinator.pid"))"
 else
   echo "fleet: starting coordinator on $api"
+  # Its own least-privilege Postgres role (make deps), and no enrollment
+  # token: each agent registers with a token of its own (below).
   env "${scan[@]}" FLEET_LISTEN="$listen" FLEET_SKILL_PACKS="$root/skill-packs" \
+    FLEET_DATABASE_URL="${FLEET_COORDINATOR_DATABASE_URL:-$FLEET_DATABASE_URL}" FLEET_AGENT_TOKEN= \
     FLEET_KNOWLEDGE_DIR="${FLEET_KNOWLEDGE_DIR:-$state/knowledge.git}" \
     nohup "$bin/fleet-coordinator" serve >> "$state/logs/coordinator.log" 2>&1 &
   echo $! > "$state/pids/coordinator.pid"
@@ -81,6 +83,11 @@ for i in $(seq 1 "$agents"); do
   name="agent-$i"
   if alive "$name"; then continue; fi
   echo "fleet: starting $name"
+  # Its own token (printed once by the coordinator, kept only in the
+  # agent's environment); `fleet-coordinator agents revoke` cuts it off.
+  agent_token=$("$bin/fleet-coordinator" agents issue "$name" --by make-fleet 2>/dev/null) ||
+    { echo "fleet: could not issue a token for $name; see $state/logs/coordinator.log" >&2; exit 1; }
+  FLEET_AGENT_TOKEN="$agent_token" \
   FLEET_COORDINATOR_URL="$api" FLEET_AGENT_ID="$name" FLEET_WORK_DIR="$state/agents/$name" \
     FLEET_METRICS_LISTEN="127.0.0.1:$(metrics_port "$i")" \
     nohup "$bin/fleet-agent" "${agent_args[@]}" >> "$state/logs/$name.log" 2>&1 &

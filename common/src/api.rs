@@ -611,3 +611,39 @@ mod tests {
         assert_eq!(RuleOutcome::from_column(Some("bogus")), None);
     }
 }
+
+/// `POST /api/v1/agents/{id}/tokens` asks for a new token for one agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssueAgentToken {
+    /// Who asks, recorded with the token.
+    pub by: String,
+}
+
+/// A per-agent token, as issued: the token itself is only ever in this
+/// answer (the coordinator keeps its SHA-256).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IssuedAgentToken {
+    pub agent: String,
+    pub token_id: i64,
+    pub token: String,
+}
+
+impl std::fmt::Debug for IssuedAgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedAgentToken")
+            .field("agent", &self.agent)
+            .field("token_id", &self.token_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /api/v1/agents/{id}/revoke`: what was taken away.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRevoked {
+    pub agent: String,
+    /// Tokens that were valid until now.
+    pub tokens_revoked: u64,
+    /// Whether its Redis user existed (and its connections were closed).
+    pub redis_user_deleted: bool,
+}

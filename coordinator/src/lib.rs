@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - [`access`]: per-agent tokens, revocations, Redis ACL users (issue 9).
 //! - [`api`]: axum router and handlers; bearer tokens; JSON errors.
 //! - [`dream`]: the dream stage; for now its promotion gate stack (DESIGN D7).
 //! - [`db`]: Postgres pool (optionally confined to one schema) and migrations.
@@ -28,6 +29,7 @@
 //! - `worker`: spawning workers in tracing spans, joining them in order.
 //! - `queue`: the queued form of a work item, shared by planner and reconcile.
 
+pub mod access;
 pub mod api;
 pub mod catalog;
 pub mod db;

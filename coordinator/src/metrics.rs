@@ -34,6 +34,9 @@ pub struct Metrics {
     pub dream_duration: Histogram,
     /// Ledger entries by action (`promote`, `revert`) and verdict.
     pub promotions: IntCounterVec,
+    /// Per-agent credentials by action (`issued`, `revoked`) and refused
+    /// registrations by reason.
+    pub agent_credentials: IntCounterVec,
     /// The last dreamt run's figures per (skill, profile): fix rate,
     /// first-try rate, and against the previous comparable run wins,
     /// regressions and their ratio (absent on a first run).
@@ -199,6 +202,11 @@ impl Metrics {
                 "Promotion ledger entries, by action and verdict",
                 &["action", "verdict"],
             ),
+            agent_credentials: counter_vec(
+                "fleet_agent_credentials_total",
+                "Per-agent credential changes, by action (issued, revoked)",
+                &["action"],
+            ),
             registry,
         };
         m.preset_series();
@@ -211,6 +219,9 @@ impl Metrics {
         for reason in ["oversized", "unknown_version", "malformed", "unknown_task"] {
             self.events_quarantined.with_label_values(&[reason]);
         }
+        for action in ["issued", "revoked"] {
+            self.agent_credentials.with_label_values(&[action]);
+        }
         for result in ["done", "failed"] {
             self.dreams.with_label_values(&[result]);
         }
@@ -219,6 +230,10 @@ impl Metrics {
                 self.promotions.with_label_values(&[action, verdict]);
             }
         }
+    }
+
+    pub fn agent_credentials(&self, action: &str) {
+        self.agent_credentials.with_label_values(&[action]).inc();
     }
 
     /// Text exposition format, for `GET /metrics`.

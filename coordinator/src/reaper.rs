@@ -31,6 +31,8 @@ pub struct Reaper {
     /// Last protocol counters seen, to turn Redis's counters into ours.
     last_counters: HashMap<String, u64>,
     healthy: bool,
+    /// The agents' Redis users, recreated when Redis restarts.
+    acl: Option<crate::access::RedisAcl>,
 }
 
 /// What one tick did.
@@ -50,7 +52,14 @@ impl Reaper {
             redis_run_id: None,
             last_counters: HashMap::new(),
             healthy: true,
+            acl: None,
         }
+    }
+
+    /// Recreate the agents' Redis ACL users whenever Redis restarts.
+    pub fn with_acl(mut self, acl: Option<crate::access::RedisAcl>) -> Self {
+        self.acl = acl;
+        self
     }
 
     /// Ticks every `LeaseSettings::reap_every` until `shutdown`.
@@ -88,6 +97,11 @@ impl Reaper {
         let restarted = matches!((&self.redis_run_id, &run_id), (Some(a), Some(b)) if a != b);
         let missing = self.leases.generation().await?.is_none();
         let requested = take_reconcile_request();
+        if let Some(acl) = self.acl.as_ref().filter(|_| missing || restarted) {
+            // Before anything else: agents reconnect with these users.
+            let users = acl.regrant_all(&self.pool).await?;
+            tracing::info!(users, "recreated the agents' redis users");
+        }
         if missing || restarted || requested {
             tracing::warn!(
                 generation_missing = missing,

@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::{self, AgentAccess, RedisAcl, Revocations};
 use crate::api::{self, AppState};
 use crate::dream::Dreamer;
 use crate::error::CoordinatorError;
@@ -66,6 +67,10 @@ pub struct ServeConfig {
     /// Run the dream stage by itself when a run completes (else only by
     /// hand: `dream --run`).
     pub auto_dream: bool,
+    /// Give each agent its own Redis ACL user confined to `key_prefix`
+    /// (needs a Redis user allowed `ACL SETUSER`); `false`: agents get the
+    /// advertised Redis URL as is.
+    pub agent_redis_acl: bool,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -88,6 +93,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("knowledge_dir", &self.knowledge_dir)
             .field("advertise_url", &self.advertise_url)
             .field("auto_dream", &self.auto_dream)
+            .field("agent_redis_acl", &self.agent_redis_acl)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +122,7 @@ impl ServeConfig {
             git_secret: String::new(),
             advertise_url: None,
             auto_dream: true,
+            agent_redis_acl: true,
         }
     }
 
@@ -123,9 +130,6 @@ impl ServeConfig {
         let bad = |m: &str| Err(CoordinatorError::Config(m.to_owned()));
         if self.api_token.trim().is_empty() {
             return bad("the api token is empty: set --api-token or FLEET_API_TOKEN");
-        }
-        if self.agent_token.trim().is_empty() {
-            return bad("the agent token is empty: set --agent-token or FLEET_AGENT_TOKEN");
         }
         if self.git_secret.trim().is_empty() {
             return bad("the git secret is empty: set --git-secret or FLEET_GIT_SECRET (any long random string; agents' git passwords derive from it)");
@@ -191,7 +195,26 @@ pub async fn serve_on(
             tracing::info!(dir = %config.skill_packs.display(), packs = ?names, "skill packs found")
         }
     }
-    let git = open_knowledge(&config).await?;
+    let revoked = Revocations::from_agents(access::tokens::revoked_agents(&pool).await?);
+    let redis_acl = config.agent_redis_acl.then(|| {
+        RedisAcl::new(
+            leases.connection(),
+            &config.key_prefix,
+            config.git_secret.as_bytes(),
+        )
+    });
+    if let Some(acl) = &redis_acl {
+        // Users live outside Redis's data: make sure the known agents have
+        // theirs, whatever happened to Redis while no coordinator ran.
+        let users = acl.regrant_all(&pool).await?;
+        tracing::info!(users, "agents' redis users in place");
+    }
+    if config.agent_token.trim().is_empty() {
+        tracing::info!("no enrollment token: agents register only with their own tokens");
+    }
+    let git = open_knowledge(&config)
+        .await?
+        .with_agent_check(revoked.allows());
     let addr = listener.local_addr()?;
     let dreamer = Dreamer::new(
         pool.clone(),
@@ -209,6 +232,10 @@ pub async fn serve_on(
         agent_token: config.agent_token.clone(),
         agent_config: config.agent_config(addr, &git.repo_path()),
         git_secret: config.git_secret.clone(),
+        access: AgentAccess {
+            revoked,
+            redis_acl: redis_acl.clone(),
+        },
     };
     let mut workers = Workers::new();
     let router = api::router(state).nest("/git", fleet_knowledge::router(git));
@@ -223,7 +250,7 @@ pub async fn serve_on(
             .await
             .map_err(CoordinatorError::from)
     });
-    let reaper = Reaper::new(pool.clone(), leases.clone(), metrics.clone());
+    let reaper = Reaper::new(pool.clone(), leases.clone(), metrics.clone()).with_acl(redis_acl);
     workers.spawn("reaper", move |stop| async move {
         reaper.run(stop).await;
         Ok(())

@@ -40,5 +40,5 @@ pub use error::KnowledgeError;
 pub use layout::{LessonFile, LessonKind, Provenance, RankedLesson, Ranking};
 pub use main_ref::{commit_files_on_main, tree_with_file, update_main, MAIN_REF, MAX_TRIES};
 pub use main_tree::{commit_changes, Committed, FileChange, MainTree};
-pub use serve::{agent_git_password, router, GitHttpState};
+pub use serve::{agent_git_password, router, AgentCheck, GitHttpState};
 pub use worktree::{push_refspec, AgentCheckout, AgentCredentials, LeaseWorktree, FETCHED_MAIN};

@@ -37,6 +37,10 @@ pub fn agent_git_password(agent_secret: &[u8], agent_id: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Whether an authenticated agent may still use the repo (the coordinator
+/// answers `false` for revoked agents).
+pub type AgentCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// What the git route needs: where the bare repo is, the secret that
 /// derives agent passwords, and the `git http-backend` program.
 #[derive(Clone)]
@@ -48,6 +52,7 @@ struct Inner {
     project_root: PathBuf,
     repo_name: String,
     agent_secret: Vec<u8>,
+    allowed: Option<AgentCheck>,
     backend: PathBuf,
     path_env: String,
 }
@@ -88,10 +93,20 @@ impl GitHttpState {
                 project_root,
                 repo_name,
                 agent_secret: agent_secret.into(),
+                allowed: None,
                 backend,
                 path_env: std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             }),
         })
+    }
+
+    /// Refuse authenticated agents for which `allowed` answers `false`
+    /// (revoked ones), checked on every request.
+    pub fn with_agent_check(mut self, allowed: AgentCheck) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set the agent check before cloning the state")
+            .allowed = Some(allowed);
+        self
     }
 
     /// The URL path under the mount point, e.g. `/knowledge.git`.
@@ -153,6 +168,10 @@ fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<String> {
     validate_component("agent", user).ok()?;
     let expected = agent_git_password(&inner.agent_secret, user);
     if bool::from(expected.as_bytes().ct_eq(password.as_bytes())) {
+        if inner.allowed.as_ref().is_some_and(|allowed| !allowed(user)) {
+            tracing::info!(agent = %user, "git request from a revoked agent");
+            return None;
+        }
         Some(user.to_string())
     } else {
         tracing::info!(agent = %user, "git request with a wrong password");

@@ -131,6 +131,8 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         llm_url: None,
         auto_dream: true,
         json_logs: false,
+        // Agents on their own tokens and Redis users, as in production.
+        per_agent_tokens: true,
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

@@ -32,6 +32,9 @@ pub struct FleetOpts {
     pub auto_dream: bool,
     /// Every process logs JSON lines (`--log-format json`).
     pub json_logs: bool,
+    /// The coordinator has no enrollment token: each agent registers with
+    /// its own token, issued with `fleet-coordinator agents issue`.
+    pub per_agent_tokens: bool,
 }
 
 impl Default for FleetOpts {
@@ -44,6 +47,7 @@ impl Default for FleetOpts {
             llm_url: None,
             auto_dream: true,
             json_logs: false,
+            per_agent_tokens: false,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct Fleet {
     pub agents: Vec<Option<Proc>>,
     /// Where agent i serves `/metrics`.
     pub agent_metrics: Vec<String>,
+    /// With `per_agent_tokens`: agent i's own token, once issued.
+    pub agent_tokens: Vec<Option<String>>,
     http: reqwest::Client,
 }
 
@@ -89,11 +95,16 @@ impl Fleet {
             agent_metrics: (0..opts.agents)
                 .map(|_| format!("127.0.0.1:{}", free_port()))
                 .collect(),
+            agent_tokens: (0..opts.agents).map(|_| None).collect(),
             opts,
             http: reqwest::Client::new(),
         };
         fleet.start_coordinator().await;
         for i in 0..fleet.opts.agents {
+            if fleet.opts.per_agent_tokens {
+                let token = fleet.issue_agent_token(&fleet.agent_id(i));
+                fleet.agent_tokens[i] = Some(token);
+            }
             fleet.start_agent(i);
         }
         fleet
@@ -108,7 +119,14 @@ impl Fleet {
             .env("FLEET_REDIS_URL", redis_url())
             .env("FLEET_KEY_PREFIX", self.keys.prefix())
             .env("FLEET_API_TOKEN", &self.api_token)
-            .env("FLEET_AGENT_TOKEN", &self.agent_token)
+            .env(
+                "FLEET_AGENT_TOKEN",
+                if self.opts.per_agent_tokens {
+                    ""
+                } else {
+                    &self.agent_token
+                },
+            )
             .env("FLEET_SKILL_PACKS", repo_root().join("skill-packs"))
             .env("FLEET_GIT_SECRET", &self.git_secret)
             .env("FLEET_KNOWLEDGE_DIR", self.knowledge_dir())
@@ -154,6 +172,29 @@ impl Fleet {
         }
     }
 
+    /// Runs `fleet-coordinator` with `args` against this fleet's API (and
+    /// its API token): (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(bin("fleet-coordinator"))
+            .args(args)
+            .env("FLEET_API_URL", &self.api)
+            .env("FLEET_API_TOKEN", &self.api_token)
+            .output()
+            .expect("run fleet-coordinator");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A new token for `agent`, issued through the CLI.
+    pub fn issue_agent_token(&self, agent: &str) -> String {
+        let (ok, out, err) = self.cli(&["agents", "issue", agent, "--by", "test"]);
+        assert!(ok, "agents issue {agent} failed: {err}");
+        out.trim().to_owned()
+    }
+
     pub fn agent_name(i: usize) -> String {
         format!("agent-{}", i + 1)
     }
@@ -180,8 +221,9 @@ impl Fleet {
     pub fn start_agent(&mut self, i: usize) {
         let name = Self::agent_name(i);
         let mut cmd = Command::new(bin("fleet-agent"));
+        let token = self.agent_tokens[i].as_ref().unwrap_or(&self.agent_token);
         cmd.env("FLEET_COORDINATOR_URL", &self.api)
-            .env("FLEET_AGENT_TOKEN", &self.agent_token)
+            .env("FLEET_AGENT_TOKEN", token)
             .env("FLEET_AGENT_ID", &name)
             .env("FLEET_WORK_DIR", self.agent_work_dir(i))
             .env("FLEET_METRICS_LISTEN", &self.agent_metrics[i])

@@ -37,6 +37,7 @@ async fn start_with(scan_image: Option<String>) -> Api {
             git_password: None,
         },
         git_secret: String::new(),
+        access: Default::default(),
         dreamer: fleet_coordinator::dream::Dreamer::new(
             c.db.pool.clone(),
             c.packs.clone(),

@@ -8,13 +8,11 @@
 //! pack's always-escalate list (`grub2_*`), which waits for an operator.
 //! One escalation is approved (its skill reaches `main`), one rejected.
 
-use std::process::Command;
 use std::time::Duration;
 
 use fleet_agent::sim::{behaviour, SimBehaviour};
 use fleet_common::api::{DreamReport, PromotionInfo};
 use fleet_tests::fleet::{Fleet, FleetOpts};
-use fleet_tests::procs::bin;
 
 /// Two `grub2_*` rules the simulation fixes, and some ordinary ones.
 fn rules() -> (Vec<String>, Vec<String>) {
@@ -26,20 +24,6 @@ fn rules() -> (Vec<String>, Vec<String>) {
     let mut all: Vec<String> = (0..12).map(|i| format!("sshd_sim_option_{i}")).collect();
     all.extend(grub.iter().cloned());
     (all, grub)
-}
-
-fn cli(fleet: &Fleet, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin("fleet-coordinator"))
-        .args(args)
-        .env("FLEET_API_URL", &fleet.api)
-        .env("FLEET_API_TOKEN", &fleet.api_token)
-        .output()
-        .expect("the coordinator binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn on_main(fleet: &Fleet, path: &str) -> bool {
@@ -69,10 +53,7 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     let main_before = fleet.knowledge_main();
 
     // A dry run: verdicts, no ledger, no commit.
-    let (ok, out, err) = cli(
-        &fleet,
-        &["dream", "--run", &run.to_string(), "--dry-run", "--json"],
-    );
+    let (ok, out, err) = fleet.cli(&["dream", "--run", &run.to_string(), "--dry-run", "--json"]);
     assert!(ok, "{err}");
     let dry: DreamReport = serde_json::from_str(&out).unwrap();
     assert!(dry.dry_run && dry.comparison.is_none());
@@ -119,10 +100,10 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     assert_eq!(ledger, 0, "a dry run writes no ledger entry");
 
     // The real pass: the same verdicts, one commit per APPLY plus the ranking.
-    let (ok, out, err) = cli(&fleet, &["dream", "--run", &run.to_string()]);
+    let (ok, out, err) = fleet.cli(&["dream", "--run", &run.to_string()]);
     assert!(ok, "{err}");
     assert!(out.contains("APPLY") && out.contains("ESCALATE"), "{out}");
-    let (ok, out, _) = cli(&fleet, &["dream", "--run", &run.to_string(), "--json"]);
+    let (ok, out, _) = fleet.cli(&["dream", "--run", &run.to_string(), "--json"]);
     assert!(ok);
     let again: DreamReport = serde_json::from_str(&out).unwrap();
     assert!(
@@ -170,7 +151,7 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     );
 
     // The operator's side.
-    let (ok, out, _) = cli(&fleet, &["promotions", "list", "--open", "--json"]);
+    let (ok, out, _) = fleet.cli(&["promotions", "list", "--open", "--json"]);
     assert!(ok);
     let open: Vec<PromotionInfo> = serde_json::from_str(&out).unwrap();
     assert_eq!(open.len(), 2, "{open:?}");
@@ -181,44 +162,35 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
             .id
     };
     let (approve, reject) = (id_of(&grub[0]), id_of(&grub[1]));
-    let (ok, out, err) = cli(
-        &fleet,
-        &[
-            "promotions",
-            "approve",
-            &approve.to_string(),
-            "--by",
-            "tester",
-        ],
-    );
+    let (ok, out, err) = fleet.cli(&[
+        "promotions",
+        "approve",
+        &approve.to_string(),
+        "--by",
+        "tester",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("main is now"), "{out}");
-    let (ok, _, err) = cli(
-        &fleet,
-        &[
-            "promotions",
-            "reject",
-            &reject.to_string(),
-            "--by",
-            "tester",
-        ],
-    );
+    let (ok, _, err) = fleet.cli(&[
+        "promotions",
+        "reject",
+        &reject.to_string(),
+        "--by",
+        "tester",
+    ]);
     assert!(ok, "{err}");
     assert!(on_main(&fleet, &format!("skills/{}.sh", grub[0])));
     assert!(!on_main(&fleet, &format!("skills/{}.sh", grub[1])));
     // Decided entries are closed: deciding again is refused (exit 2).
-    let (ok, _, err) = cli(
-        &fleet,
-        &[
-            "promotions",
-            "approve",
-            &reject.to_string(),
-            "--by",
-            "tester",
-        ],
-    );
+    let (ok, _, err) = fleet.cli(&[
+        "promotions",
+        "approve",
+        &reject.to_string(),
+        "--by",
+        "tester",
+    ]);
     assert!(!ok && err.contains("not an open escalation"), "{err}");
-    let (ok, out, _) = cli(&fleet, &["promotions", "list", "--open"]);
+    let (ok, out, _) = fleet.cli(&["promotions", "list", "--open"]);
     assert!(ok && out.contains("no open escalations"), "{out}");
     let decided: Vec<(String, bool, Option<String>)> = sqlx::query_as(
         "SELECT verdict, open, decided_by FROM promotions WHERE id = ANY($1) ORDER BY id",
@@ -234,7 +206,7 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     // A run still in progress cannot be dreamt over (no agent works on it).
     fleet.stop_agents().await;
     let running = fleet.submit(vec!["sshd_sim_option_99".into()]).await;
-    let (ok, _, err) = cli(&fleet, &["dream", "--run", &running.to_string()]);
+    let (ok, _, err) = fleet.cli(&["dream", "--run", &running.to_string()]);
     assert!(!ok && err.contains("still running"), "{err}");
     fleet.shutdown().await;
 }

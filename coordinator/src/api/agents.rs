@@ -1,14 +1,20 @@
-//! `GET /api/v1/agents` and `POST /api/v1/agents/register`.
+//! `GET /api/v1/agents`, `POST /api/v1/agents/register`, and per-agent
+//! credentials: `POST /api/v1/agents/{id}/tokens` (issue) and
+//! `POST /api/v1/agents/{id}/revoke`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
-use fleet_common::api::{AgentConfig, AgentInfo, RegisterAgent};
+use fleet_common::api::{
+    AgentConfig, AgentInfo, AgentRevoked, IssueAgentToken, IssuedAgentToken, RegisterAgent,
+};
 use fleet_common::AgentId;
 
-use super::auth::AgentToken;
+use super::auth::{AgentCredential, ApiToken};
 use super::error::ApiFailure;
 use super::json::ApiJson;
 use super::AppState;
+use crate::access::{self, redis_acl};
 use crate::status;
 
 const MAX_FIELD: usize = 255;
@@ -22,10 +28,25 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<AgentInfo>>,
 /// (K2). An agent thus needs only the coordinator's URL and a token.
 pub async fn register(
     State(state): State<AppState>,
-    _auth: AgentToken,
+    credential: AgentCredential,
     ApiJson(req): ApiJson<RegisterAgent>,
 ) -> Result<Json<AgentConfig>, ApiFailure> {
     let agent = AgentId::parse(req.agent.as_str()).map_err(ApiFailure::bad_request)?;
+    match &credential {
+        AgentCredential::Issued(owner) if owner.agent != agent.as_str() => {
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                format!("this token belongs to agent {}, not {agent}", owner.agent),
+            ));
+        }
+        AgentCredential::Enrollment if state.access.revoked.is_revoked(agent.as_str()) => {
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                format!("agent {agent} was revoked: issue it a new token (`fleet-coordinator agents issue {agent}`)"),
+            ));
+        }
+        _ => {}
+    }
     for (name, value) in [("host", &req.host), ("version", &req.version)] {
         if value.len() > MAX_FIELD || value.contains('\0') {
             return Err(ApiFailure::bad_request(format!(
@@ -43,8 +64,16 @@ pub async fn register(
     .bind(&req.version)
     .execute(&state.pool)
     .await?;
-    tracing::info!(agent = %agent, host = %req.host, version = %req.version, "agent registered");
+    let credential = match credential {
+        AgentCredential::Issued(owner) => format!("token {}", owner.token_id),
+        AgentCredential::Enrollment => "enrollment token".to_owned(),
+    };
+    tracing::info!(agent = %agent, host = %req.host, version = %req.version, %credential, "agent registered");
     let mut config = state.agent_config.clone();
+    if let Some(acl) = &state.access.redis_acl {
+        let (user, password) = acl.grant(agent.as_str()).await?;
+        config.redis_url = redis_acl::url_with_credentials(&config.redis_url, &user, &password)?;
+    }
     if config.knowledge_url.is_some() && !state.git_secret.is_empty() {
         config.git_password = Some(fleet_knowledge::agent_git_password(
             state.git_secret.as_bytes(),
@@ -52,4 +81,47 @@ pub async fn register(
         ));
     }
     Ok(Json(config))
+}
+
+/// Issues a new token for the agent (and lifts a revocation); the token is
+/// in this answer only.
+pub async fn issue(
+    State(state): State<AppState>,
+    _auth: ApiToken,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<IssueAgentToken>,
+) -> Result<(StatusCode, Json<IssuedAgentToken>), ApiFailure> {
+    let agent = AgentId::parse(&id).map_err(ApiFailure::bad_request)?;
+    if req.by.len() > MAX_FIELD {
+        return Err(ApiFailure::bad_request(format!(
+            "by must be at most {MAX_FIELD} bytes"
+        )));
+    }
+    let issued = access::tokens::issue(&state.pool, agent.as_str(), &req.by).await?;
+    state.access.revoked.restore(agent.as_str());
+    state.metrics.agent_credentials("issued");
+    tracing::info!(agent = %agent, token_id = issued.token_id, by = %req.by, "agent token issued");
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Revokes every token of the agent, its git access and its Redis user.
+pub async fn revoke(
+    State(state): State<AppState>,
+    _auth: ApiToken,
+    Path(id): Path<String>,
+) -> Result<Json<AgentRevoked>, ApiFailure> {
+    let agent = AgentId::parse(&id).map_err(ApiFailure::bad_request)?;
+    let tokens_revoked = access::tokens::revoke(&state.pool, agent.as_str()).await?;
+    state.access.revoked.revoke(agent.as_str());
+    let redis_user_deleted = match &state.access.redis_acl {
+        Some(acl) => acl.revoke(agent.as_str()).await?,
+        None => false,
+    };
+    state.metrics.agent_credentials("revoked");
+    tracing::info!(agent = %agent, tokens_revoked, redis_user_deleted, "agent revoked");
+    Ok(Json(AgentRevoked {
+        agent: agent.to_string(),
+        tokens_revoked,
+        redis_user_deleted,
+    }))
 }

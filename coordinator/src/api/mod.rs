@@ -12,7 +12,9 @@
 //! | `GET /api/v1/promotions[?open=true]` | — | `Vec<PromotionInfo>`, newest first |
 //! | `POST /api/v1/promotions/{id}/approve`, `…/reject` | API token | `LedgerLine` (409 unless an open escalation) |
 //! | `GET /api/v1/agents` | — | `Vec<AgentInfo>` |
-//! | `POST /api/v1/agents/register` | agent token | `AgentConfig` |
+//! | `POST /api/v1/agents/register` | agent's own token or the enrollment token | `AgentConfig` (Redis URL with the agent's ACL user) |
+//! | `POST /api/v1/agents/{id}/tokens` | API token | 201 `IssuedAgentToken` (the token is shown only here) |
+//! | `POST /api/v1/agents/{id}/revoke` | API token | `AgentRevoked` (tokens, git access and Redis user) |
 //! | `GET /healthz` | — | `ok`, or 503 naming the store that failed |
 //! | `GET /metrics` | — | Prometheus text exposition |
 
@@ -31,6 +33,7 @@ use fleet_common::api::AgentConfig;
 use fleet_common::lease::LeaseClient;
 use sqlx::PgPool;
 
+use crate::access::AgentAccess;
 use crate::dream::Dreamer;
 use crate::metrics::Metrics;
 use crate::packs::SkillPacks;
@@ -55,6 +58,8 @@ pub struct AppState {
     /// Secret of the agents' git passwords; empty = none handed out.
     pub git_secret: String,
     pub dreamer: Dreamer,
+    /// Revocations and the agents' Redis ACL users.
+    pub access: AgentAccess,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/promotions/{id}/reject", post(dream::reject))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/register", post(agents::register))
+        .route("/api/v1/agents/{id}/tokens", post(agents::issue))
+        .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async {

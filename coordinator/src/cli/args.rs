@@ -148,7 +148,9 @@ pub struct ServeArgs {
     /// Token clients send to submit runs (required).
     #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// Token agents send to register (required).
+    /// Shared enrollment token: any agent not revoked may register with
+    /// it. Leave it unset so that agents register only with their own
+    /// tokens (`agents issue`).
     #[arg(long, env = "FLEET_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
     /// Directory holding one `<name>/pack.toml` per skill pack.
@@ -181,6 +183,11 @@ pub struct ServeArgs {
     /// hand (`fleet-coordinator dream --run ID`).
     #[arg(long, env = "FLEET_AUTO_DREAM", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_dream: bool,
+    /// Give each agent its own Redis ACL user, confined to --key-prefix and
+    /// without administrative commands (the coordinator's Redis user must be
+    /// allowed ACL SETUSER); `false`: agents get the Redis URL as is.
+    #[arg(long, env = "FLEET_AGENT_REDIS_ACL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub agent_redis_acl: bool,
 }
 
 /// Lease timing handed to agents; see `fleet_common::settings` for why the
@@ -325,12 +332,41 @@ impl ReportArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentsCommand>,
     #[command(flatten)]
     pub client: ClientArgs,
     /// Print the JSON list.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Issue a token for one agent (printed once, on stdout). The agent
+    /// registers with it; it is good for that agent only. Lifts a
+    /// revocation of the agent.
+    Issue(AgentCredentialArgs),
+    /// Revoke every token of an agent, its knowledge-repo access and its
+    /// Redis user (closing its connections). Its leases expire and are
+    /// handed to other agents.
+    Revoke(AgentCredentialArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentCredentialArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// API token (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The agent's id.
+    pub agent: String,
+    /// Who asks, recorded with the token [default: $USER].
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub by: String,
 }
 
 #[cfg(test)]

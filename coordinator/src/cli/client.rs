@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleet_common::api::{
-    AgentInfo, ApiError, DreamReport, LedgerLine, PromotionDecision, PromotionInfo, RunHistory,
-    RunReport, RunStatus, SubmitRun, SubmitRunResponse,
+    AgentInfo, AgentRevoked, ApiError, DreamReport, IssueAgentToken, IssuedAgentToken, LedgerLine,
+    PromotionDecision, PromotionInfo, RunHistory, RunReport, RunStatus, SubmitRun,
+    SubmitRunResponse,
 };
 use fleet_common::RunId;
 use serde::de::DeserializeOwned;
@@ -67,6 +68,22 @@ impl Api {
         let body = PromotionDecision { by: by.to_owned() };
         let path = format!("/api/v1/promotions/{id}/{what}");
         self.send(self.post(&path, token).json(&body)).await
+    }
+
+    pub async fn issue_agent_token(
+        &self,
+        token: &str,
+        agent: &str,
+        by: &str,
+    ) -> anyhow::Result<IssuedAgentToken> {
+        let body = IssueAgentToken { by: by.to_owned() };
+        let path = format!("/api/v1/agents/{agent}/tokens");
+        self.send(self.post(&path, token).json(&body)).await
+    }
+
+    pub async fn revoke_agent(&self, token: &str, agent: &str) -> anyhow::Result<AgentRevoked> {
+        self.send(self.post(&format!("/api/v1/agents/{agent}/revoke"), token))
+            .await
     }
 
     fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {

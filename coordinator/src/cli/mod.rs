@@ -16,8 +16,8 @@ use fleet_common::{Budgets, RunId};
 use fleet_coordinator::serve::ServeConfig;
 
 use args::{
-    AgentsArgs, DreamArgs, PromotionsCommand, ReportArgs, ServeArgs, StatusArgs, SubmitArgs,
-    WatchArgs,
+    AgentCredentialArgs, AgentsArgs, AgentsCommand, DreamArgs, PromotionsCommand, ReportArgs,
+    ServeArgs, StatusArgs, SubmitArgs, WatchArgs,
 };
 pub use client::Rejected;
 
@@ -69,12 +69,7 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
             "FLEET_API_TOKEN",
             "any long random string; clients send it as `Authorization: Bearer <token>`",
         )?,
-        agent_token: required(
-            a.agent_token,
-            "--agent-token",
-            "FLEET_AGENT_TOKEN",
-            "any long random string; agents send it to register",
-        )?,
+        agent_token: a.agent_token.unwrap_or_default(),
         skill_packs: a.skill_packs,
         scan_image: a.scan_image,
         lease,
@@ -88,6 +83,7 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         )?,
         advertise_url: a.advertise_url.filter(|s| !s.is_empty()),
         auto_dream: a.auto_dream,
+        agent_redis_acl: a.agent_redis_acl,
     })
 }
 
@@ -176,6 +172,11 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
 }
 
 pub async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
+    match a.action {
+        Some(AgentsCommand::Issue(t)) => return agent_issue(t).await,
+        Some(AgentsCommand::Revoke(t)) => return agent_revoke(t).await,
+        None => {}
+    }
     let api = client::Api::new(&a.client.api)?;
     let list = api.agents().await?;
     if a.json {
@@ -185,6 +186,36 @@ pub async fn agents(a: AgentsArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", table::agents(&list));
     }
+    Ok(())
+}
+
+/// Prints only the token on stdout (for `$(…)`), what it is on stderr.
+async fn agent_issue(a: AgentCredentialArgs) -> anyhow::Result<()> {
+    let token = client_token(a.token)?;
+    let api = client::Api::new(&a.client.api)?;
+    let issued = api.issue_agent_token(&token, &a.agent, &a.by).await?;
+    eprintln!(
+        "agent {}: token {} issued; start the agent with FLEET_AGENT_TOKEN set to it (shown only now)",
+        issued.agent, issued.token_id
+    );
+    println!("{}", issued.token);
+    Ok(())
+}
+
+async fn agent_revoke(a: AgentCredentialArgs) -> anyhow::Result<()> {
+    let token = client_token(a.token)?;
+    let api = client::Api::new(&a.client.api)?;
+    let r = api.revoke_agent(&token, &a.agent).await?;
+    println!(
+        "agent {}: {} token(s) revoked, git access refused, redis user {}",
+        r.agent,
+        r.tokens_revoked,
+        if r.redis_user_deleted {
+            "deleted (its connections closed)"
+        } else {
+            "absent"
+        }
+    );
     Ok(())
 }
 

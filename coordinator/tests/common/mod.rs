@@ -101,6 +101,7 @@ impl TestEnv {
                 git_password: None,
             },
             git_secret: String::new(),
+            access: Default::default(),
             // Nothing here dreams: a repo path that is never created.
             dreamer: fleet_coordinator::dream::Dreamer::new(
                 self.pool.clone(),
