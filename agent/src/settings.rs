@@ -9,7 +9,7 @@ use fleet_common::settings::LeaseSettings;
 use fleet_common::AgentId;
 
 /// Where the agent learns its Redis and lease timing.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Connection {
     /// Register with the coordinator, which answers with both.
     Coordinator { url: String, token: String },
@@ -19,6 +19,29 @@ pub enum Connection {
         key_prefix: String,
         lease: LeaseSettings,
     },
+}
+
+impl std::fmt::Debug for Connection {
+    // The token and Redis credentials never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Coordinator { url, .. } => f
+                .debug_struct("Coordinator")
+                .field("url", url)
+                .field("token", &"<redacted>")
+                .finish(),
+            Self::Direct {
+                redis_url,
+                key_prefix,
+                lease,
+            } => f
+                .debug_struct("Direct")
+                .field("redis_url", &fleet_common::redact::redact_url(redis_url))
+                .field("key_prefix", key_prefix)
+                .field("lease", lease)
+                .finish(),
+        }
+    }
 }
 
 /// Which Worker writes the scripts.

@@ -343,7 +343,7 @@ impl std::fmt::Debug for AgentConfig {
     // The git password never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentConfig")
-            .field("redis_url", &self.redis_url)
+            .field("redis_url", &crate::redact::redact_url(&self.redis_url))
             .field("key_prefix", &self.key_prefix)
             .field("lease", &self.lease)
             .field("knowledge_url", &self.knowledge_url)

@@ -27,6 +27,7 @@ pub mod injection;
 pub mod keys;
 pub mod lease;
 pub mod lesson;
+pub mod redact;
 pub mod script_screen;
 pub mod settings;
 pub mod skill_pack;

@@ -123,50 +123,61 @@ pub fn cut_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Samples for the screen's tests and `make security`: every
+/// [`corpus::DESTRUCTIVE`] line must be refused, every [`corpus::BENIGN`]
+/// hardening line must pass.
+pub mod corpus {
+    pub const DESTRUCTIVE: &[&str] = &[
+        "rm -rf /",
+        "rm -rf / ",
+        "sudo rm -fr /*",
+        "rm -r -f /",
+        "rm -rf --no-preserve-root /",
+        "mkfs.ext4 /dev/sda1",
+        "dd if=/dev/zero of=/dev/sda bs=1M",
+        "cat x > /dev/nvme0n1",
+        "shutdown -h now",
+        "apt-get install -y cron && reboot",
+        "systemctl poweroff",
+        "init 0",
+        ":(){ :|:& };:",
+        "kill -9 -1",
+        "chmod -R 777 /",
+        "apt-get purge -y openssh-server",
+        "apt-get remove -y openscap-scanner",
+        "dnf -y remove sudo",
+    ];
+
+    pub const BENIGN: &[&str] = &[
+        "apt-get install -y -q auditd",
+        "rm -rf /tmp/fleet-work /var/cache/apt/archives/*.deb",
+        "chmod 0640 /etc/shadow",
+        "sed -i 's/^#\\?PermitRootLogin.*/PermitRootLogin no/' /etc/ssh/sshd_config",
+        "echo 'kernel.randomize_va_space = 2' > /etc/sysctl.d/99-aslr.conf",
+        "systemctl enable auditd || true",
+        "dd if=/dev/zero of=/tmp/swapfile bs=1M count=1",
+        "apt-get remove -y telnetd nis",
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn host_destroying_commands_are_refused() {
-        for bad in [
-            "rm -rf /",
-            "rm -rf / ",
-            "sudo rm -fr /*",
-            "rm -r -f /",
-            "rm -rf --no-preserve-root /",
-            "mkfs.ext4 /dev/sda1",
-            "dd if=/dev/zero of=/dev/sda bs=1M",
-            "cat x > /dev/nvme0n1",
-            "shutdown -h now",
-            "apt-get install -y cron && reboot",
-            "systemctl poweroff",
-            "init 0",
-            ":(){ :|:& };:",
-            "kill -9 -1",
-            "chmod -R 777 /",
-            "apt-get purge -y openssh-server",
-            "apt-get remove -y openscap-scanner",
-            "dnf -y remove sudo",
-        ] {
+        for bad in corpus::DESTRUCTIVE {
             assert!(screen(bad).is_err(), "{bad:?} passed the screen");
         }
     }
 
     #[test]
     fn ordinary_hardening_passes() {
-        let ok = "#!/bin/bash
-# reboot is not needed for this change
-apt-get install -y -q auditd
-rm -rf /tmp/fleet-work /var/cache/apt/archives/*.deb
-chmod 0640 /etc/shadow
-sed -i 's/^#\\?PermitRootLogin.*/PermitRootLogin no/' /etc/ssh/sshd_config
-echo 'kernel.randomize_va_space = 2' > /etc/sysctl.d/99-aslr.conf
-systemctl enable auditd || true
-dd if=/dev/zero of=/tmp/swapfile bs=1M count=1
-apt-get remove -y telnetd nis
-";
-        assert_eq!(screen(ok), Ok(()));
+        let ok = format!(
+            "#!/bin/bash\n# reboot is not needed for this change\n{}\n",
+            corpus::BENIGN.join("\n")
+        );
+        assert_eq!(screen(&ok), Ok(()));
     }
 
     #[test]

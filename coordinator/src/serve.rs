@@ -15,6 +15,7 @@ use backon::{ExponentialBuilder, Retryable};
 use fleet_common::api::AgentConfig;
 use fleet_common::keys::Keyspace;
 use fleet_common::lease::LeaseClient;
+use fleet_common::redact::redact_url;
 use fleet_common::settings::LeaseSettings;
 use fleet_knowledge::GitHttpState;
 use sqlx::PgPool;
@@ -365,29 +366,9 @@ where
     .await
 }
 
-/// `scheme://user:secret@host` → `scheme://***@host`.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_lose_their_credentials_in_logs() {
-        assert_eq!(
-            redact_url("postgres://fleet:pw@127.0.0.1:5432/db"),
-            "postgres://***@127.0.0.1:5432/db"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
 
     #[test]
     fn debug_print_hides_tokens() {

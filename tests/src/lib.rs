@@ -13,6 +13,7 @@
 //! - [`fake_llm`]: the scripted OpenAI-compatible endpoint (real HTTP).
 //! - [`procs`]: starting and signalling the real binaries.
 //! - [`prometheus`]: a real Prometheus with the shipped config, and queries.
+//! - [`security`]: hostile inputs for `make security` (text, access).
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
 //! - [`bench_fixrate`]: the `ssg` brain's fix rate against `oscap --remediate`.
 //! - [`bench_learning`]: category-level credit against the dream stage's, in
@@ -29,4 +30,5 @@ pub mod fleet;
 pub mod procs;
 pub mod prometheus;
 pub mod queue;
+pub mod security;
 pub mod services;

@@ -1,12 +1,40 @@
 //! No secret in logs or events (issue 9): a real fleet — the coordinator
 //! binary and two agent binaries, logging JSON at `debug` — runs a run with
-//! its API token, agent token, git secret (and the agents' git passwords
-//! derived from it) and an LLM API key in their environment; then every log
-//! line and every stored event is searched for each of them.
+//! its API token, the agents' own tokens, the git secret (and the agents'
+//! git passwords and Redis ACL passwords derived from it) and an LLM API
+//! key in their environment; then every log line and every stored event is
+//! searched for each of them.
 
 use std::time::Duration;
 
 use fleet_tests::fleet::{Fleet, FleetOpts};
+
+/// The password of agent i's Redis ACL user, as registration hands it out.
+async fn redis_password(fleet: &Fleet, i: usize, token: &str) -> String {
+    let config: fleet_common::api::AgentConfig = reqwest::Client::new()
+        .post(format!("{}/api/v1/agents/register", fleet.api))
+        .bearer_auth(token)
+        .json(&fleet_common::api::RegisterAgent {
+            agent: fleet_common::AgentId::parse(&fleet.agent_id(i)).unwrap(),
+            host: "secrets-test".into(),
+            version: "test".into(),
+        })
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let creds = config.redis_url.split("://").nth(1).unwrap();
+    let (creds, _host) = creds
+        .rsplit_once('@')
+        .expect("credentials in the redis url");
+    let password = creds.split_once(':').unwrap().1.to_owned();
+    assert!(password.len() >= 32, "a real password: {password}");
+    password
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_or_an_event() {
@@ -20,6 +48,7 @@ async fn no_secret_reaches_a_log_line_or_an_event() {
     );
     let mut fleet = Fleet::start(FleetOpts {
         json_logs: true,
+        per_agent_tokens: true,
         ..Default::default()
     })
     .await;
@@ -30,7 +59,6 @@ async fn no_secret_reaches_a_log_line_or_an_event() {
 
     let mut secrets = vec![
         ("api token", fleet.api_token.clone()),
-        ("agent token", fleet.agent_token.clone()),
         ("git secret", fleet.git_secret.clone()),
         ("llm api key", llm_key),
     ];
@@ -38,6 +66,12 @@ async fn no_secret_reaches_a_log_line_or_an_event() {
         let password =
             fleet_knowledge::agent_git_password(fleet.git_secret.as_bytes(), &fleet.agent_id(i));
         secrets.push(("an agent's git password", password));
+        let token = fleet.agent_tokens[i].clone().expect("per-agent token");
+        secrets.push((
+            "an agent's redis password",
+            redis_password(&fleet, i, &token).await,
+        ));
+        secrets.push(("an agent's token", token));
     }
 
     let mut lines = 0;
