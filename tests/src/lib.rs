@@ -15,6 +15,8 @@
 //! - [`prometheus`]: a real Prometheus with the shipped config, and queries.
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
 //! - [`bench_fixrate`]: the `ssg` brain's fix rate against `oscap --remediate`.
+//! - [`security_sandbox`]: attacks a Worker script might make, each checked
+//!   contained on a real Docker target (`make security`).
 //! - [`bench_learning`]: category-level credit against the dream stage's, in
 //!   a simulated campaign (in process, no services).
 
@@ -29,4 +31,5 @@ pub mod fleet;
 pub mod procs;
 pub mod prometheus;
 pub mod queue;
+pub mod security_sandbox;
 pub mod services;
