@@ -9,8 +9,10 @@
 //! # Layout
 //!
 //! - `docker/`: the container target — `config.rs` (`DockerTargetConfig`,
-//!   names and labels), `container.rs` (create, start, remove, limits),
+//!   names and labels), `container.rs` (create, start, remove, limits,
+//!   the capabilities kept),
 //!   `exec.rs` (one script: output cap, timeout, killing its process tree),
+//!   `limits.rs` (what the limits did to a script, from its cgroup),
 //!   `archive.rs` (files in and out as tar), `baseline.rs` (commit and
 //!   revert), `orphans.rs` (what an earlier incarnation left behind),
 //!   `mod.rs` (`DockerTarget`).

@@ -120,6 +120,37 @@ async fn a_memory_hog_is_oom_killed_inside_its_limit_and_the_reason_is_given() {
     target.remove().await.unwrap();
 }
 
+/// A script that starts a fork bomb in the background and exits: what it
+/// left at the pid limit is killed before anything else runs, and the
+/// outcome says why.
+#[tokio::test]
+async fn a_fork_bomb_left_behind_is_killed_and_named() {
+    let agent = Agent::new();
+    let docker = docker_with(&target_image()).await;
+    let target = agent.target(&docker, 0).await;
+    let out = target
+        .exec("bomb() { bomb | bomb & }; bomb; echo lit", T)
+        .await
+        .unwrap();
+    eprintln!("fork bomb left behind: {:?} {:?}", out.exit_code, out.contained);
+    assert!(!out.timed_out, "{out:?}");
+    let reason = out.contained.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("pid limit reached (256 processes)")
+            || reason.contains("the container was killed"),
+        "{reason}"
+    );
+    if target.health().await {
+        let strays = common::stray_processes(&target).await;
+        assert!(strays.is_empty(), "{} left running", strays.len());
+    }
+    target.revert().await.unwrap();
+    let next = target.exec("echo next", T).await.unwrap();
+    assert_eq!(next.output, "next\n");
+    assert_eq!(next.contained, None);
+    target.remove().await.unwrap();
+}
+
 /// The CPU quota is in the container's cgroup, and a script with more busy
 /// threads than the quota gets no more CPU time than it allows. Only an
 /// upper bound is checked: a loaded machine gives less, never more.
@@ -237,7 +268,13 @@ async fn destruction_that_slips_past_the_screen_stays_in_the_container_and_is_re
     let script =
         "echo cm0gLXJmIC0tbm8tcHJlc2VydmUtcm9vdCAvCg== | base64 -d | bash; find / -xdev -delete";
     let wiped = target.exec(script, Duration::from_secs(120)).await;
-    eprintln!("rm -rf / inside: {wiped:?}");
+    match &wiped {
+        Ok(out) => eprintln!(
+            "rm -rf / inside: exit {:?}, contained {:?}",
+            out.exit_code, out.contained
+        ),
+        Err(error) => eprintln!("rm -rf / inside: {error}"),
+    }
     assert_eq!(std::fs::read(canary.path()).unwrap(), b"host");
     assert!(!target.health().await, "a wiped container still answers");
 

@@ -114,7 +114,8 @@ pub(crate) fn reasons(met: &Met, limits: &Limits) -> Option<String> {
     }
     if met.container_killed {
         reasons.push(
-            "the container was killed: its processes could not be stopped from inside".to_owned(),
+            "the container was killed: nothing could run in it any more to check or stop the script"
+                .to_owned(),
         );
     }
     // A chatty script that ends is no news; an endless one is.
