@@ -28,8 +28,8 @@ mod output;
 mod ssh;
 
 pub use docker::{
-    cleanup_orphans, kept_capability_mask, DockerTarget, DockerTargetConfig, BASELINE_REPO, KEPT_CAPABILITIES, LABEL_AGENT,
-    LABEL_ROLE, LABEL_SLOT,
+    cleanup_orphans, kept_capability_mask, DockerTarget, DockerTargetConfig, BASELINE_REPO,
+    KEPT_CAPABILITIES, LABEL_AGENT, LABEL_ROLE, LABEL_SLOT,
 };
 pub use error::TargetError;
 pub use output::{ExecOutcome, DEFAULT_OUTPUT_CAP};

@@ -91,7 +91,13 @@ async fn limits_labels_and_no_network_are_applied() {
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
     let added = host.cap_add.unwrap_or_default();
     assert!(added.contains(&"CHOWN".to_owned()), "{added:?}");
-    for gone in ["NET_RAW", "MKNOD", "NET_BIND_SERVICE", "SYS_CHROOT", "SETPCAP"] {
+    for gone in [
+        "NET_RAW",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SYS_CHROOT",
+        "SETPCAP",
+    ] {
         assert!(!added.contains(&gone.to_owned()), "{gone} kept: {added:?}");
     }
     assert_eq!(

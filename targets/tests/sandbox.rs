@@ -68,7 +68,10 @@ test -z \"$(dpkg --audit 2>&1)\"",
         ("mknod", "mknod /tmp/fleet-null c 1 3"),
         ("mount", "mount -t tmpfs none /mnt"),
         ("chroot", "chroot / true"),
-        ("raw socket", "exec 3<>/dev/udp/127.0.0.1/9 && ping -c1 -W1 127.0.0.1"),
+        (
+            "raw socket",
+            "exec 3<>/dev/udp/127.0.0.1/9 && ping -c1 -W1 127.0.0.1",
+        ),
     ] {
         let out = target.exec(script, T).await.unwrap();
         assert_ne!(out.exit_code, Some(0), "{what} worked: {}", out.output);
@@ -132,7 +135,10 @@ async fn a_fork_bomb_left_behind_is_killed_and_named() {
         .exec("bomb() { bomb | bomb & }; bomb; echo lit", T)
         .await
         .unwrap();
-    eprintln!("fork bomb left behind: {:?} {:?}", out.exit_code, out.contained);
+    eprintln!(
+        "fork bomb left behind: {:?} {:?}",
+        out.exit_code, out.contained
+    );
     assert!(!out.timed_out, "{out:?}");
     let reason = out.contained.as_deref().unwrap_or_default();
     assert!(

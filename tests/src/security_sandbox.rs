@@ -30,7 +30,8 @@ const QUICK: Duration = Duration::from_secs(10);
 
 /// A script that passes the screen yet removes `/usr` and `/etc`: the
 /// screen sees only a base64 blob piped to a shell.
-pub const SLIPPED_DESTRUCTION: &str = "echo cm0gLXJmIC0tbm8tcHJlc2VydmUtcm9vdCAvdXNyIC9ldGMK | base64 -d | bash; exit 0";
+pub const SLIPPED_DESTRUCTION: &str =
+    "echo cm0gLXJmIC0tbm8tcHJlc2VydmUtcm9vdCAvdXNyIC9ldGMK | base64 -d | bash; exit 0";
 
 /// Spellings of `rm -rf /` that never reach a target.
 pub const SCREENED_REMOVALS: &[&str] = &[
@@ -59,7 +60,11 @@ pub async fn run_sandbox_attacks() -> Vec<AttackOutcome> {
     }
     let target = match DockerTarget::create(&docker, config).await {
         Ok(target) => target,
-        Err(e) => return vec![setup_failed(format!("target: {e} (run `make target-image`)"))],
+        Err(e) => {
+            return vec![setup_failed(format!(
+                "target: {e} (run `make target-image`)"
+            ))]
+        }
     };
     if let Err(e) = target.baseline().await {
         let _ = target.remove().await;
@@ -107,7 +112,11 @@ fn outcome(name: &'static str, contained: bool, reason: impl Into<String>) -> At
 }
 
 /// Runs `script`; an error is an outcome too (the caller words it).
-async fn run(target: &DockerTarget, script: &str, timeout: Duration) -> Result<ExecOutcome, String> {
+async fn run(
+    target: &DockerTarget,
+    script: &str,
+    timeout: Duration,
+) -> Result<ExecOutcome, String> {
     target
         .exec(script, timeout)
         .await
@@ -170,7 +179,10 @@ async fn network(target: &DockerTarget) -> AttackOutcome {
             Ok(out) if out.exit_code == Some(0) => {
                 return outcome(name, false, format!("{script:?} succeeded: {}", out.output))
             }
-            Ok(out) => why.push(first_line(&out.output).to_owned()),
+            Ok(out) => why.push(match first_line(&out.output) {
+                "" => format!("exit {:?}, no answer", out.exit_code),
+                line => line.to_owned(),
+            }),
             Err(e) => return outcome(name, false, e),
         }
     }
@@ -278,7 +290,13 @@ exit 0
 async fn memory_hog(target: &DockerTarget) -> AttackOutcome {
     let name = "memory_hog";
     // `tail` keeps a whole "line" of zeros: it grows until the limit.
-    let out = match run(target, "head -c 8000m /dev/zero | tail", Duration::from_secs(60)).await {
+    let out = match run(
+        target,
+        "head -c 8000m /dev/zero | tail",
+        Duration::from_secs(60),
+    )
+    .await
+    {
         Ok(out) => out,
         Err(e) => return outcome(name, false, e),
     };
@@ -360,7 +378,10 @@ async fn destruction_inside(docker: &Docker, target: &DockerTarget) -> AttackOut
         return outcome(name, false, "the screen caught the blob; nothing to test");
     }
     // Nothing of the host is in the container to destroy.
-    let mounts = match docker.inspect_container(target.container_name(), None).await {
+    let mounts = match docker
+        .inspect_container(target.container_name(), None)
+        .await
+    {
         Ok(inspect) => inspect.mounts.unwrap_or_default().len(),
         Err(e) => return outcome(name, false, format!("inspect: {e}")),
     };

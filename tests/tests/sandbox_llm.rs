@@ -132,10 +132,9 @@ async fn hostile_scripts_fail_with_the_sandboxs_reason_and_the_next_lease_fixes_
         }),
     };
     bench.target.baseline().await.unwrap();
-    let pack = SkillPack::load(
-        &fleet_tests::procs::repo_root().join("skill-packs/ssg-debian11-standard"),
-    )
-    .unwrap();
+    let pack =
+        SkillPack::load(&fleet_tests::procs::repo_root().join("skill-packs/ssg-debian11-standard"))
+            .unwrap();
     let metrics = AgentMetrics::new();
 
     // Lease 1: three hostile attempts, each contained, then out of budget.
@@ -147,8 +146,9 @@ async fn hostile_scripts_fail_with_the_sandboxs_reason_and_the_next_lease_fixes_
         matches!(
             first,
             Remediation::Finished {
+                // A container the bomb took down fails the health checks.
                 outcome: Outcome::Escalated {
-                    reason: EscalationReason::AttemptBudget | EscalationReason::ScannerError
+                    reason: EscalationReason::AttemptBudget | EscalationReason::Health
                 },
                 attempts: 3
             }
@@ -161,9 +161,14 @@ async fn hostile_scripts_fail_with_the_sandboxs_reason_and_the_next_lease_fixes_
         hog.starts_with("killed: out of memory (limit 512 MiB"),
         "{hog}"
     );
-    // cron is installed by then, so the check may well pass: a script the
-    // sandbox killed is still no fix (the lease went on to attempt 3).
-    assert_eq!(evals[1].1, None, "a refused connection is the script's own failure");
+    // cron is installed by then, so the check would pass: a script the
+    // sandbox killed is not judged, never a fix.
+    assert_eq!(evals[0].0, EvalStatus::Error);
+    assert_eq!(evals[2].0, EvalStatus::Error);
+    assert_eq!(
+        evals[1].1, None,
+        "a refused connection is the script's own failure"
+    );
     let bomb = evals[2].1.as_deref().unwrap_or_default();
     assert!(
         bomb.contains("pid limit reached (256 processes)") || bomb.contains("container was killed"),
@@ -179,7 +184,9 @@ async fn hostile_scripts_fail_with_the_sandboxs_reason_and_the_next_lease_fixes_
             .iter()
             .any(|p| p.contains("Answer with JSON only") && p.contains(needle))
     };
-    assert!(reflector_saw("[sandbox: killed: out of memory (limit 512 MiB"));
+    assert!(reflector_saw(
+        "[sandbox: killed: out of memory (limit 512 MiB"
+    ));
     assert!(
         reflector_saw("Network is unreachable") || reflector_saw("No such file"),
         "{prompts:#?}"

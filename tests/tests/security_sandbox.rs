@@ -14,7 +14,11 @@ async fn every_sandbox_attack_is_contained() {
         eprintln!(
             "{:<26} {:<12} {}",
             o.name,
-            if o.contained { "contained" } else { "NOT CONTAINED" },
+            if o.contained {
+                "contained"
+            } else {
+                "NOT CONTAINED"
+            },
             o.reason
         );
     }
@@ -37,7 +41,9 @@ async fn every_sandbox_attack_is_contained() {
     assert!(escaped.is_empty(), "not contained: {escaped:#?}");
     let memory = outcomes.iter().find(|o| o.name == "memory_hog").unwrap();
     assert!(
-        memory.reason.contains("killed: out of memory (limit 512 MiB"),
+        memory
+            .reason
+            .contains("killed: out of memory (limit 512 MiB"),
         "{}",
         memory.reason
     );

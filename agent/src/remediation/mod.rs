@@ -323,7 +323,10 @@ impl RuleLoop<'_> {
                 }
                 // The end marker must survive the cut for the Reflector.
                 let mut text = r.output.trim_end().to_owned();
-                truncate_utf8(&mut text, MAX_REFLECTED_OUTPUT.saturating_sub(end.len() + 1));
+                truncate_utf8(
+                    &mut text,
+                    MAX_REFLECTED_OUTPUT.saturating_sub(end.len() + 1),
+                );
                 // Stopped by a limit (OOM kill, pid limit, container
                 // killed) rather than cut off at its timeout.
                 let stopped = r.contained.is_some() && !r.timed_out;
@@ -333,11 +336,18 @@ impl RuleLoop<'_> {
                 // A failed exec is a failed attempt; the revert that follows
                 // decides whether the target is still usable.
                 warn!(error = %e, "script could not run on the target");
-                (false, format!("[the script could not run: {e}]"), None, false)
+                (
+                    false,
+                    format!("[the script could not run: {e}]"),
+                    None,
+                    false,
+                )
             }
         };
         crate::workbench::truncate_utf8(&mut output, MAX_REFLECTED_OUTPUT);
-        let eval = if ran {
+        // A script a limit stopped did not run as written: there is nothing
+        // to judge, and a wrecked container would pass for a scanner error.
+        let eval = if ran && !stopped {
             Some(self.bench.evaluator.evaluate(self.task).await)
         } else {
             None
@@ -354,7 +364,9 @@ impl RuleLoop<'_> {
         };
         // The next prompt says why the script did not get its way.
         let details = match &contained {
-            Some(reason) => format!("The target's sandbox stopped the script: {reason}.\n{details}"),
+            Some(reason) => {
+                format!("The target's sandbox stopped the script: {reason}.\n{details}")
+            }
             None => details,
         };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -374,9 +386,7 @@ impl RuleLoop<'_> {
         info!(?status, health_ok, duration_ms, "attempt evaluated");
         if scanner_failed {
             Step::Escalate(EscalationReason::ScannerError)
-        } else if status == EvalStatus::Pass && health_ok && !stopped {
-            // A script the sandbox had to stop did not run as written:
-            // never a fix, whatever the check says.
+        } else if status == EvalStatus::Pass && health_ok {
             Step::Fixed
         } else {
             Step::Failed(Failed {

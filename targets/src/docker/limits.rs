@@ -171,7 +171,10 @@ mod tests {
                 pids_max: 12
             }
         );
-        assert_eq!(Counters::parse("garbage\noom_kill x\n"), Counters::default());
+        assert_eq!(
+            Counters::parse("garbage\noom_kill x\n"),
+            Counters::default()
+        );
     }
 
     #[test]
@@ -205,7 +208,10 @@ mod tests {
             container_killed: false,
         };
         let text = reasons(&met, &limits()).unwrap();
-        assert!(text.starts_with("pid limit reached (256 processes)"), "{text}");
+        assert!(
+            text.starts_with("pid limit reached (256 processes)"),
+            "{text}"
+        );
         assert!(text.contains("timed out after 30 s"), "{text}");
         assert!(text.ends_with("output cut at 16384 bytes"), "{text}");
         let quiet = Met {
