@@ -105,6 +105,11 @@ pub enum EventBody {
         /// Names of the skill pack's health checks that failed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         health_failed: Vec<String>,
+        /// What the target's sandbox did to the script, when it did
+        /// anything: `killed: out of memory (limit 512 MiB; …)`, `pid limit
+        /// reached`, `timed out …` (DESIGN T1). Absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contained: Option<String>,
     },
     /// The Reflector's lesson (or ban) from a failed attempt: a candidate
     /// until the dream stage accepts it (DESIGN D3).
@@ -343,6 +348,7 @@ mod tests {
                 health_ok: false,
                 duration_ms: 3,
                 health_failed: vec!["sshd_config".into()],
+                contained: Some("killed: out of memory (limit 512 MiB; 1 process killed)".into()),
             },
             EventBody::LessonProposed {
                 lesson: CandidateLesson {

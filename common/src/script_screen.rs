@@ -59,7 +59,7 @@ impl std::fmt::Display for Refusal {
 const DENYLIST: &[(&str, &str)] = &[
     (
         "remove_root",
-        r"\brm\s+(-\S+\s+)*-\S*[rR]\S*\s+(\S+\s+)*(/|/\*|--no-preserve-root)(\s|;|&|\||$)",
+        r#"\brm\s+(-\S+\s+)*-\S*[rR]\S*\s+(\S+\s+)*(["']?/+(\.|\*)?/*["']?|--no-preserve-root)(\s|;|&|\||$)"#,
     ),
     ("no_preserve_root", r"--no-preserve-root"),
     ("make_filesystem", r"\bmkfs(\.\w+)?\b"),
@@ -168,6 +168,42 @@ mod tests {
     fn host_destroying_commands_are_refused() {
         for bad in corpus::DESTRUCTIVE {
             assert!(screen(bad).is_err(), "{bad:?} passed the screen");
+        }
+    }
+
+    /// Spellings of "remove everything from the root" the screen catches.
+    /// What it cannot see (a command built at run time, `base64 -d | sh`,
+    /// `find / -delete`) runs only inside the target container and is
+    /// undone by the revert: `targets/tests/sandbox.rs`.
+    #[test]
+    fn obfuscated_removals_of_root_are_refused() {
+        for bad in [
+            "rm -rf //",
+            "rm -rf /.",
+            "rm -rf \"/\"",
+            "rm -rf '/'",
+            "rm -Rf /",
+            "\\rm -rf /",
+            "/bin/rm -rf /",
+            "command rm -rf /",
+            "rm --recursive --force /",
+            "rm -rf -- /",
+            "rm -v -r -f /*",
+            "true && rm -rf / 2>/dev/null",
+            "cd /tmp; rm -rf / &",
+            "  rm -rf /|cat",
+            "rm -rf --no-preserve-root /usr",
+            "x=1 rm -rf /",
+        ] {
+            assert!(screen(bad).is_err(), "{bad:?} passed the screen");
+        }
+        for ok in [
+            "rm -rf /tmp/fleet-work",
+            "rm -f /etc/cron.deny",
+            "rm -rf /var/cache/apt/archives/*.deb",
+            "rm -rf ./build /tmp/x",
+        ] {
+            assert_eq!(screen(ok), Ok(()), "{ok:?} was refused");
         }
     }
 

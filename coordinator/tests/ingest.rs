@@ -111,6 +111,7 @@ async fn an_attempt_and_its_outcome_reach_postgres_in_any_order() {
             health_ok: true,
             duration_ms: 5,
             health_failed: vec![],
+            contained: None,
         },
         EventBody::PromptAssembled {
             lessons: vec![

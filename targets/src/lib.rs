@@ -9,8 +9,10 @@
 //! # Layout
 //!
 //! - `docker/`: the container target — `config.rs` (`DockerTargetConfig`,
-//!   names and labels), `container.rs` (create, start, remove, limits),
+//!   names and labels), `container.rs` (create, start, remove, limits,
+//!   the capabilities kept),
 //!   `exec.rs` (one script: output cap, timeout, killing its process tree),
+//!   `limits.rs` (what the limits did to a script, from its cgroup),
 //!   `archive.rs` (files in and out as tar), `baseline.rs` (commit and
 //!   revert), `orphans.rs` (what an earlier incarnation left behind),
 //!   `mod.rs` (`DockerTarget`).
@@ -26,8 +28,8 @@ mod output;
 mod ssh;
 
 pub use docker::{
-    cleanup_orphans, DockerTarget, DockerTargetConfig, BASELINE_REPO, LABEL_AGENT, LABEL_ROLE,
-    LABEL_SLOT,
+    cleanup_orphans, kept_capability_mask, DockerTarget, DockerTargetConfig, BASELINE_REPO,
+    KEPT_CAPABILITIES, LABEL_AGENT, LABEL_ROLE, LABEL_SLOT,
 };
 pub use error::TargetError;
 pub use output::{ExecOutcome, DEFAULT_OUTPUT_CAP};

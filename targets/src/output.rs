@@ -16,6 +16,12 @@ pub struct ExecOutcome {
     pub timed_out: bool,
     /// Whether output was dropped to respect the cap.
     pub truncated: bool,
+    /// What the sandbox did to the script, when it did anything: e.g.
+    /// `killed: out of memory (limit 512 MiB; 1 process killed)`, `pid
+    /// limit reached`, `timed out after 30 s`, then `output cut at 16384
+    /// bytes` if it was also cut (DESIGN T1). `None` when it ran untouched
+    /// (a long output alone is only `truncated`).
+    pub contained: Option<String>,
 }
 
 /// Keeps the first `cap` bytes and counts the rest, so a chatty script

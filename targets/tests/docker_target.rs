@@ -88,10 +88,18 @@ async fn limits_labels_and_no_network_are_applied() {
     assert_eq!(host.pids_limit, Some(256));
     assert_eq!(host.network_mode.as_deref(), Some("none"));
     assert_eq!(host.init, Some(true));
-    assert_eq!(
-        host.cap_drop,
-        Some(vec!["NET_RAW".to_owned(), "MKNOD".to_owned()])
-    );
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    let added = host.cap_add.unwrap_or_default();
+    assert!(added.contains(&"CHOWN".to_owned()), "{added:?}");
+    for gone in [
+        "NET_RAW",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SYS_CHROOT",
+        "SETPCAP",
+    ] {
+        assert!(!added.contains(&gone.to_owned()), "{gone} kept: {added:?}");
+    }
     assert_eq!(
         host.security_opt,
         Some(vec!["no-new-privileges:true".to_owned()])

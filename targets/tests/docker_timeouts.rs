@@ -156,6 +156,13 @@ async fn a_fork_bomb_hits_the_pid_limit_and_revert_brings_the_target_back() {
     eprintln!("fork bomb: returned after {:?}", started.elapsed());
     assert!(outcome.timed_out, "{outcome:?}");
     assert_eq!(outcome.exit_code, None);
+    assert!(
+        outcome
+            .contained
+            .as_deref()
+            .is_some_and(|r| r.contains("timed out after 5 s")),
+        "{outcome:?}"
+    );
     // Either the kill script got every process, or the container was
     // killed as a last resort; nothing of the bomb runs on.
     if target.health().await {

@@ -16,6 +16,8 @@
 //! - [`security`]: hostile inputs for `make security` (text, access).
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
 //! - [`bench_fixrate`]: the `ssg` brain's fix rate against `oscap --remediate`.
+//! - [`security_sandbox`]: attacks a Worker script might make, each checked
+//!   contained on a real Docker target (`make security`).
 //! - [`bench_learning`]: category-level credit against the dream stage's, in
 //!   a simulated campaign (in process, no services).
 
@@ -31,4 +33,5 @@ pub mod procs;
 pub mod prometheus;
 pub mod queue;
 pub mod security;
+pub mod security_sandbox;
 pub mod services;

@@ -46,6 +46,9 @@ pub struct AgentMetrics {
     pub knowledge_errors: IntCounter,
     /// Worker scripts the screen refused to run.
     pub scripts_refused: IntCounter,
+    /// Worker scripts the target's sandbox stopped or cut (OOM kill, pid
+    /// limit, timeout, output cap).
+    pub scripts_contained: IntCounter,
     /// Candidate lessons the Reflector drew.
     pub lessons_proposed: IntCounter,
     /// Text kept out of a prompt by the injection screen (rule text or a
@@ -95,6 +98,11 @@ impl AgentMetrics {
         let scripts_refused = IntCounter::new(
             "fleet_agent_scripts_refused_total",
             "Worker scripts refused by the screen (never run)",
+        )
+        .expect("valid metric");
+        let scripts_contained = IntCounter::new(
+            "fleet_agent_scripts_contained_total",
+            "Worker scripts the target's sandbox stopped or cut (OOM kill, pid limit, timeout, output cap)",
         )
         .expect("valid metric");
         let attempt_duration = Histogram::with_opts(
@@ -158,6 +166,7 @@ impl AgentMetrics {
         for c in [
             &attempts,
             &scripts_refused,
+            &scripts_contained,
             &lessons_proposed,
             &events_sent,
             &event_send_retries,
@@ -190,6 +199,7 @@ impl AgentMetrics {
             leases,
             attempts,
             scripts_refused,
+            scripts_contained,
             lessons_proposed,
             text_withheld,
             reflections_failed,

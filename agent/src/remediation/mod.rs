@@ -287,6 +287,7 @@ impl RuleLoop<'_> {
                     health_ok: true,
                     duration_ms,
                     health_failed: Vec::new(),
+                    contained: Some(refusal.to_string()),
                 },
             );
             return Step::Failed(Failed {
@@ -303,30 +304,50 @@ impl RuleLoop<'_> {
         }
 
         let budget_left = self.deadline.saturating_duration_since(Instant::now());
-        let (ran, mut output) = match self
+        let (ran, mut output, contained, stopped) = match self
             .bench
             .target
             .exec(&script, budget_left.min(MAX_EXEC_TIMEOUT))
             .await
         {
             Ok(r) => {
-                info!(exit_code = ?r.exit_code, timed_out = r.timed_out, output_bytes = r.output.len(), "script ran");
-                let end = match (r.timed_out, r.exit_code) {
+                info!(exit_code = ?r.exit_code, timed_out = r.timed_out, output_bytes = r.output.len(), contained = r.contained.as_deref(), "script ran");
+                let mut end = match (r.timed_out, r.exit_code) {
                     (true, _) => "[timed out]".to_owned(),
                     (false, Some(code)) => format!("[exit code {code}]"),
                     (false, None) => "[no exit code]".to_owned(),
                 };
-                (true, format!("{}\n{end}", r.output.trim_end()))
+                if let Some(reason) = &r.contained {
+                    self.metrics.scripts_contained.inc();
+                    end = format!("[sandbox: {reason}]\n{end}");
+                }
+                // The end marker must survive the cut for the Reflector.
+                let mut text = r.output.trim_end().to_owned();
+                truncate_utf8(
+                    &mut text,
+                    MAX_REFLECTED_OUTPUT.saturating_sub(end.len() + 1),
+                );
+                // Stopped by a limit (OOM kill, pid limit, container
+                // killed) rather than cut off at its timeout.
+                let stopped = r.contained.is_some() && !r.timed_out;
+                (true, format!("{text}\n{end}"), r.contained, stopped)
             }
             Err(e) => {
                 // A failed exec is a failed attempt; the revert that follows
                 // decides whether the target is still usable.
                 warn!(error = %e, "script could not run on the target");
-                (false, format!("[the script could not run: {e}]"))
+                (
+                    false,
+                    format!("[the script could not run: {e}]"),
+                    None,
+                    false,
+                )
             }
         };
         crate::workbench::truncate_utf8(&mut output, MAX_REFLECTED_OUTPUT);
-        let eval = if ran {
+        // A script a limit stopped did not run as written: there is nothing
+        // to judge, and a wrecked container would pass for a scanner error.
+        let eval = if ran && !stopped {
             Some(self.bench.evaluator.evaluate(self.task).await)
         } else {
             None
@@ -341,6 +362,13 @@ impl RuleLoop<'_> {
             }
             None => (EvalStatus::Error, false, String::new()),
         };
+        // The next prompt says why the script did not get its way.
+        let details = match &contained {
+            Some(reason) => {
+                format!("The target's sandbox stopped the script: {reason}.\n{details}")
+            }
+            None => details,
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.metrics
             .attempt_duration
@@ -352,6 +380,7 @@ impl RuleLoop<'_> {
                 health_ok,
                 duration_ms,
                 health_failed: health.failed,
+                contained,
             },
         );
         info!(?status, health_ok, duration_ms, "attempt evaluated");

@@ -83,6 +83,7 @@ impl Target for MachineTarget {
                 exit_code: out.exit_code,
                 output: cap_output(out.output),
                 timed_out: out.timed_out,
+                contained: out.contained,
             })
         })
     }

@@ -90,6 +90,7 @@ impl Target for SimTarget {
                     exit_code: None,
                     output: String::new(),
                     timed_out: true,
+                    contained: Some(format!("timed out after {} s", timeout.as_secs())),
                 });
             }
             tokio::time::sleep(cost).await;
@@ -98,6 +99,7 @@ impl Target for SimTarget {
                     exit_code: Some(127),
                     output: "sim: not a sim script".into(),
                     timed_out: false,
+                    contained: None,
                 });
             };
             let output = format!("simulated fix {attempt} for {rule}\n");
@@ -111,6 +113,7 @@ impl Target for SimTarget {
                 exit_code: Some(0),
                 output,
                 timed_out: false,
+                contained: None,
             })
         })
     }

@@ -16,6 +16,9 @@ pub struct ExecResult {
     /// Combined stdout and stderr, capped at [`MAX_OUTPUT_BYTES`].
     pub output: String,
     pub timed_out: bool,
+    /// What the target's sandbox did to the script (OOM kill, pid limit,
+    /// timeout, output cap), in words for the event and the next prompt.
+    pub contained: Option<String>,
 }
 
 pub trait Target: Send + Sync {

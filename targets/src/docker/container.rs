@@ -12,10 +12,68 @@ use tracing::Instrument;
 
 use crate::error::TargetError;
 
-/// Docker's default capabilities minus what no hardening script needs:
-/// raw sockets (there is no network) and device nodes. Package scripts
-/// still chown, setcap, chroot (sshd) and kill.
-const DROPPED_CAPABILITIES: &[&str] = &["NET_RAW", "MKNOD"];
+/// The only capabilities a container gets: every other one (Docker's
+/// default set included) is dropped, so a new default in a later Docker
+/// adds nothing. A hardening rule on Debian 11 edits files, changes modes
+/// and owners, writes sysctl and service files, and installs packages
+/// from the image's offline repo; each of these was checked by installing
+/// every package of `deploy/target-image/repo-packages.txt` with exactly
+/// this set (`targets/tests/sandbox.rs` keeps the common paths honest):
+///
+/// - `CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `FSETID`: root editing files it
+///   does not own, `chown`/`chmod`, dpkg unpacking setuid/setgid files
+///   with their bits kept.
+/// - `SETUID`, `SETGID`: apt's download sandbox (`_apt`), `su`/`runuser`,
+///   `useradd`/`passwd` in rules and in maintainer scripts.
+/// - `SETFCAP`: maintainer scripts that `setcap` a binary (iputils-ping).
+/// - `KILL`: the timeout's kill script (`exec.rs`) must kill a script's
+///   processes whatever user they switched to.
+/// - `AUDIT_WRITE`: `su`, `sudo` and the shadow tools send audit records
+///   and some refuse to work when they cannot.
+///
+/// Dropped from Docker's default set: `NET_RAW` and `NET_BIND_SERVICE`
+/// (there is no network; package installs start no services,
+/// `policy-rc.d` says 101), `MKNOD` (no device nodes), `SYS_CHROOT`
+/// (`sshd -t` needs none; nothing on the target runs a privilege-separated
+/// daemon), `SETPCAP` (nothing may widen or re-grant capabilities).
+pub const KEPT_CAPABILITIES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "SETUID",
+    "SETGID",
+    "SETFCAP",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// The bounding-set mask (`CapBnd` in `/proc/<pid>/status`) of
+/// [`KEPT_CAPABILITIES`], to check from inside a container.
+pub fn kept_capability_mask() -> u64 {
+    // Linux capability numbers (linux/capability.h).
+    const NUMBERS: &[(&str, u32)] = &[
+        ("CHOWN", 0),
+        ("DAC_OVERRIDE", 1),
+        ("FOWNER", 3),
+        ("FSETID", 4),
+        ("KILL", 5),
+        ("SETGID", 6),
+        ("SETUID", 7),
+        ("AUDIT_WRITE", 29),
+        ("SETFCAP", 31),
+    ];
+    KEPT_CAPABILITIES
+        .iter()
+        .map(|name| {
+            let (_, bit) = NUMBERS
+                .iter()
+                .find(|(known, _)| known == name)
+                .expect("every kept capability has its number here");
+            1u64 << bit
+        })
+        .fold(0, |mask, bit| mask | bit)
+}
 
 /// What to create. `network: None` means `network_mode: none`.
 #[derive(Debug, Clone)]
@@ -69,12 +127,8 @@ impl Container {
                 pids_limit: Some(spec.pids_limit),
                 // docker-init reaps what killed scripts leave behind.
                 init: Some(true),
-                cap_drop: Some(
-                    DROPPED_CAPABILITIES
-                        .iter()
-                        .map(|c| (*c).to_owned())
-                        .collect(),
-                ),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
                 // setuid binaries gain nothing: scripts run as root anyway,
                 // and a process that dropped privileges cannot regain them.
                 security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
@@ -189,4 +243,14 @@ fn is_conflict(error: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kept_mask_is_what_docker_shows_for_them() {
+        // `CapBnd` of a container with exactly these (checked by hand with
+        // `docker run --cap-drop ALL --cap-add ...`).
+        assert_eq!(super::kept_capability_mask(), 0xa000_00fb);
+    }
 }

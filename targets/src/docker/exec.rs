@@ -85,6 +85,9 @@ pub(crate) struct RawExec {
     /// Stderr when not merged.
     pub stderr: OutputBuffer,
     pub timed_out: bool,
+    /// The exec's [`MARKER_VAR`] value: what `kill_marked` needs to kill
+    /// what it left running.
+    pub marker: String,
 }
 
 /// How an exec's stream ended.
@@ -214,6 +217,7 @@ impl Container {
             output: out,
             stderr: err,
             timed_out,
+            marker: marker.to_owned(),
         })
     }
 

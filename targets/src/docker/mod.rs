@@ -7,6 +7,7 @@ mod baseline;
 mod config;
 mod container;
 mod exec;
+mod limits;
 mod orphans;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ pub use config::{DockerTargetConfig, BASELINE_REPO, LABEL_AGENT, LABEL_ROLE, LAB
 pub use orphans::cleanup_orphans;
 
 pub(crate) use config::{labels, validate_agent_id};
+pub use container::{kept_capability_mask, KEPT_CAPABILITIES};
 pub(crate) use container::{Container, ContainerSpec};
 pub(crate) use exec::{new_marker, KILL_SCRIPT, MAX_SCRIPT_BYTES};
 
@@ -43,6 +45,9 @@ pub struct DockerTarget {
     /// Whether anything may have changed since the container was created
     /// from its image.
     touched: AtomicBool,
+    /// The container's cgroup counters as last read (zero for a new
+    /// container), to tell what the next script did.
+    counters: Mutex<limits::Counters>,
 }
 
 impl DockerTarget {
@@ -63,6 +68,7 @@ impl DockerTarget {
             container,
             baseline: Mutex::new(None),
             touched: AtomicBool::new(false),
+            counters: Mutex::new(limits::Counters::default()),
         })
     }
 
@@ -134,6 +140,8 @@ impl DockerTarget {
         self.container.discard(&new_marker()).await?;
         Container::start(&self.container.docker, &spec(&self.config, &reference)).await?;
         self.touched.store(false, Ordering::SeqCst);
+        // A new container, a new cgroup: its counters start at zero.
+        *self.lock_counters() = limits::Counters::default();
         tracing::info!(
             container = %self.container.name,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -145,6 +153,8 @@ impl DockerTarget {
     /// Runs `script` with bash, stdin empty, for at most `timeout` (clamped
     /// to the configured maximum). On timeout its whole process tree is
     /// killed and `exit_code` is `None`. Refused before `baseline` (T3).
+    /// `contained` says what the sandbox did to it (OOM kill, pid limit,
+    /// timeout, output cap), read from the container's cgroup afterwards.
     pub async fn exec(&self, script: &str, timeout: Duration) -> Result<ExecOutcome, TargetError> {
         if self.lock_baseline().is_none() {
             return Err(TargetError::NoBaseline);
@@ -169,12 +179,59 @@ impl DockerTarget {
             .run(argv, timeout, self.config.output_cap_bytes, true)
             .await?;
         let (output, truncated) = raw.output.into_text();
+        let limits = limits::Limits {
+            memory_bytes: self.config.memory_bytes,
+            pids_limit: self.config.pids_limit,
+            timeout,
+            output_cap: self.config.output_cap_bytes,
+        };
+        let mut met = self.met(raw.timed_out, truncated).await;
+        if !raw.timed_out && !met.container_killed && (met.after.is_none() || met.hit_pid_limit()) {
+            // The script exited but left processes at the pid limit (a
+            // fork bomb in the background): they would starve the
+            // evaluation and the next script. Killed like a timed-out
+            // script's; the container goes if that cannot work.
+            tracing::info!(container = %self.container.name, "killing what the script left at the pid limit");
+            self.container.kill_marked(&raw.marker).await;
+            let again = self.met(false, truncated).await;
+            met.after = again.after.or(met.after);
+            met.container_killed = again.container_killed;
+        }
+        let contained = limits::reasons(&met, &limits);
+        if let Some(reason) = &contained {
+            tracing::info!(container = %self.container.name, reason, "script contained by the sandbox");
+        }
         Ok(ExecOutcome {
             exit_code: raw.exit_code,
             output,
             timed_out: raw.timed_out,
             truncated,
+            contained,
         })
+    }
+
+    /// What the script met: the cgroup counters before (as last read) and
+    /// now.
+    async fn met(&self, timed_out: bool, truncated: bool) -> limits::Met {
+        let before = *self.lock_counters();
+        let (after, container_killed) = match self.container.counters().await {
+            Ok(Some(now)) => {
+                *self.lock_counters() = now;
+                (Some(now), false)
+            }
+            Ok(None) => (None, true),
+            Err(error) => {
+                tracing::warn!(container = %self.container.name, %error, "cgroup counters unreadable");
+                (None, false)
+            }
+        };
+        limits::Met {
+            before,
+            after,
+            timed_out,
+            truncated,
+            container_killed,
+        }
     }
 
     /// Reads the regular file `path`; larger than `max_bytes` is an error.
@@ -252,6 +309,12 @@ impl DockerTarget {
             .inspect_container(&self.container.name, None)
             .await?;
         Ok(inspect.image.unwrap_or_else(|| self.config.image.clone()))
+    }
+
+    fn lock_counters(&self) -> std::sync::MutexGuard<'_, limits::Counters> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_baseline(&self) -> std::sync::MutexGuard<'_, Option<String>> {

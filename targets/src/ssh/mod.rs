@@ -147,11 +147,18 @@ impl SshTarget {
             return Err(TargetError::SshUnreachable(output.into_text().0));
         }
         let (output, truncated) = output.into_text_capped(self.config.output_cap_bytes);
+        let contained = raw.timed_out.then(|| {
+            format!(
+                "timed out after {} s: its processes were killed",
+                timeout.as_secs()
+            )
+        });
         Ok(ExecOutcome {
             exit_code: raw.exit_code,
             output,
             timed_out: raw.timed_out,
             truncated,
+            contained,
         })
     }
 
