@@ -146,26 +146,22 @@ pub async fn access_attacks() -> Vec<AttackOutcome> {
         }
         req.send()
     };
-    let mut refused = |name: &str, status: u16| {
-        out.push(AttackOutcome::new(
-            name,
-            status == 401 || status == 403,
-            format!("HTTP {status}"),
-        ));
-    };
 
     let token = fleet.issue_agent_token("sec-a");
     let status =
         |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap_or(0);
     refused(
+        &mut out,
         "register without a token",
         status(register(None, "sec-a").await),
     );
     refused(
+        &mut out,
         "register with a forged token",
         status(register(Some("fleet_agent_0000".into()), "sec-a").await),
     );
     refused(
+        &mut out,
         "register as another agent with a token",
         status(register(Some(token.clone()), "sec-b").await),
     );
@@ -174,14 +170,22 @@ pub async fn access_attacks() -> Vec<AttackOutcome> {
         .json(&serde_json::json!({"skill_pack": "sim-demo", "rules": ["x"]}))
         .send()
         .await;
-    refused("submit a run without the API token", status(submit));
+    refused(
+        &mut out,
+        "submit a run without the API token",
+        status(submit),
+    );
     let issue = http
         .post(format!("{}/api/v1/agents/sec-z/tokens", fleet.api))
         .bearer_auth(&token)
         .json(&serde_json::json!({"by": "intruder"}))
         .send()
         .await;
-    refused("issue a token with an agent's token", status(issue));
+    refused(
+        &mut out,
+        "issue a token with an agent's token",
+        status(issue),
+    );
 
     let config: fleet_common::api::AgentConfig = register(Some(token.clone()), "sec-a")
         .await
@@ -204,6 +208,7 @@ pub async fn access_attacks() -> Vec<AttackOutcome> {
     let (ok, _, err) = fleet.cli(&["agents", "revoke", "sec-a"]);
     assert!(ok, "revoke failed: {err}");
     refused(
+        &mut out,
         "register with a revoked token",
         status(register(Some(token), "sec-a").await),
     );
@@ -230,6 +235,14 @@ pub async fn access_attacks() -> Vec<AttackOutcome> {
     out.extend(postgres_attacks().await);
     fleet.shutdown().await;
     out
+}
+
+fn refused(out: &mut Vec<AttackOutcome>, name: &str, status: u16) {
+    out.push(AttackOutcome::new(
+        name,
+        status == 401 || status == 403,
+        format!("HTTP {status}"),
+    ));
 }
 
 async fn redis_attacks(url: &str, prefix: &str) -> Vec<AttackOutcome> {
