@@ -13,12 +13,19 @@ pub fn check(data: &[u8]) {
         for rule in evaluation.rules() {
             let found = evaluation.rule(&rule.rule_id).expect("found by full id");
             assert_eq!(found.rule_id, rule.rule_id);
-            assert!(evaluation.rule(&rule.short_id).is_some(), "found by short id");
+            assert!(
+                evaluation.rule(&rule.short_id).is_some(),
+                "found by short id"
+            );
             let full = rule.details_text(usize::MAX);
             assert!(full.starts_with(&format!("rule {}: ", rule.short_id)));
             for cap in [0, 1, 13, 64, 4096] {
                 let text = rule.details_text(cap);
-                assert!(text.len() <= cap, "{} bytes over a cap of {cap}", text.len());
+                assert!(
+                    text.len() <= cap,
+                    "{} bytes over a cap of {cap}",
+                    text.len()
+                );
             }
         }
         assert!(evaluation.evaluated().count() <= evaluation.rules().len());

@@ -28,18 +28,25 @@ pub fn check(data: &[u8]) {
     );
     let lines: Vec<&str> = answer.lines().collect();
     let (last, whole) = body.split_last().expect("a script has a line");
-    let found = lines.windows(body.len()).any(|w| {
-        w[..whole.len()] == *whole && w[whole.len()].trim_end().starts_with(last)
-    });
+    let found = lines
+        .windows(body.len())
+        .any(|w| w[..whole.len()] == *whole && w[whole.len()].trim_end().starts_with(last));
     assert!(found, "the script is consecutive lines of the answer");
     if !script.contains('\r') {
         let again = extract_script(&format!("```bash\n{script}```"));
-        assert_eq!(again.as_deref(), Ok(script.as_str()), "extraction is stable");
+        assert_eq!(
+            again.as_deref(),
+            Ok(script.as_str()),
+            "extraction is stable"
+        );
     }
 
     if let Err(refusal) = screen(&script) {
         assert!(refusal.line.len() <= MAX_REFUSAL_LINE_BYTES);
-        assert!(script.contains(&refusal.line), "a refusal quotes the script");
+        assert!(
+            script.contains(&refusal.line),
+            "a refusal quotes the script"
+        );
         assert!(!refusal.rule.is_empty());
     }
 }
