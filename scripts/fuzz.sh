@@ -120,8 +120,9 @@ for t in "${targets[@]}"; do
   done
   if [[ $rc -ne 0 || $found -gt 0 ]]; then
     crashes=$((crashes + (found > 0 ? found : 1)))
-    log "$t: libFuzzer exited $rc; the end of its log:"
-    tail -n 40 "$work/$t/log" | sed 's/^/fuzz:   /' >&2
+    log "$t: libFuzzer exited $rc; the panic and the end of its log:"
+    { grep -A 2 'panicked at' "$work/$t/log" | head -n 12 || true; tail -n 14 "$work/$t/log"; } |
+      sed 's/^/fuzz:   /' >&2
   fi
   log "$t: runs=$runs seconds=$((SECONDS - t_start)) corpus_new=$(find "$work/$t/new" -type f | wc -l)"
 done
