@@ -7,7 +7,7 @@ SHELL := /bin/bash
 AGENTS ?= 2
 export AGENTS
 
-.PHONY: help deps deps-down build target-image fleet fleet-down test chaos bench fmt lint clean-state
+.PHONY: help deps deps-down build target-image fleet fleet-down test fuzz chaos bench fmt lint clean-state
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,8 +30,12 @@ fleet: deps build $(if $(filter sim,$(TARGET)),,target-image) ## start coordinat
 fleet-down: ## stop the coordinator, agents and services started by `make fleet`
 	@scripts/fleet-down.sh
 
-test: deps target-image ## the whole test suite against real Redis, Postgres and the target image
+test: deps target-image ## the whole test suite against real Redis, Postgres and the target image, then 15 s of fuzzing per parser
 	@source .fleet/env && cargo build --bins && scripts/test.sh
+	@scripts/fuzz.sh short
+
+fuzz: ## fuzz the parsers of outside text, 120 s per target (FUZZ_SECONDS overrides); crashes land in fuzz/regressions/
+	@scripts/fuzz.sh long
 
 chaos: deps ## long chaos run: agents SIGKILLed and paused mid-lease; prints one line
 	@source .fleet/env && cargo build --release --bins && \
