@@ -121,7 +121,10 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
             fleet.leases.enqueue(chunk).await?;
         }
         let stop = CancellationToken::new();
-        let before = load.tally.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let before = load
+            .tally
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut set = load.start(
             &format!("sim{k}"),
             n,
@@ -130,7 +133,11 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
         );
         let started = Instant::now();
         tokio::time::sleep(cfg.window).await;
-        let done = load.tally.accepted.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let done = load
+            .tally
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - before;
         let rate = done as f64 / started.elapsed().as_secs_f64();
         stop.cancel();
         while let Some(r) = set.join_next().await {
@@ -160,7 +167,10 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
 /// Waits until Postgres holds every accepted outcome (the coordinator has
 /// ingested everything the agents sent).
 async fn wait_ingested(fleet: &Fleet, load: &LoadGen) -> anyhow::Result<()> {
-    let want = load.tally.accepted.load(std::sync::atomic::Ordering::Relaxed) as i64;
+    let want = load
+        .tally
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed) as i64;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let done: i64 = sqlx::query_scalar("SELECT count(*) FROM work_items WHERE state = 'done'")

@@ -22,7 +22,7 @@ use fleet_agent::events::EventSink;
 use fleet_agent::heartbeat::Heartbeat;
 use fleet_agent::metrics::AgentMetrics;
 use fleet_common::event::{EvalStatus, EventBody, LessonRef};
-use fleet_common::lease::{Completion, LeaseClient, QueuedTask};
+use fleet_common::lease::{LeaseClient, QueuedTask};
 use fleet_common::lesson::{CandidateKind, CandidateLesson, LessonScope, ReflectionFailure};
 use fleet_common::{AgentId, Budgets, EscalationReason, Outcome};
 use sqlx::PgPool;
@@ -254,7 +254,7 @@ impl SimAgent {
                 .await;
             heartbeat.stop().await;
             match done {
-                Ok(Completion::Accepted) => self.tally.accepted.fetch_add(1, Ordering::Relaxed),
+                Ok(c) if c.is_accepted() => self.tally.accepted.fetch_add(1, Ordering::Relaxed),
                 _ => self.tally.lost.fetch_add(1, Ordering::Relaxed),
             };
         }

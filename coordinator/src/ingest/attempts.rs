@@ -107,10 +107,16 @@ impl<'a> AttemptBatch<'a> {
             return Ok(());
         }
         let n = self.folds.len();
-        let (mut items, mut epochs, mut attempts) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut agents, mut started, mut scripts) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut items, mut epochs, mut attempts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut agents, mut started, mut scripts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let (mut statuses, mut health_ok, mut evaluated_at, mut health_failed, mut reflections) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
