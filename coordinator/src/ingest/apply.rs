@@ -153,9 +153,9 @@ pub(crate) async fn apply_batch(
 
 /// Inserts every event of the batch in one statement; answers the ids that
 /// were new (a redelivered event id is already there and has no effect).
-async fn insert_events<'a>(
+async fn insert_events(
     tx: &mut PgConnection,
-    events: &[(&str, &'a Delivered)],
+    events: &[(&str, &Delivered)],
 ) -> Result<HashSet<String>, sqlx::Error> {
     if events.is_empty() {
         return Ok(HashSet::new());
