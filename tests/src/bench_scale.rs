@@ -70,7 +70,18 @@ impl ScaleFigures {
     pub fn line(&self) -> String {
         let join = |v: Vec<String>| v.join(",");
         let agents = join(self.points.iter().map(|(a, _)| a.to_string()).collect());
-        let rates = join(self.points.iter().map(|(_, r)| format!("{r:.0}")).collect());
+        let rates = join(
+            self.points
+                .iter()
+                .map(|(_, r)| {
+                    if *r < 10.0 {
+                        format!("{r:.1}")
+                    } else {
+                        format!("{r:.0}")
+                    }
+                })
+                .collect(),
+        );
         let last = self.bytes_per_task.last().map_or(0.0, |(_, b)| *b);
         let at = join(
             self.bytes_per_task
@@ -143,7 +154,10 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
         while let Some(r) = set.join_next().await {
             r??;
         }
-        eprintln!("bench scale: agents={n} tasks_per_s={rate:.1}");
+        eprintln!(
+            "bench scale: agents={n} tasks_per_s={rate:.1} coordinator_rss_mb={:.1}",
+            rss_mb(pid.as_raw())?
+        );
         points.push((n, rate));
         if k == 0 {
             wait_ingested(&fleet, &load).await?;
