@@ -27,7 +27,7 @@ use apply::Effects;
 use stream::StreamEntry;
 
 /// Entries per batch (and per transaction).
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
 /// How often an idle ingester looks for new entries. The read cannot block
 /// in Redis (see [`stream::read_group`]), so it polls.
 const IDLE_POLL: Duration = Duration::from_millis(20);
