@@ -87,7 +87,7 @@ impl Metrics {
         let ingest_lag = Histogram::with_opts(
             HistogramOpts::new(
                 "fleet_ingest_lag_seconds",
-                "Time from an event's timestamp to its commit in Postgres",
+                "Age of a stream entry (from its append, by Redis time) at its commit in Postgres",
             )
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,

@@ -18,17 +18,25 @@
 //! - [`bench_fixrate`]: the `ssg` brain's fix rate against `oscap --remediate`.
 //! - [`security_sandbox`]: attacks a Worker script might make, each checked
 //!   contained on a real Docker target (`make security`).
+//! - [`loadgen`]: simulated agents on the real lease protocol and event
+//!   stream, for `fleet-bench scale`.
+//! - [`bench_scale`]: tasks/s by fleet size, Redis bytes per task, and the
+//!   coordinator's memory, against the real coordinator process.
+//! - [`bench_ingest`]: the ingester against `psql \copy` of the same rows.
 //! - [`bench_learning`]: category-level credit against the dream stage's, in
 //!   a simulated campaign (in process, no services).
 
 pub mod bench_fixrate;
+pub mod bench_ingest;
 pub mod bench_learning;
+pub mod bench_scale;
 pub mod bench_target;
 pub mod chaos;
 pub mod coord;
 pub mod db;
 pub mod fake_llm;
 pub mod fleet;
+pub mod loadgen;
 pub mod procs;
 pub mod prometheus;
 pub mod queue;

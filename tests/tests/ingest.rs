@@ -1,5 +1,6 @@
 //! The event ingester against real Redis and Postgres: acknowledgement only
-//! after commit (E2) and trimming (L7). Idempotence and quarantine (E2, E3)
+//! after commit (E2), trimming (L7), and batches that mix duplicates,
+//! garbage and redeliveries (E2, E3). More idempotence and quarantine cases
 //! are in `coordinator/tests/ingest.rs`.
 
 use std::time::Duration;
@@ -91,4 +92,178 @@ async fn ingested_entries_are_trimmed_from_the_stream() {
     c.ingester().drain().await.unwrap();
     let len: usize = c.queue.conn().xlen(c.queue.keys.events()).await.unwrap();
     assert!(len <= 1, "stream still holds {len} ingested entries");
+}
+
+fn lesson_refs(ids: &[&str]) -> Vec<fleet_common::event::LessonRef> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| fleet_common::event::LessonRef {
+            id: (*id).into(),
+            rank: i as u32 + 1,
+            score: 0.5,
+        })
+        .collect()
+}
+
+fn completed(run: RunId, task: TaskId, seq: u64) -> Event {
+    event(
+        run,
+        task,
+        seq,
+        EventBody::TaskCompleted {
+            outcome: fleet_common::Outcome::Fixed { attempt: 1 },
+            attempts: 1,
+            duration_ms: 10,
+        },
+    )
+}
+
+/// One attempt's events for `task` plus its outcome.
+fn attempt_events(run: RunId, task: TaskId, rule: &str) -> Vec<Event> {
+    use fleet_common::event::EvalStatus;
+    use fleet_common::lesson::{CandidateKind, CandidateLesson, LessonScope};
+    let mut started = event(run, task, 1, EventBody::AttemptStarted);
+    // Started before the prompt: stays the attempt's start.
+    started.ts_ms -= 1000;
+    vec![
+        started,
+        event(
+            run,
+            task,
+            2,
+            EventBody::PromptAssembled {
+                lessons: lesson_refs(&["l-one", "l-two"]),
+                prompt_chars: 100,
+            },
+        ),
+        event(
+            run,
+            task,
+            3,
+            EventBody::ScriptProposed {
+                script: "echo fix".into(),
+            },
+        ),
+        event(
+            run,
+            task,
+            4,
+            EventBody::AttemptEvaluated {
+                status: EvalStatus::Fail,
+                health_ok: true,
+                duration_ms: 5,
+                health_failed: vec!["sshd".into()],
+            },
+        ),
+        event(
+            run,
+            task,
+            5,
+            EventBody::LessonProposed {
+                lesson: CandidateLesson {
+                    id: format!("{rule}-r{}-e1-a1", run.0),
+                    kind: CandidateKind::Lesson,
+                    family: "sshd".into(),
+                    scope: LessonScope::Family,
+                    text: "Set ClientAliveInterval in sshd_config.".into(),
+                    pattern: None,
+                },
+            },
+        ),
+        completed(run, task, 6),
+    ]
+}
+
+/// Everything the events of a run left in Postgres, as one comparable row.
+async fn footprint(c: &TestCoordinator) -> Vec<i64> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT count(*) FROM run_events",
+        "SELECT count(*) FROM quarantined_events",
+        "SELECT count(*) FROM attempts",
+        "SELECT count(*) FROM lesson_attributions",
+        "SELECT count(*) FROM lessons",
+        "SELECT count(*) FROM work_items WHERE state = 'done'",
+        "SELECT count(*) FROM attempts WHERE script = 'echo fix' AND eval_status = 'fail'
+            AND health_failed = '{sshd}' AND reflection = 'lesson' AND health_ok",
+    ] {
+        out.push(count(c, sql).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_batch_with_duplicates_and_garbage_applies_each_event_once() {
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let rules = ["sshd_set_idle_timeout", "sshd_disable_root_login"];
+    let run = c.submit(&rules).await.run;
+    let first = first_task(&c, run).await;
+    let second = TaskId(first.0 + 1);
+    let a = attempt_events(run, first, rules[0]);
+    let (outcome_1, outcome_2) = (completed(run, second, 1), completed(run, second, 2));
+
+    // One batch: the attempt's events with a redelivered prompt and script
+    // in between, garbage in the middle, and two accepted outcomes for one
+    // task (a broken lease protocol: the first one must stand).
+    let mut entries: Vec<Vec<u8>> = a.iter().map(|e| e.to_json().into_bytes()).collect();
+    entries.insert(3, a[1].to_json().into_bytes());
+    entries.insert(4, b"{not json".to_vec());
+    entries.insert(5, a[2].to_json().into_bytes());
+    entries.push(outcome_1.to_json().into_bytes());
+    entries.push(outcome_2.to_json().into_bytes());
+    entries.push(a[0].to_json().into_bytes());
+    for e in &entries {
+        xadd(&c, &[("e", e)]).await;
+    }
+    let report = c.ingester().drain().await.unwrap();
+    assert_eq!(report.applied, 8, "{report:?}");
+    assert_eq!(report.duplicates, 3, "{report:?}");
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    assert_eq!(c.metrics.duplicate_outcomes.get(), 1);
+    assert_eq!(c.metrics.quarantined_total(), 1);
+    assert_eq!(footprint(&c).await, vec![8, 1, 1, 2, 1, 2, 1]);
+
+    let (accepted, started): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT w.accepted_event, a.started_at FROM work_items w, attempts a
+         WHERE w.id = $1 AND a.work_item_id = $2",
+    )
+    .bind(second.0)
+    .bind(first.0)
+    .fetch_one(&c.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(accepted, outcome_1.id.0, "the first outcome stands");
+    assert_eq!(started.timestamp_millis(), a[0].ts_ms);
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let rule = "sshd_set_idle_timeout";
+    let run = c.submit(&[rule]).await.run;
+    let task = first_task(&c, run).await;
+    let events = attempt_events(run, task, rule);
+    for e in &events {
+        xadd(&c, &[("e", e.to_json().as_bytes())]).await;
+    }
+    let first = c.ingester().drain().await.unwrap();
+    assert_eq!(first.applied, events.len() as u64);
+    let before = footprint(&c).await;
+    let outcomes = c.metrics.outcomes_total();
+
+    // The commit happened but the acknowledgement was lost: every entry is
+    // delivered again, in one batch and then one by one.
+    for e in &events {
+        xadd(&c, &[("e", e.to_json().as_bytes())]).await;
+    }
+    let again = c.ingester().drain().await.unwrap();
+    assert_eq!((again.applied, again.duplicates), (0, events.len() as u64));
+    for e in &events {
+        xadd(&c, &[("e", e.to_json().as_bytes())]).await;
+        let again = c.ingester().run_once(BLOCK).await.unwrap();
+        assert_eq!((again.applied, again.duplicates), (0, 1));
+    }
+    assert_eq!(footprint(&c).await, before);
+    assert_eq!(c.metrics.outcomes_total(), outcomes);
+    assert_eq!(c.metrics.duplicate_outcomes.get(), 0);
 }

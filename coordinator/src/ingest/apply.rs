@@ -1,17 +1,21 @@
 //! Applies one batch of stream entries inside one Postgres transaction
-//! (DESIGN E2, E3). Nothing here touches Redis or metrics: the caller records
+//! (DESIGN E2, E3) with a fixed number of statements: every event row in one
+//! `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (event_id) DO NOTHING`, then
+//! the effects of the rows that were new, each kind in one statement
+//! (`attempts.rs`, `outcomes.rs`); only bad entries and finished runs cost a
+//! statement each. Nothing here touches Redis or metrics: the caller records
 //! the returned effects only after the commit, so a rolled-back batch that is
 //! redelivered is never counted twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use fleet_common::event::{Delivered, EventBody, FIELD_EVENT};
-use fleet_common::Outcome;
-use sqlx::types::Json;
 use sqlx::PgConnection;
 
+use super::attempts::AttemptBatch;
 use super::decode::{decode, sanitize, Decoded};
+use super::outcomes::{CompletionBatch, LessonBatch};
 use super::stream::StreamEntry;
 
 /// Quarantine reason for an event about a task its run does not have.
@@ -66,7 +70,6 @@ pub(crate) async fn apply_batch(
             .collect();
 
     let mut fx = Effects::default();
-    let mut touched_runs = BTreeSet::new();
     for (entry, d) in decoded.iter_mut() {
         if let Decoded::Event(delivered) = d {
             let e = &delivered.event;
@@ -79,9 +82,7 @@ pub(crate) async fn apply_batch(
             }
         }
         match d {
-            Decoded::Event(delivered) => {
-                apply_event(tx, &entry.id, delivered, &mut fx, &mut touched_runs).await?
-            }
+            Decoded::Event(_) => {}
             Decoded::Bad {
                 reason,
                 detail,
@@ -96,6 +97,50 @@ pub(crate) async fn apply_batch(
             }
         }
     }
+
+    // The first copy of each event id in the batch; later copies are
+    // redeliveries like any other.
+    let mut seen = HashSet::new();
+    let mut events: Vec<(&str, &Delivered)> = Vec::with_capacity(decoded.len());
+    for (entry, d) in &decoded {
+        if let Decoded::Event(delivered) = d {
+            if seen.insert(delivered.event.id.0.as_str()) {
+                events.push((entry.id.as_str(), delivered));
+            } else {
+                fx.duplicates += 1;
+            }
+        }
+    }
+    let new = insert_events(tx, &events).await?;
+
+    let mut attempts = AttemptBatch::default();
+    let mut lessons = LessonBatch::default();
+    let mut completions = CompletionBatch::default();
+    for (_, d) in &events {
+        let e = &d.event;
+        if !new.contains(e.id.0.as_str()) {
+            // Redelivery: the first copy already had every effect.
+            fx.duplicates += 1;
+            continue;
+        }
+        if let Some(reason) = d.rejected {
+            tracing::info!(run = e.run.0, task = e.task.0, rule = %e.rule, agent = %e.agent, epoch = e.epoch.0,
+                reason = reason.as_str(), "stale completion recorded, not counted");
+            fx.rejected_completions += 1;
+            continue;
+        }
+        let ts = timestamp(e.ts_ms);
+        attempts.add(d, ts);
+        match &e.body {
+            EventBody::LessonProposed { lesson } => lessons.add(e, lesson),
+            EventBody::TaskCompleted { .. } => completions.add(d, ts),
+            _ => {}
+        }
+        fx.applied.push((e.body.kind(), e.ts_ms));
+    }
+    attempts.write(tx).await?;
+    lessons.write(tx).await?;
+    let touched_runs = completions.write(tx, &mut fx).await?;
     // Ascending run order, so two coordinators finishing runs in one batch
     // each lock them in the same order and cannot deadlock.
     for run in touched_runs {
@@ -104,6 +149,99 @@ pub(crate) async fn apply_batch(
         }
     }
     Ok(fx)
+}
+
+/// Inserts every event of the batch in one statement; answers the ids that
+/// were new (a redelivered event id is already there and has no effect).
+async fn insert_events(
+    tx: &mut PgConnection,
+    events: &[(&str, &Delivered)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let n = events.len();
+    let mut cols = EventColumns::with_capacity(n);
+    for (stream_id, d) in events {
+        let e = &d.event;
+        cols.event_id.push(e.id.0.as_str());
+        cols.stream_id.push(*stream_id);
+        cols.run.push(e.run.0);
+        cols.item.push(e.task.0);
+        cols.kind.push(e.body.kind());
+        cols.rejected.push(d.rejected.map(|r| r.as_str()));
+        cols.agent.push(e.agent.as_str());
+        cols.incarnation.push(e.incarnation as i32);
+        cols.seq.push(e.seq as i64);
+        cols.epoch.push(e.epoch.0 as i64);
+        cols.attempt.push(e.attempt as i32);
+        cols.ts.push(timestamp(e.ts_ms));
+        cols.body
+            .push(serde_json::to_string(&e.body).map_err(|err| sqlx::Error::Encode(err.into()))?);
+    }
+    let new: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO run_events (event_id, stream_id, run_id, work_item_id, kind, rejected, agent_id,
+                                 incarnation, seq, epoch, attempt, ts, body)
+         SELECT u.event_id, u.stream_id, u.run, u.item, u.kind, u.rejected, u.agent, u.inc, u.seq,
+                u.epoch, u.attempt, u.ts, u.body::jsonb
+         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[],
+                     $8::int4[], $9::int8[], $10::int8[], $11::int4[], $12::timestamptz[], $13::text[])
+              AS u(event_id, stream_id, run, item, kind, rejected, agent, inc, seq, epoch, attempt, ts, body)
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+    )
+    .bind(&cols.event_id)
+    .bind(&cols.stream_id)
+    .bind(&cols.run)
+    .bind(&cols.item)
+    .bind(&cols.kind)
+    .bind(&cols.rejected)
+    .bind(&cols.agent)
+    .bind(&cols.incarnation)
+    .bind(&cols.seq)
+    .bind(&cols.epoch)
+    .bind(&cols.attempt)
+    .bind(&cols.ts)
+    .bind(&cols.body)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(new.into_iter().collect())
+}
+
+/// `run_events` columns of a batch, one array each (for `UNNEST`).
+struct EventColumns<'a> {
+    event_id: Vec<&'a str>,
+    stream_id: Vec<&'a str>,
+    run: Vec<i64>,
+    item: Vec<i64>,
+    kind: Vec<&'static str>,
+    rejected: Vec<Option<&'static str>>,
+    agent: Vec<&'a str>,
+    incarnation: Vec<i32>,
+    seq: Vec<i64>,
+    epoch: Vec<i64>,
+    attempt: Vec<i32>,
+    ts: Vec<DateTime<Utc>>,
+    body: Vec<String>,
+}
+
+impl EventColumns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            event_id: Vec::with_capacity(n),
+            stream_id: Vec::with_capacity(n),
+            run: Vec::with_capacity(n),
+            item: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            rejected: Vec::with_capacity(n),
+            agent: Vec::with_capacity(n),
+            incarnation: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            epoch: Vec::with_capacity(n),
+            attempt: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            body: Vec::with_capacity(n),
+        }
+    }
 }
 
 /// Keeps a bad entry verbatim; false if it was quarantined before.
@@ -133,220 +271,6 @@ pub(crate) async fn quarantine(
 
 fn timestamp(ts_ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ts_ms).unwrap_or_default()
-}
-
-async fn apply_event(
-    tx: &mut PgConnection,
-    stream_id: &str,
-    d: &Delivered,
-    fx: &mut Effects,
-    touched_runs: &mut BTreeSet<i64>,
-) -> Result<(), sqlx::Error> {
-    let e = &d.event;
-    let ts = timestamp(e.ts_ms);
-    let item = e.task.0;
-    let new: Option<String> = sqlx::query_scalar(
-        "INSERT INTO run_events (event_id, stream_id, run_id, work_item_id, kind, rejected, agent_id,
-                                 incarnation, seq, epoch, attempt, ts, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-    )
-    .bind(&e.id.0)
-    .bind(stream_id)
-    .bind(e.run.0)
-    .bind(item)
-    .bind(e.body.kind())
-    .bind(d.rejected.map(|r| r.as_str()))
-    .bind(e.agent.as_str())
-    .bind(e.incarnation as i32)
-    .bind(e.seq as i64)
-    .bind(e.epoch.0 as i64)
-    .bind(e.attempt as i32)
-    .bind(ts)
-    .bind(Json(&e.body))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if new.is_none() {
-        // Redelivery: the first copy already had every effect.
-        fx.duplicates += 1;
-        return Ok(());
-    }
-    if let Some(reason) = d.rejected {
-        tracing::info!(run = e.run.0, task = item, rule = %e.rule, agent = %e.agent, epoch = e.epoch.0,
-            reason = reason.as_str(), "stale completion recorded, not counted");
-        fx.rejected_completions += 1;
-        return Ok(());
-    }
-    let attempt_key = (
-        item,
-        e.epoch.0 as i64,
-        e.attempt as i32,
-        e.agent.as_str(),
-        ts,
-    );
-    match &e.body {
-        EventBody::AttemptStarted => {
-            upsert_attempt(
-                tx,
-                attempt_key,
-                "started_at = LEAST(attempts.started_at, EXCLUDED.started_at)",
-            )
-            .await?;
-        }
-        EventBody::PromptAssembled { lessons, .. } => {
-            let attempt_id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
-            let ids: Vec<&str> = lessons.iter().map(|l| l.id.as_str()).collect();
-            let ranks: Vec<i32> = lessons.iter().map(|l| l.rank as i32).collect();
-            let scores: Vec<f64> = lessons.iter().map(|l| l.score).collect();
-            sqlx::query(
-                "INSERT INTO lesson_attributions (attempt_id, lesson_id, rank, score)
-                 SELECT $1, u.id, u.rank, u.score FROM UNNEST($2::text[], $3::int[], $4::float8[]) AS u(id, rank, score)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(attempt_id)
-            .bind(&ids)
-            .bind(&ranks)
-            .bind(&scores)
-            .execute(&mut *tx)
-            .await?;
-        }
-        EventBody::ScriptProposed { script } => {
-            let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
-            sqlx::query("UPDATE attempts SET script = $2 WHERE id = $1")
-                .bind(id)
-                .bind(script)
-                .execute(&mut *tx)
-                .await?;
-        }
-        EventBody::AttemptEvaluated {
-            status,
-            health_ok,
-            health_failed,
-            ..
-        } => {
-            let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
-            let status = serde_json::to_value(status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned));
-            sqlx::query("UPDATE attempts SET eval_status = $2, health_ok = $3, evaluated_at = $4, health_failed = $5 WHERE id = $1")
-                .bind(id)
-                .bind(status)
-                .bind(health_ok)
-                .bind(ts)
-                .bind(health_failed)
-                .execute(&mut *tx)
-                .await?;
-        }
-        EventBody::LessonProposed { lesson } => {
-            let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
-            sqlx::query("UPDATE attempts SET reflection = 'lesson' WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            let provenance = serde_json::json!({
-                "run": e.run.0, "rule": e.rule, "epoch": e.epoch.0,
-                "attempt": e.attempt, "agent": e.agent.as_str(),
-            });
-            // The id is deterministic per (lease, attempt, kind): a second
-            // copy of the same lesson is the same row.
-            sqlx::query(
-                "INSERT INTO lessons (id, family, kind, scope, body, provenance, created_run_id,
-                                      pattern, work_item_id, epoch, attempt, rule_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&lesson.id)
-            .bind(&lesson.family)
-            .bind(lesson.kind.as_str())
-            .bind(lesson.scope.render(&e.rule))
-            .bind(&lesson.text)
-            .bind(Json(provenance))
-            .bind(e.run.0)
-            .bind(&lesson.pattern)
-            .bind(item)
-            .bind(e.epoch.0 as i64)
-            .bind(e.attempt as i32)
-            .bind(&e.rule)
-            .execute(&mut *tx)
-            .await?;
-        }
-        EventBody::ReflectionFailed { reason } => {
-            let id = upsert_attempt(tx, attempt_key, "epoch = EXCLUDED.epoch").await?;
-            sqlx::query("UPDATE attempts SET reflection = $2 WHERE id = $1")
-                .bind(id)
-                .bind(reason.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        EventBody::TaskCompleted {
-            outcome,
-            attempts,
-            duration_ms,
-        } => {
-            let fixed_attempt = match outcome {
-                Outcome::Fixed { attempt } => Some(*attempt as i32),
-                _ => None,
-            };
-            let reason = outcome.reason().map(|r| r.as_str());
-            let updated = sqlx::query(
-                "UPDATE work_items SET state = 'done', outcome = $2, reason = $3, fixed_attempt = $4,
-                        attempts = $5, duration_ms = $6, accepted_epoch = $7, accepted_agent = $8,
-                        accepted_event = $9, finished_at = $10
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .bind(item)
-            .bind(outcome.kind())
-            .bind(reason)
-            .bind(fixed_attempt)
-            .bind(*attempts as i32)
-            .bind(*duration_ms as i64)
-            .bind(e.epoch.0 as i64)
-            .bind(e.agent.as_str())
-            .bind(&e.id.0)
-            .bind(ts)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                // Two accepted outcomes for one task: the lease protocol failed.
-                tracing::error!(run = e.run.0, task = item, rule = %e.rule, agent = %e.agent,
-                    epoch = e.epoch.0, event = %e.id, "duplicate accepted outcome; the first one stands");
-                fx.duplicate_outcomes += 1;
-            } else {
-                fx.outcomes.push((outcome.kind(), reason.unwrap_or("")));
-                touched_runs.insert(e.run.0);
-            }
-        }
-        EventBody::LeaseAcquired { .. }
-        | EventBody::LeaseAbandoned { .. }
-        | EventBody::LeaseReleased
-        | EventBody::LeaseReclaimed { .. } => {}
-    }
-    fx.applied.push((e.body.kind(), e.ts_ms));
-    Ok(())
-}
-
-/// Events of one attempt may arrive in any order, so each creates the row if
-/// it is missing. `on_conflict` is a fixed SET clause, never caller data.
-async fn upsert_attempt(
-    tx: &mut PgConnection,
-    (item, epoch, attempt, agent, ts): (i64, i64, i32, &str, DateTime<Utc>),
-    on_conflict: &'static str,
-) -> Result<i64, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO attempts (work_item_id, epoch, attempt, agent_id, started_at)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (work_item_id, epoch, attempt) DO UPDATE SET {on_conflict}
-         RETURNING id"
-    );
-    sqlx::query_scalar(&sql)
-        .bind(item)
-        .bind(epoch)
-        .bind(attempt)
-        .bind(agent)
-        .bind(ts)
-        .fetch_one(&mut *tx)
-        .await
 }
 
 async fn complete_run_if_done(tx: &mut PgConnection, run: i64) -> Result<bool, sqlx::Error> {

@@ -32,30 +32,31 @@ pub(crate) fn decode(entry: &StreamEntry) -> Decoded {
     if entry.fields.is_none() {
         return Decoded::Gone;
     }
-    let raw = entry
-        .field(FIELD_EVENT)
-        .map(<[u8]>::to_vec)
-        .unwrap_or_else(|| entry.raw());
-    match Delivered::decode(entry.field(FIELD_EVENT), entry.field(FIELD_REJECTED)) {
-        Ok(d) => match check_storable(&d.event) {
+    let field = entry.field(FIELD_EVENT);
+    let raw = || field.map(<[u8]>::to_vec).unwrap_or_else(|| entry.raw());
+    // JSON can only carry a NUL as the escape `\u0000`: without those six
+    // bytes the (costly) walk through every string is not needed.
+    let may_hold_nul = field.is_some_and(|f| f.windows(6).any(|w| w == b"\\u0000"));
+    match Delivered::decode(field, entry.field(FIELD_REJECTED)) {
+        Ok(d) => match check_storable(&d.event, may_hold_nul) {
             Ok(()) => Decoded::Event(Box::new(d)),
             Err(detail) => Decoded::Bad {
                 reason: QuarantineReason::Malformed(String::new()).label(),
                 detail,
-                raw,
+                raw: raw(),
             },
         },
         Err(reason) => Decoded::Bad {
             reason: reason.label(),
             detail: reason.to_string(),
-            raw,
+            raw: raw(),
         },
     }
 }
 
 /// Values that parse as an event but that Postgres would refuse (and so
 /// fail the whole batch on every redelivery) are quarantined instead.
-fn check_storable(e: &Event) -> Result<(), String> {
+fn check_storable(e: &Event, may_hold_nul: bool) -> Result<(), String> {
     let fits_i32 = |v: u64| v <= i32::MAX as u64;
     let fits_i64 = |v: u64| v <= i64::MAX as u64;
     if !fits_i64(e.epoch.0)
@@ -96,6 +97,9 @@ fn check_storable(e: &Event) -> Result<(), String> {
         _ => {}
     }
     // Postgres text and jsonb cannot hold NUL.
+    if !may_hold_nul {
+        return Ok(());
+    }
     let value = serde_json::to_value(e).map_err(|err| err.to_string())?;
     if contains_nul(&value) {
         return Err("event contains a NUL character, which postgres cannot store".into());
@@ -165,21 +169,39 @@ mod tests {
 
     #[test]
     fn values_postgres_would_refuse_are_caught_before_the_batch() {
-        assert!(check_storable(&event(EventBody::AttemptStarted)).is_ok());
+        assert!(check_storable(&event(EventBody::AttemptStarted), true).is_ok());
         let mut e = event(EventBody::AttemptStarted);
         e.epoch = Epoch(u64::MAX);
-        assert!(check_storable(&e).is_err());
+        assert!(check_storable(&e, true).is_err());
         let mut e = event(EventBody::AttemptStarted);
         e.ts_ms = -1;
-        assert!(check_storable(&e).is_err());
+        assert!(check_storable(&e, true).is_err());
         let e = event(EventBody::ScriptProposed {
             script: "echo \0".into(),
         });
-        assert!(check_storable(&e).unwrap_err().contains("NUL"));
+        assert!(check_storable(&e, true).unwrap_err().contains("NUL"));
         let e = event(EventBody::ScriptProposed {
             script: "literal \\u0000 is fine".into(),
         });
-        assert!(check_storable(&e).is_ok());
+        assert!(check_storable(&e, true).is_ok());
+    }
+
+    #[test]
+    fn a_nul_in_a_stream_entry_is_quarantined_and_an_escaped_backslash_is_not() {
+        let entry = |script: &str| StreamEntry {
+            id: "1-0".into(),
+            fields: Some(vec![(
+                FIELD_EVENT.as_bytes().to_vec(),
+                event(EventBody::ScriptProposed {
+                    script: script.into(),
+                })
+                .to_json()
+                .into_bytes(),
+            )]),
+        };
+        assert!(matches!(decode(&entry("echo \0")), Decoded::Bad { .. }));
+        assert!(matches!(decode(&entry("echo \\u0000")), Decoded::Event(_)));
+        assert!(matches!(decode(&entry("echo fine")), Decoded::Event(_)));
     }
 
     #[test]
@@ -194,7 +216,10 @@ mod tests {
             pattern: None,
         };
         let check = |l: &CandidateLesson| {
-            check_storable(&event(EventBody::LessonProposed { lesson: l.clone() }))
+            check_storable(
+                &event(EventBody::LessonProposed { lesson: l.clone() }),
+                true,
+            )
         };
         assert!(check(&good).is_ok());
         let bad = [

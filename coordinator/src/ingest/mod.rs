@@ -6,7 +6,9 @@
 //! effect hangs off a newly inserted `run_events` row (keyed by event id).
 
 mod apply;
+mod attempts;
 mod decode;
+mod outcomes;
 mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +27,7 @@ use apply::Effects;
 use stream::StreamEntry;
 
 /// Entries per batch (and per transaction).
-const BATCH: usize = 512;
+const BATCH: usize = 2048;
 /// How often an idle ingester looks for new entries. The read cannot block
 /// in Redis (see [`stream::read_group`]), so it polls.
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -215,7 +217,7 @@ impl Ingester {
             }
             other => other?,
         };
-        let report = self.record(&fx);
+        let report = self.record(&fx, entries);
 
         // Acknowledge only after the commit (E2). If this fails the entries
         // stay pending and are re-read and found to be duplicates.
@@ -263,13 +265,19 @@ impl Ingester {
         Ok(total)
     }
 
-    fn record(&self, fx: &Effects) -> IngestReport {
+    fn record(&self, fx: &Effects, entries: &[StreamEntry]) -> IngestReport {
         let m = &self.metrics;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        for (kind, ts_ms) in &fx.applied {
+        for (kind, _) in &fx.applied {
             m.events_ingested.with_label_values(&[*kind]).inc();
-            m.ingest_lag
-                .observe((now_ms - ts_ms).max(0) as f64 / 1000.0);
+        }
+        // Lag: age of each entry at commit, by its stream id (the time Redis
+        // appended it), so agents' clocks do not enter.
+        for entry in entries {
+            if let Some(appended_ms) = entry.appended_ms() {
+                m.ingest_lag
+                    .observe((now_ms - appended_ms).max(0) as f64 / 1000.0);
+            }
         }
         for reason in &fx.quarantined {
             m.events_quarantined.with_label_values(&[*reason]).inc();

@@ -27,6 +27,11 @@ impl StreamEntry {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Redis time (unix ms) of the append: the first part of the entry id.
+    pub fn appended_ms(&self) -> Option<i64> {
+        self.id.split_once('-')?.0.parse().ok()
+    }
+
     /// Every field, for quarantine when there is no event field to keep.
     pub fn raw(&self) -> Vec<u8> {
         let mut out = Vec::new();

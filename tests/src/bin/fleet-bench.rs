@@ -12,6 +12,18 @@
 //! against `oscap xccdf eval --remediate`, both on fresh targets (goal:
 //! `fleet_ssg ≥ oscap_remediate`).
 //!
+//! `bench ingest`: events of a realistic mix drained from the stream by the
+//! coordinator's ingester against `psql \copy` of the same rows into a
+//! scratch copy of the same table (goal: ratio ≥ 0.5), and ingest lag p99.
+//!
+//! `bench scale`: simulated agents (`fleet_tests::loadgen`) on the real
+//! lease protocol against the real coordinator process at 1 to 1,024
+//! agents (goal: tasks/s not falling from 64 to 1,024), Redis bytes per
+//! task at 10,000 and 100,000 tasks (goal: equal), the coordinator's RSS
+//! (goal: end within 20 % of start).
+//!
+//! `BENCH_QUICK=1` shortens `ingest` and `scale` for iterating.
+//!
 //! `bench learning`: a simulated campaign (in process, no services) played
 //! with category-level lesson credit (the naive V1) and with the dream
 //! stage's credit (V2); wins:regressions and last fix rate of each (goal:
@@ -20,7 +32,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use fleet_common::lease::Completion;
@@ -41,6 +53,10 @@ enum Which {
     Fixrate,
     /// Lesson credit per category (V1) against the dream stage's (V2).
     Learning,
+    /// The ingester against `psql \copy` of the same rows.
+    Ingest,
+    /// Simulated agents against the real coordinator, 1 to 1,024 of them.
+    Scale,
 }
 
 #[derive(Parser)]
@@ -102,6 +118,29 @@ async fn main() -> anyhow::Result<()> {
             "bench fixrate: took {:.0}s",
             started.elapsed().as_secs_f64()
         );
+        println!("{}", figures.line());
+    }
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    if matches!(args.which, Which::All | Which::Ingest) {
+        let (events, lag) = if quick {
+            (40_000, Duration::from_secs(3))
+        } else {
+            (200_000, Duration::from_secs(10))
+        };
+        let started = Instant::now();
+        let figures = fleet_tests::bench_ingest::bench_ingest(events, lag).await?;
+        eprintln!("bench ingest: took {:.0}s", started.elapsed().as_secs_f64());
+        println!("{}", figures.line());
+    }
+    if matches!(args.which, Which::All | Which::Scale) {
+        let cfg = if quick {
+            fleet_tests::bench_scale::ScaleConfig::quick()
+        } else {
+            fleet_tests::bench_scale::ScaleConfig::full()
+        };
+        let started = Instant::now();
+        let figures = fleet_tests::bench_scale::bench_scale(&cfg).await?;
+        eprintln!("bench scale: took {:.0}s", started.elapsed().as_secs_f64());
         println!("{}", figures.line());
     }
     if matches!(args.which, Which::All | Which::Learning) {

@@ -1,0 +1,308 @@
+//! `fleet-bench ingest`: the coordinator's ingester against `psql \copy` of
+//! the same rows into a scratch copy of the same table, in the same run.
+//!
+//! 1. `events` events of a realistic mix (what [`crate::loadgen`] agents
+//!    send, about eight per task) are appended to the stream, then the real
+//!    [`Ingester`] drains it: `events_per_s`.
+//! 2. The `run_events` rows it wrote are exported and `\copy`-ed into
+//!    `copy_scratch (LIKE run_events INCLUDING ALL)`: `copy_rows_per_s`.
+//!    The ingester also wrote attempts, attributions, lessons and outcomes;
+//!    COPY wrote only the event rows.
+//! 3. Lag: events appended at half the measured rate for a few seconds while
+//!    the ingester runs as in the coordinator; p99 of
+//!    `fleet_ingest_lag_seconds` (stream append to commit).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fleet_common::event::{EvalStatus, EventBody, LessonRef, EVENT_VERSION, FIELD_EVENT};
+use fleet_common::lease::QueuedTask;
+use fleet_common::lesson::{CandidateKind, CandidateLesson, LessonScope};
+use fleet_common::settings::LeaseSettings;
+use fleet_common::{AgentId, Epoch, Event, EventId, Outcome};
+use fleet_coordinator::ingest::Ingester;
+use fleet_coordinator::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+
+use crate::coord::TestCoordinator;
+use crate::loadgen::bench_run;
+use crate::services::database_url;
+
+const COLUMNS: &str =
+    "event_id, stream_id, run_id, work_item_id, kind, rejected, agent_id, incarnation, seq, epoch, attempt, ts, body";
+
+pub struct IngestFigures {
+    pub events: usize,
+    pub events_per_s: f64,
+    pub copy_rows_per_s: f64,
+    pub lag_p99_ms: f64,
+}
+
+impl IngestFigures {
+    pub fn line(&self) -> String {
+        format!(
+            "bench ingest: events={} events_per_s={:.0} copy_rows_per_s={:.0} ratio={:.2} lag_p99_ms={:.0}",
+            self.events,
+            self.events_per_s,
+            self.copy_rows_per_s,
+            self.events_per_s / self.copy_rows_per_s,
+            self.lag_p99_ms
+        )
+    }
+}
+
+pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result<IngestFigures> {
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let mut conn = c.queue.conn();
+    let stream = c.queue.keys.events();
+
+    let tasks = bench_run(&c.db.pool, (events / 8 + 1) as i64).await?;
+    let all = realistic_events(&tasks, events);
+    append(&mut conn, &stream, &all).await?;
+    let ingester = c.ingester();
+    let started = Instant::now();
+    let report = ingester.drain().await?;
+    let events_per_s = events as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.applied as usize == events && report.quarantined == 0,
+        "ingested {report:?} of {events} events"
+    );
+
+    let copy_rows_per_s = copy_rate(&c.db.schema, events)?;
+
+    // Lag at half the measured rate, the ingester running as in `serve`.
+    let metrics = Metrics::new();
+    let stop = CancellationToken::new();
+    let live = Ingester::new(
+        c.db.pool.clone(),
+        c.queue.client.clone(),
+        metrics.clone(),
+        "lag".into(),
+    );
+    let worker = tokio::spawn(live.run(stop.clone()));
+    let per_tick = ((events_per_s / 2.0) / 100.0).max(1.0) as usize;
+    let lag_events = (per_tick as f64 * 100.0 * lag_window.as_secs_f64()) as usize;
+    let lag_tasks = bench_run(&c.db.pool, (lag_events / 8 + 1) as i64).await?;
+    let more = realistic_events(&lag_tasks, lag_events);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for chunk in more.chunks(per_tick) {
+        tick.tick().await;
+        append(&mut conn, &stream, chunk).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metrics.ingested_total() < more.len() as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    worker.await?;
+    let lag_p99_ms = histogram_quantile(&metrics.render(), "fleet_ingest_lag_seconds", 0.99)
+        .map_or(f64::NAN, |s| s * 1000.0);
+
+    Ok(IngestFigures {
+        events,
+        events_per_s,
+        copy_rows_per_s,
+        lag_p99_ms,
+    })
+}
+
+async fn append(
+    conn: &mut redis::aio::ConnectionManager,
+    stream: &str,
+    events: &[Event],
+) -> anyhow::Result<()> {
+    for chunk in events.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for e in chunk {
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg(FIELD_EVENT)
+                .arg(e.to_json())
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+    }
+    Ok(())
+}
+
+/// The rows `\copy`-ed into a scratch copy of `run_events` (same columns,
+/// indexes and defaults), per second of the `\copy` itself.
+fn copy_rate(schema: &str, rows: usize) -> anyhow::Result<f64> {
+    let file = std::env::temp_dir().join(format!("fleet-bench-{schema}.copy"));
+    let psql = |sql: &str| -> anyhow::Result<()> {
+        let out = Command::new("psql")
+            .arg(database_url())
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+            .env("PGOPTIONS", format!("-c search_path={schema}"))
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run psql ({e}): install postgresql-client"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    psql(&format!(
+        "\\copy (SELECT {COLUMNS} FROM run_events) TO '{}'",
+        file.display()
+    ))?;
+    psql("CREATE TABLE copy_scratch (LIKE run_events INCLUDING ALL)")?;
+    let started = Instant::now();
+    psql(&format!(
+        "\\copy copy_scratch ({COLUMNS}) FROM '{}'",
+        file.display()
+    ))?;
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    Ok(rate)
+}
+
+/// What simulated agents send for `tasks`, cut at `n` events: per task a
+/// lease, one to three attempts (started, prompt with three lessons, script,
+/// evaluation, a lesson or failed reflection on failure) and the outcome.
+pub fn realistic_events(tasks: &[QueuedTask], n: usize) -> Vec<Event> {
+    let mut out = Vec::with_capacity(n);
+    let mut seqs = vec![0u64; 64];
+    let now = chrono::Utc::now().timestamp_millis();
+    'tasks: for (i, t) in tasks.iter().enumerate() {
+        let slot = i % seqs.len();
+        let agent = AgentId(format!("bench-{slot}"));
+        let epoch = Epoch(1 << 20 | 1);
+        let tries: u32 = match i % 20 {
+            0..=11 => 1,
+            12..=16 => 2,
+            _ => 3,
+        };
+        let mut bodies = vec![(
+            0,
+            EventBody::LeaseAcquired {
+                deadline_ms: now + 2000,
+            },
+        )];
+        for a in 1..=tries {
+            let passed = a == tries && tries < 3;
+            bodies.push((a, EventBody::AttemptStarted));
+            bodies.push((
+                a,
+                EventBody::PromptAssembled {
+                    lessons: (1..=3)
+                        .map(|rank| LessonRef {
+                            id: format!("family_{}-l{rank}", i % 20),
+                            rank,
+                            score: 1.0 / f64::from(rank),
+                        })
+                        .collect(),
+                    prompt_chars: 6_000,
+                },
+            ));
+            bodies.push((
+                a,
+                EventBody::ScriptProposed {
+                    script: "#!/bin/bash\nset -euo pipefail\n".repeat(12),
+                },
+            ));
+            bodies.push((
+                a,
+                EventBody::AttemptEvaluated {
+                    status: if passed {
+                        EvalStatus::Pass
+                    } else {
+                        EvalStatus::Fail
+                    },
+                    health_ok: true,
+                    duration_ms: 900,
+                    health_failed: Vec::new(),
+                },
+            ));
+            if !passed {
+                bodies.push((
+                    a,
+                    EventBody::LessonProposed {
+                        lesson: CandidateLesson {
+                            id: format!("{}-r{}-e{}-a{a}", t.task.rule, t.task.run.0, epoch.0),
+                            kind: CandidateKind::Lesson,
+                            family: t.task.family.clone(),
+                            scope: LessonScope::Family,
+                            text: "Write the rule under /etc/audit/rules.d, then reload.".into(),
+                            pattern: None,
+                        },
+                    },
+                ));
+            }
+        }
+        bodies.push((
+            0,
+            EventBody::TaskCompleted {
+                outcome: if tries < 3 {
+                    Outcome::Fixed { attempt: tries }
+                } else {
+                    Outcome::Escalated {
+                        reason: fleet_common::EscalationReason::AttemptBudget,
+                    }
+                },
+                attempts: tries,
+                duration_ms: 2000,
+            },
+        ));
+        for (attempt, body) in bodies {
+            if out.len() == n {
+                break 'tasks;
+            }
+            seqs[slot] += 1;
+            out.push(Event {
+                v: EVENT_VERSION,
+                id: EventId::new_v7(),
+                run: t.task.run,
+                task: t.task.task,
+                rule: t.task.rule.clone(),
+                agent: agent.clone(),
+                incarnation: 1,
+                epoch,
+                attempt,
+                seq: seqs[slot],
+                ts_ms: now,
+                body,
+            });
+        }
+    }
+    out
+}
+
+/// `histogram_quantile` over one histogram in a text exposition, with
+/// linear interpolation inside the bucket, as Prometheus does.
+pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lo, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lo);
+            }
+            return Some(lo + (le - lo) * (rank - below) / (count - below).max(1.0));
+        }
+        (lo, below) = (le, count);
+    }
+    None
+}
