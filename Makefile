@@ -7,7 +7,7 @@ SHELL := /bin/bash
 AGENTS ?= 2
 export AGENTS
 
-.PHONY: help deps deps-down build target-image fleet fleet-down test fuzz chaos bench fmt lint clean-state
+.PHONY: help deps deps-down build target-image fleet fleet-down test fuzz security chaos bench fmt lint clean-state
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ test: deps target-image ## the whole test suite against real Redis, Postgres and
 
 fuzz: ## fuzz the parsers of outside text, 120 s per target (FUZZ_SECONDS overrides); crashes land in fuzz/regressions/
 	@scripts/fuzz.sh long
+
+security: deps target-image ## hostile inputs (text, credentials, sandbox) and a short fuzz run; ends with `security: hostile_inputs=N contained=M false_positives=F crashes=C`
+	@mkdir -p .fleet && scripts/fuzz.sh short | tee .fleet/fuzz-summary.txt
+	@source .fleet/env && cargo build --bins && target/debug/fleet-security --fuzz-summary .fleet/fuzz-summary.txt
 
 chaos: deps ## long chaos run: agents SIGKILLed and paused mid-lease; prints one line
 	@source .fleet/env && cargo build --release --bins && \

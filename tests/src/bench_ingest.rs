@@ -214,6 +214,7 @@ pub fn realistic_events(tasks: &[QueuedTask], n: usize) -> Vec<Event> {
                     health_ok: true,
                     duration_ms: 900,
                     health_failed: Vec::new(),
+                    contained: None,
                 },
             ));
             if !passed {

@@ -206,6 +206,7 @@ impl SimAgent {
                         health_ok: true,
                         duration_ms: 900,
                         health_failed: Vec::new(),
+                        contained: None,
                     },
                 );
                 if !passed && attempt % 2 == 1 {

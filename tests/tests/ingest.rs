@@ -153,6 +153,7 @@ fn attempt_events(run: RunId, task: TaskId, rule: &str) -> Vec<Event> {
                 health_ok: true,
                 duration_ms: 5,
                 health_failed: vec!["sshd".into()],
+                contained: None,
             },
         ),
         event(
