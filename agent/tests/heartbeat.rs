@@ -25,12 +25,20 @@ fn fast() -> LeaseSettings {
 
 #[tokio::test]
 async fn a_live_lease_stays_renewed() {
-    let client = fresh_client(fast()).await;
+    // A TTL that tolerates a loaded CI machine's stalls; the sleep outlasts
+    // it, so the deadline check below needs real renewals.
+    let settings = LeaseSettings {
+        ttl_ms: 1500,
+        renew_every_ms: 150,
+        safety_margin_ms: 300,
+        ..Default::default()
+    };
+    let client = fresh_client(settings).await;
     enqueue(&client, &[rule_task(1, "r1", Budgets::default())]).await;
     let sent = Instant::now();
     let lease = lease_one(&client, "agent-hb").await;
-    let hb = Heartbeat::start(client.clone(), lease.clone(), fast(), sent);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hb = Heartbeat::start(client.clone(), lease.clone(), settings, sent);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(hb.reason(), None, "a reachable Redis must keep the lease");
     let deadline: i64 = task_field(&client, lease.id(), "deadline")
         .await
