@@ -7,7 +7,7 @@ SHELL := /bin/bash
 AGENTS ?= 2
 export AGENTS
 
-.PHONY: help deps deps-down build target-image fleet fleet-down test fuzz security chaos bench fmt lint clean-state
+.PHONY: help deps deps-down build target-image fleet fleet-down test fuzz security chaos chaos-hosts bench fmt lint clean-state
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ security: deps target-image ## hostile inputs (text, credentials, sandbox) and a
 chaos: deps ## long chaos run: agents SIGKILLed and paused mid-lease; prints one line
 	@source .fleet/env && cargo build --release --bins && \
 	  target/release/fleet-chaos --tasks $${CHAOS_TASKS:-3000} --agents $${CHAOS_AGENTS:-8}
+
+chaos-hosts: deps target-image ## agents in containers on a private network: kills, pauses, partitions, Redis/Postgres/coordinator restarts, a target killed; prints one line
+	@source .fleet/env && cargo build --release --bins && \
+	  target/release/fleet-chaos-hosts --tasks $${CHAOS_TASKS:-3000} --agents $${CHAOS_AGENTS:-6}
 
 bench: deps ## benchmarks with baselines measured in the same run
 	@source .fleet/env && cargo build --release --bins && target/release/fleet-bench all

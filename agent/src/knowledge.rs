@@ -23,6 +23,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BlockingRetryable, ExponentialBuilder};
 
 use fleet_common::lesson::CandidateKind;
 use fleet_common::Outcome;
@@ -145,6 +148,21 @@ pub async fn publish(
     .await
 }
 
+/// How long a lease keeps trying to reach the knowledge repo (the
+/// coordinator serves it, and may be restarting) before it goes on without
+/// it. The lease itself lives in Redis and is renewed meanwhile.
+pub const REACH_FOR: Duration = Duration::from_secs(30);
+
+/// Delays between tries to reach the knowledge repo, `REACH_FOR` in all.
+pub fn reach_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_total_delay(Some(REACH_FOR))
+        .without_max_times()
+        .with_jitter()
+}
+
 fn write_and_push(
     wt: &LeaseWorktree,
     origin: &LeaseOrigin,
@@ -200,7 +218,13 @@ fn write_and_push(
         outcome.kind(),
         record.lessons.len()
     ))?;
-    wt.push()
+    // The commit is local and done once; only the push goes over the
+    // network, and an accepted outcome must have its branch (K3).
+    (|| wt.push())
+        .retry(reach_backoff())
+        .sleep(std::thread::sleep)
+        .notify(|e, after| tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "knowledge: push failed; retrying"))
+        .call()
 }
 
 /// A lost or handed-back lease: remove the worktree without pushing.

@@ -89,10 +89,11 @@ impl ChaosReport {
     }
 }
 
-struct Kill {
-    task: TaskId,
-    epoch: u64,
-    at_ms: i64,
+/// A lease holder killed at `at_ms`.
+pub struct Kill {
+    pub task: TaskId,
+    pub epoch: u64,
+    pub at_ms: i64,
 }
 
 fn now_ms() -> i64 {
@@ -226,7 +227,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
 /// Leases real tasks from the running fleet's queue, overstays each lease
 /// by more than its TTL (as a paused agent would), then tries to complete
 /// it. Returns (attempts, accepted); every attempt must be refused.
-async fn zombie(
+pub async fn zombie(
     leases: fleet_common::lease::LeaseClient,
     ttl: Duration,
     attempts: usize,
@@ -328,7 +329,7 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
 
 /// For each kill, the time until the task was granted again (kills of a
 /// lease that had already been completed do not count).
-async fn recovery(pool: &PgPool, kills: &[Kill]) -> Vec<u64> {
+pub async fn recovery(pool: &PgPool, kills: &[Kill]) -> Vec<u64> {
     let mut out = Vec::new();
     let mut by_task: HashMap<i64, Vec<&Kill>> = HashMap::new();
     for k in kills {

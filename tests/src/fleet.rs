@@ -5,13 +5,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fleet_common::api::{RunStatus, SubmitRun, SubmitRunResponse};
+use fleet_common::api::{RunStatus, SubmitRunResponse};
 use fleet_common::keys::Keyspace;
 use fleet_common::lease::LeaseClient;
 use fleet_common::settings::LeaseSettings;
 use fleet_common::{Budgets, RunId};
 use tokio::process::Command;
 
+use crate::api::Api;
 use crate::db::TestDb;
 use crate::procs::{bin, free_port, repo_root, Proc};
 use crate::services::{database_url, redis_url};
@@ -266,67 +267,26 @@ impl Fleet {
         rules: Vec<String>,
         budgets: Budgets,
     ) -> SubmitRunResponse {
-        let req = SubmitRun {
-            skill_pack: pack.into(),
-            profile: None,
-            rules,
-            budgets,
-            priority: 100,
-        };
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/runs", self.api))
-            .bearer_auth(&self.api_token)
-            .json(&req)
-            .send()
-            .await
-            .expect("submit");
-        assert!(
-            resp.status().is_success(),
-            "submit failed: {}",
-            resp.text().await.unwrap()
-        );
-        resp.json::<SubmitRunResponse>().await.unwrap()
+        self.client().submit_with(pack, rules, budgets).await
     }
 
     pub async fn status(&self, run: RunId) -> RunStatus {
-        self.http
-            .get(format!("{}/api/v1/runs/{run}", self.api))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("status body")
+        self.client().status(run).await
     }
 
     /// `GET /api/v1/runs/{run}/report`.
     pub async fn report(&self, run: RunId) -> fleet_common::api::RunReport {
-        self.http
-            .get(format!("{}/api/v1/runs/{run}/report", self.api))
-            .send()
-            .await
-            .expect("report")
-            .json()
-            .await
-            .expect("report body")
+        self.client().report(run).await
     }
 
-    /// Polls until the run completes; `tick` runs between polls.
+    /// Polls until the run completes.
     pub async fn wait_completed(&self, run: RunId, timeout: Duration) -> RunStatus {
-        let start = Instant::now();
-        loop {
-            let s = self.status(run).await;
-            if s.status == "completed" {
-                return s;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "run {run} not completed after {timeout:?}: {s:?}; logs in {}",
-                self.logs.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let logs = self.logs.display().to_string();
+        self.client().wait_completed(run, timeout, &logs).await
+    }
+
+    fn client(&self) -> Api {
+        Api::new(&self.api, &self.api_token)
     }
 
     /// Stops every agent with SIGTERM (they hand back and flush), then waits
@@ -406,32 +366,7 @@ impl Fleet {
     /// `skills/<rule>.sh`). Empty = all there. Also returns how many
     /// branches were checked.
     pub async fn missing_lease_branches(&self, run: RunId) -> (usize, Vec<String>) {
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT rule_id, outcome, accepted_epoch, accepted_agent FROM work_items
-             WHERE run_id = $1 AND accepted_agent <> 'coordinator' AND accepted_epoch IS NOT NULL",
-        )
-        .bind(run.0)
-        .fetch_all(&self.db.pool)
-        .await
-        .expect("accepted outcomes");
-        let mut wanted = Vec::new();
-        for (rule, outcome, epoch, agent) in &rows {
-            let branch = format!("refs/heads/agent/{agent}/{run}/{rule}-e{epoch}");
-            wanted.push(format!("{branch}:result.json"));
-            if outcome == "fixed" {
-                wanted.push(format!("{branch}:skills/{rule}.sh"));
-            }
-        }
-        let mut input = wanted.join("\n");
-        input.push('\n');
-        let out = self.knowledge_git(&["cat-file", "--batch-check"], Some(&input));
-        let missing = wanted
-            .iter()
-            .zip(out.lines())
-            .filter(|(_, line)| line.ends_with(" missing"))
-            .map(|(w, _)| w.clone())
-            .collect();
-        (rows.len(), missing)
+        missing_lease_branches(&self.db.pool, &self.knowledge_dir(), run).await
     }
 
     /// Worktrees registered in agent i's cache (`git worktree list`); a
@@ -491,4 +426,39 @@ fn git_output(git_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> 
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// K3 end to end over `pool` and the bare repo `knowledge`: see
+/// [`Fleet::missing_lease_branches`].
+pub async fn missing_lease_branches(
+    pool: &sqlx::PgPool,
+    knowledge: &std::path::Path,
+    run: RunId,
+) -> (usize, Vec<String>) {
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT rule_id, outcome, accepted_epoch, accepted_agent FROM work_items
+         WHERE run_id = $1 AND accepted_agent <> 'coordinator' AND accepted_epoch IS NOT NULL",
+    )
+    .bind(run.0)
+    .fetch_all(pool)
+    .await
+    .expect("accepted outcomes");
+    let mut wanted = Vec::new();
+    for (rule, outcome, epoch, agent) in &rows {
+        let branch = format!("refs/heads/agent/{agent}/{run}/{rule}-e{epoch}");
+        wanted.push(format!("{branch}:result.json"));
+        if outcome == "fixed" {
+            wanted.push(format!("{branch}:skills/{rule}.sh"));
+        }
+    }
+    let mut input = wanted.join("\n");
+    input.push('\n');
+    let out = git_output(knowledge, &["cat-file", "--batch-check"], Some(&input));
+    let missing = wanted
+        .iter()
+        .zip(out.lines())
+        .filter(|(_, line)| line.ends_with(" missing"))
+        .map(|(w, _)| w.clone())
+        .collect();
+    (rows.len(), missing)
 }

@@ -12,6 +12,10 @@
 //! - [`db`]: a Postgres pool on a fresh, migrated schema.
 //! - [`fake_llm`]: the scripted OpenAI-compatible endpoint (real HTTP).
 //! - [`procs`]: starting and signalling the real binaries.
+//! - [`api`]: the coordinator's HTTP API as harnesses call it.
+//! - [`private_redis`]: a redis-server of a test's own, to restart.
+//! - [`hosts`]: agents in containers on a private network, and the faults
+//!   of `make chaos-hosts`.
 //! - [`prometheus`]: a real Prometheus with the shipped config, and queries.
 //! - [`security`]: hostile inputs for `make security` (text, access).
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
@@ -26,6 +30,7 @@
 //! - [`bench_learning`]: category-level credit against the dream stage's, in
 //!   a simulated campaign (in process, no services).
 
+pub mod api;
 pub mod bench_fixrate;
 pub mod bench_ingest;
 pub mod bench_learning;
@@ -36,7 +41,9 @@ pub mod coord;
 pub mod db;
 pub mod fake_llm;
 pub mod fleet;
+pub mod hosts;
 pub mod loadgen;
+pub mod private_redis;
 pub mod procs;
 pub mod prometheus;
 pub mod queue;

@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use backon::Retryable;
 use fleet_common::event::{AbandonReason, EventBody};
 use fleet_common::lease::{Completion, Lease};
 use fleet_common::Outcome;
@@ -150,10 +151,16 @@ impl Runner {
         let knowledge = self.knowledge.as_ref()?;
         let run = lease.task.run.0.to_string();
         let (rule, family) = (lease.task.rule.clone(), lease.task.family.clone());
-        match knowledge
-            .start_lease(run, rule, lease.epoch.0, family)
-            .await
-        {
+        // The coordinator serving the repo may be restarting: keep trying
+        // for a while (the lease is renewed meanwhile), unless shutting down.
+        let start = (|| knowledge.start_lease(run.clone(), rule.clone(), lease.epoch.0, family.clone()))
+            .retry(knowledge::reach_backoff())
+            .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "knowledge: could not start the lease's worktree; retrying"));
+        let started = tokio::select! {
+            r = start => r,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        match started {
             Ok((wt, main)) => {
                 debug!(
                     branch = wt.branch(),
