@@ -37,6 +37,8 @@ async fn agents_on_their_own_hosts_survive_every_fault() {
         plan.tasks + plan.target_rules.len(),
         "{line}"
     );
+    assert!(report.verdict.lease_losses > 0, "{line}");
+    assert!(report.verdict.stale_rejected > 0, "{line}");
     assert_eq!(report.verdict.lost, 0, "{line}");
     assert_eq!(report.verdict.duplicated, 0, "{line}");
     assert_eq!(report.verdict.stale_accepted, 0, "{line}");
@@ -57,4 +59,47 @@ async fn agents_on_their_own_hosts_survive_every_fault() {
         report.leftover_containers
     );
     assert!(!report.recovery_ms.is_empty(), "{line}");
+}
+
+/// The history check must see a breach: a tip that is not a descendant of
+/// the one before (main rewritten) and a merge entering main both fail it.
+#[test]
+fn main_history_check_catches_rewrites_and_merges() {
+    use fleet_tests::hosts::check::main_fast_forward_only;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| -> String {
+        let out = Command::new("git")
+            .current_dir(dir.path())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    let commit = |msg: &str| {
+        git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        git(&["rev-parse", "HEAD"])
+    };
+    let a = commit("a");
+    let b = commit("b");
+    git(&["checkout", "-q", "-b", "side", &a]);
+    let side = commit("side");
+    git(&["checkout", "-q", "main"]);
+    git(&["merge", "-q", "--no-ff", "-m", "merge", "side"]);
+    let merged = git(&["rev-parse", "HEAD"]);
+    let repo = dir.path().join(".git");
+
+    assert!(main_fast_forward_only(
+        &repo,
+        &[a.clone(), a.clone(), b.clone()]
+    ));
+    assert!(
+        !main_fast_forward_only(&repo, &[a.clone(), b.clone(), side]),
+        "rewrite"
+    );
+    assert!(!main_fast_forward_only(&repo, &[b, merged]), "merge");
 }

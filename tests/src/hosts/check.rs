@@ -15,6 +15,10 @@ pub struct Verdict {
     pub lost: u64,
     pub duplicated: u64,
     pub stale_accepted: u64,
+    /// Completions Redis refused (recorded, never counted), and leases
+    /// reclaimed from their holders: the faults' visible effect.
+    pub stale_rejected: u64,
+    pub lease_losses: u64,
     /// Scripts that started on a target after their lease was lost (the
     /// lease reclaimed, or the task granted again under a later epoch).
     pub zombie_writes: u64,
@@ -40,6 +44,8 @@ impl Verdict {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.stale_accepted += o.stale_accepted;
+        self.stale_rejected += o.stale_rejected;
+        self.lease_losses += o.lease_losses;
         self.zombie_writes += o.zombie_writes;
         self.branches_missing.extend(o.branches_missing);
         self.branches_checked += o.branches_checked;
@@ -57,6 +63,8 @@ pub async fn check(fleet: &HostFleet, run: RunId) -> Verdict {
         lost: base.lost,
         duplicated: base.duplicated,
         stale_accepted: base.stale_accepted,
+        stale_rejected: base.stale_rejected,
+        lease_losses: base.lease_losses,
         zombie_writes: zombie_writes(&fleet.pool, run).await,
         branches_missing,
         branches_checked: branches_checked as u64,

@@ -123,7 +123,7 @@ impl HostsReport {
     pub fn line(&self) -> String {
         let v = &self.verdict;
         format!(
-            "chaos-hosts: tasks={} agents={} kills={} pauses={} partitions={} redis_restarts={} pg_restarts={} coordinator_restarts={} lost={} duplicated={} stale_accepted={} recovery_p99_ms={} target_kills={} zombie_writes={} branches_missing={} leftovers={} main_ff_only={}",
+            "chaos-hosts: tasks={} agents={} kills={} pauses={} partitions={} redis_restarts={} pg_restarts={} coordinator_restarts={} lost={} duplicated={} stale_accepted={} recovery_p99_ms={} target_kills={} lease_losses={} stale_rejected={} zombie_writes={} branches_missing={} leftovers={} main_ff_only={}",
             v.tasks,
             self.agents,
             self.kills,
@@ -137,6 +137,8 @@ impl HostsReport {
             v.stale_accepted,
             self.recovery_p99(),
             self.target_kills,
+            v.lease_losses,
+            v.stale_rejected,
             v.zombie_writes,
             v.branches_missing.len(),
             self.leftover_worktrees.len() + self.leftover_containers.len() + v.redis_leftovers as usize,
