@@ -111,6 +111,10 @@ pub struct Cli {
     /// Default: .fleet/agents/<agent-id>.
     #[arg(long, env = "FLEET_WORK_DIR")]
     pub work_dir: Option<std::path::PathBuf>,
+    /// Seconds a lease keeps trying to reach the knowledge repo (the
+    /// coordinator may be restarting) before it goes on without it.
+    #[arg(long, env = "FLEET_KNOWLEDGE_PATIENCE_S", default_value_t = 30)]
+    pub knowledge_patience_s: u64,
     /// Log line format.
     #[arg(long, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -196,6 +200,7 @@ impl Cli {
             metrics_listen: self.metrics_listen,
             slots: self.slots,
             work_dir: self.work_dir,
+            knowledge_patience: Duration::from_secs(self.knowledge_patience_s),
         })
     }
 }

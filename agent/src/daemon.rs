@@ -152,7 +152,7 @@ async fn open_knowledge(
         token: password,
     };
     match Knowledge::open(work_dir.clone(), url.clone(), creds).await {
-        Ok(k) => Some(k),
+        Ok(k) => Some(k.with_patience(settings.knowledge_patience)),
         Err(e) => {
             metrics.knowledge_errors.inc();
             error!(error = %e, work_dir = %work_dir.display(), url, "knowledge repo unusable; working without it");

@@ -52,6 +52,8 @@ pub fn default_work_dir(agent: &str) -> PathBuf {
 #[derive(Clone)]
 pub struct Knowledge {
     checkout: Arc<Mutex<AgentCheckout>>,
+    /// How long a lease keeps trying to reach the repo ([`REACH_FOR`]).
+    patience: Duration,
 }
 
 impl std::fmt::Debug for Knowledge {
@@ -73,6 +75,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Knowledge {
+    /// Keep trying to reach the repo for `patience` per step instead of
+    /// [`REACH_FOR`].
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// Delays between tries to reach the repo, `patience` in all.
+    pub fn backoff(&self) -> ExponentialBuilder {
+        reach_backoff(self.patience)
+    }
+
     /// Opens (or creates) the cache at `work_dir` and removes what a
     /// previous incarnation left behind (K3).
     pub async fn open(
@@ -90,6 +104,7 @@ impl Knowledge {
             );
             Ok(Knowledge {
                 checkout: Arc::new(Mutex::new(checkout)),
+                patience: REACH_FOR,
             })
         })
         .await
@@ -139,9 +154,10 @@ pub async fn publish(
     outcome: Outcome,
     attempts: u32,
     record: LeaseRecord,
+    push_backoff: ExponentialBuilder,
 ) -> Result<(), KnowledgeError> {
     blocking(move || {
-        let written = write_and_push(&worktree, &origin, outcome, attempts, &record);
+        let written = write_and_push(&worktree, &origin, outcome, attempts, &record, push_backoff);
         let removed = worktree.remove();
         written.and(removed)
     })
@@ -153,12 +169,12 @@ pub async fn publish(
 /// it. The lease itself lives in Redis and is renewed meanwhile.
 pub const REACH_FOR: Duration = Duration::from_secs(30);
 
-/// Delays between tries to reach the knowledge repo, `REACH_FOR` in all.
-pub fn reach_backoff() -> ExponentialBuilder {
+/// Delays between tries to reach the knowledge repo, `total` in all.
+fn reach_backoff(total: Duration) -> ExponentialBuilder {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
+        .with_min_delay(Duration::from_millis(200).min(total))
         .with_max_delay(Duration::from_secs(2))
-        .with_total_delay(Some(REACH_FOR))
+        .with_total_delay(Some(total))
         .without_max_times()
         .with_jitter()
 }
@@ -169,6 +185,7 @@ fn write_and_push(
     outcome: Outcome,
     attempts: u32,
     record: &LeaseRecord,
+    push_backoff: ExponentialBuilder,
 ) -> Result<(), KnowledgeError> {
     let rule = origin.rule.as_str();
     let scripts = &record.scripts;
@@ -221,7 +238,7 @@ fn write_and_push(
     // The commit is local and done once; only the push goes over the
     // network, and an accepted outcome must have its branch (K3).
     (|| wt.push())
-        .retry(reach_backoff())
+        .retry(push_backoff)
         .sleep(std::thread::sleep)
         .notify(|e, after| tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "knowledge: push failed; retrying"))
         .call()

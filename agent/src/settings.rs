@@ -111,6 +111,9 @@ pub struct AgentSettings {
     /// The agent's cache of the knowledge repo (used only when the
     /// coordinator serves one); `None`: `.fleet/agents/<agent-id>`.
     pub work_dir: Option<PathBuf>,
+    /// How long a lease keeps trying to reach the knowledge repo (fetch,
+    /// push) while the coordinator that serves it is away.
+    pub knowledge_patience: Duration,
 }
 
 /// This machine's host name (`/proc/sys/kernel/hostname`, then `$HOSTNAME`).

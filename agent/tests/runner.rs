@@ -38,6 +38,7 @@ fn settings(
         metrics_listen: None,
         slots: 1,
         work_dir: None,
+        knowledge_patience: std::time::Duration::from_secs(30),
     }
 }
 
@@ -285,7 +286,10 @@ async fn an_unreachable_knowledge_repo_never_loses_an_outcome() {
         },
     )
     .await
-    .expect("a cache opens without the network");
+    .expect("a cache opens without the network")
+    // It would keep trying for 30 s per lease; the point here is what
+    // happens once it gives up.
+    .with_patience(Duration::from_millis(300));
     let metrics = AgentMetrics::new();
     let incarnation = client.next_incarnation(&agent).await.unwrap();
     let sink = EventSink::start(client.clone(), agent.clone(), incarnation, metrics.clone());

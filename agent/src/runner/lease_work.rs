@@ -154,7 +154,7 @@ impl Runner {
         // The coordinator serving the repo may be restarting: keep trying
         // for a while (the lease is renewed meanwhile), unless shutting down.
         let start = (|| knowledge.start_lease(run.clone(), rule.clone(), lease.epoch.0, family.clone()))
-            .retry(knowledge::reach_backoff())
+            .retry(knowledge.backoff())
             .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "knowledge: could not start the lease's worktree; retrying"));
         let started = tokio::select! {
             r = start => r,
@@ -192,7 +192,12 @@ impl Runner {
             rule: lease.task.rule.clone(),
             agent: lease.agent.as_str().to_owned(),
         };
-        match knowledge::publish(wt, origin, outcome, attempts, record).await {
+        let backoff = self
+            .knowledge
+            .as_ref()
+            .map(knowledge::Knowledge::backoff)
+            .unwrap_or_default();
+        match knowledge::publish(wt, origin, outcome, attempts, record, backoff).await {
             Ok(()) => info!(branch, "knowledge: lease branch pushed"),
             Err(e) => {
                 self.metrics.knowledge_errors.inc();

@@ -145,6 +145,7 @@ mod tests {
             metrics_listen: None,
             slots: 2,
             work_dir: None,
+            knowledge_patience: std::time::Duration::from_secs(30),
         }
     }
 
