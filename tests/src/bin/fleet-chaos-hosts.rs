@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use fleet_tests::hosts::{run, HostsPlan};
+use fleet_tests::hosts::{run, HostsPlan, TARGET_RULES};
 
 /// Starts the coordinator with its own Redis and Postgres, agent containers
 /// on a private Docker network, and injects: SIGKILL and `docker kill` of
@@ -37,6 +37,10 @@ struct Args {
     /// Target containers killed under the Docker-target agent.
     #[arg(long, default_value_t = 2)]
     target_kills: usize,
+    /// Real rules the Docker-target agent runs (at most 8; 0 skips that
+    /// phase).
+    #[arg(long, default_value_t = 8)]
+    target_rules: usize,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
@@ -45,7 +49,7 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
-    let report = run(HostsPlan {
+    let plan = HostsPlan {
         tasks: a.tasks,
         agents: a.agents,
         sim_work_ms: a.sim_work_ms,
@@ -58,13 +62,34 @@ async fn main() {
         coordinator_restarts: a.each,
         zombie_completions: a.each * 3,
         target_kills: a.target_kills,
+        target_rules: TARGET_RULES
+            .iter()
+            .take(a.target_rules)
+            .map(|r| r.to_string())
+            .collect(),
         timeout: Duration::from_secs(a.timeout_s),
-        ..HostsPlan::short()
-    })
-    .await;
+    };
+    // Interrupted: the run's future is dropped, which removes its
+    // containers and network and stops its Redis and Postgres.
+    let report = tokio::select! {
+        r = run(plan) => r,
+        _ = interrupted() => {
+            eprintln!("chaos-hosts: interrupted; cleaned up");
+            std::process::exit(130);
+        }
+    };
     println!("{}", report.line());
     if !report.ok() {
         eprintln!("chaos-hosts: FAILED: {report:#?}");
         std::process::exit(1);
+    }
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -113,5 +113,12 @@ pub fn agent_image(binary: &Path) -> String {
     });
     let _ = docker(&["rm", "-f", &builder]);
     committed.unwrap_or_else(|e| panic!("building {tag}: {e}"));
+    // Images of earlier binaries: best effort (one in use stays).
+    let older =
+        docker(&["images", "-q", "--filter", "label=fleet.role=agent-host"]).unwrap_or_default();
+    let current = docker(&["images", "-q", &tag]).unwrap_or_default();
+    for id in older.lines().filter(|id| *id != current) {
+        let _ = docker(&["rmi", id]);
+    }
     tag
 }
