@@ -32,7 +32,14 @@ pub async fn serve(
     settings: AgentSettings,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AgentError> {
-    let Some((redis_url, keys, lease, git)) = resolve(&settings, &shutdown).await? else {
+    let Some(Joined {
+        redis_url,
+        keys,
+        lease,
+        git,
+        incarnation,
+    }) = resolve(&settings, &shutdown).await?
+    else {
         return Ok(RunSummary::default());
     };
     lease.validate().map_err(AgentError::Config)?;
@@ -44,12 +51,21 @@ pub async fn serve(
         return Ok(RunSummary::default());
     };
     let agent = settings.agent.clone();
-    let Some(incarnation) = until_ok("take an incarnation", &shutdown, || {
-        client.next_incarnation(&agent)
-    })
-    .await
-    else {
-        return Ok(RunSummary::default());
+    // The coordinator numbers incarnations in Postgres, so a Redis that
+    // lost its data cannot hand out a number twice; without a coordinator
+    // (or from an older one), Redis counts.
+    let incarnation = match incarnation {
+        Some(n) => n,
+        None => {
+            let Some(n) = until_ok("take an incarnation", &shutdown, || {
+                client.next_incarnation(&agent)
+            })
+            .await
+            else {
+                return Ok(RunSummary::default());
+            };
+            n
+        }
     };
     info!(agent = %agent, incarnation, key_prefix = keys.prefix(), "agent starting");
 
@@ -108,26 +124,40 @@ type GitAccess = Option<(String, String)>;
 
 /// Redis URL, keyspace, lease timing and git access, from the coordinator
 /// or the flags (no knowledge repo without a coordinator).
+/// What joining the fleet gave this agent.
+struct Joined {
+    redis_url: String,
+    keys: Keyspace,
+    lease: LeaseSettings,
+    git: GitAccess,
+    /// Numbered by the coordinator; `None`: take one from Redis.
+    incarnation: Option<u32>,
+}
+
 async fn resolve(
     settings: &AgentSettings,
     shutdown: &CancellationToken,
-) -> Result<Option<(String, Keyspace, LeaseSettings, GitAccess)>, AgentError> {
+) -> Result<Option<Joined>, AgentError> {
     match &settings.connection {
         Connection::Direct {
             redis_url,
             key_prefix,
             lease,
-        } => Ok(Some((
-            redis_url.clone(),
-            Keyspace::new(key_prefix.clone()),
-            *lease,
-            None,
-        ))),
+        } => Ok(Some(Joined {
+            redis_url: redis_url.clone(),
+            keys: Keyspace::new(key_prefix.clone()),
+            lease: *lease,
+            git: None,
+            incarnation: None,
+        })),
         Connection::Coordinator { url, token } => {
             let answer = register(url, token, &registration_for(&settings.agent), shutdown).await?;
-            Ok(answer.map(|c| {
-                let git = c.knowledge_url.zip(c.git_password);
-                (c.redis_url, Keyspace::new(c.key_prefix), c.lease, git)
+            Ok(answer.map(|c| Joined {
+                git: c.knowledge_url.zip(c.git_password),
+                redis_url: c.redis_url,
+                keys: Keyspace::new(c.key_prefix),
+                lease: c.lease,
+                incarnation: c.incarnation,
             }))
         }
     }

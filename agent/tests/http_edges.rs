@@ -75,6 +75,7 @@ async fn registration_retries_a_starting_coordinator_and_returns_its_config() {
         lease: LeaseSettings::default(),
         knowledge_url: None,
         git_password: None,
+        incarnation: None,
     };
     let (url, seen) = fake_coordinator(vec![
         (503, r#"{"error":"starting"}"#.into()),

@@ -337,6 +337,11 @@ pub struct AgentConfig {
     /// This agent's password for `knowledge_url` (user = agent id).
     #[serde(default)]
     pub git_password: Option<String>,
+    /// This agent process's incarnation, numbered in Postgres at each
+    /// registration (event sequences restart per incarnation, E1); `None`
+    /// in the shared part of the config and from older coordinators.
+    #[serde(default)]
+    pub incarnation: Option<u32>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -351,6 +356,7 @@ impl std::fmt::Debug for AgentConfig {
                 "git_password",
                 &self.git_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("incarnation", &self.incarnation)
             .finish()
     }
 }

@@ -159,6 +159,7 @@ impl ServeConfig {
             lease: self.lease,
             knowledge_url: Some(format!("{}/git{repo_path}", base.trim_end_matches('/'))),
             git_password: None,
+            incarnation: None,
         }
     }
 }

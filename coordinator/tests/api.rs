@@ -191,3 +191,43 @@ async fn agents_register_with_the_agent_token_and_learn_where_redis_is() {
     assert!(agents[0].last_seen_ms.is_some());
     env.cleanup().await;
 }
+
+/// Each registration is a new incarnation, numbered in Postgres: a Redis
+/// that lost its counters (it came back empty) never hands a number out
+/// twice, so two processes of one agent never share an event sequence.
+#[tokio::test]
+async fn incarnations_keep_counting_when_redis_forgets() {
+    let env = TestEnv::new().await;
+    let metrics = Metrics::new();
+    let base = start(&env, &metrics).await;
+    let http = reqwest::Client::new();
+    let register = || async {
+        let config: AgentConfig = http
+            .post(format!("{base}/api/v1/agents/register"))
+            .bearer_auth("agent-token")
+            .json(&json!({ "agent": "agent-9", "host": "h", "version": "v" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        config
+            .incarnation
+            .expect("the coordinator numbers incarnations")
+    };
+    assert_eq!(register().await, 1);
+    assert_eq!(register().await, 2);
+    // Redis loses the counter, as when it restarts empty.
+    let mut conn = env.leases.connection();
+    let _: () = redis::AsyncCommands::del(
+        &mut conn,
+        env.leases
+            .keys()
+            .incarnation(&fleet_common::AgentId("agent-9".into())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(register().await, 3);
+    env.cleanup().await;
+}

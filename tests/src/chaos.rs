@@ -39,7 +39,8 @@ pub struct ChaosReport {
     /// Tasks without an accepted outcome, plus events missing from an
     /// agent incarnation's sequence.
     pub lost: u64,
-    /// Tasks with more than one accepted outcome.
+    /// Tasks with more than one accepted outcome, plus events applied
+    /// twice (one incarnation's seq under two event ids).
     pub duplicated: u64,
     /// Accepted outcomes whose epoch is not the task's last grant.
     pub stale_accepted: u64,
@@ -306,6 +307,14 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
            GROUP BY agent_id, incarnation) s",
     )
     .await;
+    // One event sent once has one id; the same (incarnation, seq) under two
+    // ids is an event applied twice (a replay that minted a new id, or two
+    // processes numbered the same incarnation).
+    let events_twice = count(
+        "SELECT count(*) FROM (SELECT 1 FROM run_events WHERE run_id = $1 AND agent_id <> 'coordinator'
+           GROUP BY agent_id, incarnation, seq HAVING count(*) > 1) d",
+    )
+    .await;
     let stale_accepted = count(
         "SELECT count(*) FROM work_items w WHERE run_id = $1 AND accepted_epoch < (
            SELECT max(epoch) FROM run_events e WHERE e.work_item_id = w.id AND e.kind = 'lease_acquired')",
@@ -319,7 +328,7 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
     ChaosReport {
         tasks,
         lost: unfinished + missing_events,
-        duplicated,
+        duplicated: duplicated + events_twice,
         stale_accepted,
         stale_rejected,
         lease_losses,

@@ -35,6 +35,7 @@ async fn start_with(scan_image: Option<String>) -> Api {
             lease: LeaseSettings::default(),
             knowledge_url: None,
             git_password: None,
+            incarnation: None,
         },
         git_secret: String::new(),
         access: Default::default(),

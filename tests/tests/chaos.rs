@@ -88,8 +88,9 @@ async fn checker_reports_lost_duplicated_and_stale_outcomes() {
     let history = [
         ev(ids[0], 1, 1, EventBody::LeaseAcquired { deadline_ms: 0 }),
         ev(ids[0], 1, 2, done.clone()),
-        ev(ids[0], 1, 3, done.clone()), // completed twice
-        ev(ids[1], 3, 4, done.clone()), // accepted under epoch 3 ...
+        ev(ids[0], 1, 3, done.clone()),              // completed twice
+        ev(ids[2], 1, 3, EventBody::AttemptStarted), // seq 3 again, another id
+        ev(ids[1], 3, 4, done.clone()),              // accepted under epoch 3 ...
         ev(ids[1], 5, 6, EventBody::LeaseAcquired { deadline_ms: 0 }), // ... though 5 was granted; seq 5 missing
                                                                        // ids[2] never finishes
     ];
@@ -104,7 +105,12 @@ async fn checker_reports_lost_duplicated_and_stale_outcomes() {
     c.ingester().drain().await.unwrap();
     let report = fleet_tests::chaos::check(&c.db.pool, run.0).await;
     assert_eq!(report.tasks, 3);
-    assert_eq!(report.duplicated, 1, "{}", report.line());
+    assert_eq!(
+        report.duplicated,
+        2,
+        "one outcome twice + one event applied twice: {}",
+        report.line()
+    );
     assert_eq!(report.stale_accepted, 1, "{}", report.line());
     assert_eq!(
         report.lost,

@@ -64,12 +64,32 @@ pub async fn register(
     .bind(&req.version)
     .execute(&state.pool)
     .await?;
+    // Numbered here rather than by Redis alone: a Redis that lost its data
+    // would hand out numbers again, and two processes of one agent would
+    // share an event sequence. Redis's count still bounds it from below,
+    // for agents numbered there before.
+    let from_redis = state
+        .leases
+        .next_incarnation(&agent)
+        .await
+        .map_err(crate::error::CoordinatorError::from)?;
+    let incarnation: i64 = sqlx::query_scalar(
+        "UPDATE agents SET incarnations = GREATEST(incarnations + 1, $2) WHERE id = $1
+         RETURNING incarnations",
+    )
+    .bind(agent.as_str())
+    .bind(i64::from(from_redis))
+    .fetch_one(&state.pool)
+    .await?;
+    let incarnation = u32::try_from(incarnation)
+        .map_err(|_| ApiFailure::bad_request(format!("agent {agent} ran out of incarnations")))?;
     let credential = match credential {
         AgentCredential::Issued(owner) => format!("token {}", owner.token_id),
         AgentCredential::Enrollment => "enrollment token".to_owned(),
     };
-    tracing::info!(agent = %agent, host = %req.host, version = %req.version, %credential, "agent registered");
+    tracing::info!(agent = %agent, host = %req.host, version = %req.version, %credential, incarnation, "agent registered");
     let mut config = state.agent_config.clone();
+    config.incarnation = Some(incarnation);
     if let Some(acl) = &state.access.redis_acl {
         let (user, password) = acl.grant(agent.as_str()).await?;
         config.redis_url = redis_acl::url_with_credentials(&config.redis_url, &user, &password)?;

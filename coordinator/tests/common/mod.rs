@@ -99,6 +99,7 @@ impl TestEnv {
                 lease: *self.leases.settings(),
                 knowledge_url: None,
                 git_password: None,
+                incarnation: None,
             },
             git_secret: String::new(),
             access: Default::default(),
