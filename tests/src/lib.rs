@@ -12,6 +12,8 @@
 //! - [`db`]: a Postgres pool on a fresh, migrated schema.
 //! - [`fake_llm`]: the scripted OpenAI-compatible endpoint (real HTTP).
 //! - [`procs`]: starting and signalling the real binaries.
+//! - [`private_redis`]: a redis-server of a test's own, to restart with or
+//!   without its data.
 //! - [`prometheus`]: a real Prometheus with the shipped config, and queries.
 //! - [`security`]: hostile inputs for `make security` (text, access).
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
@@ -37,6 +39,7 @@ pub mod db;
 pub mod fake_llm;
 pub mod fleet;
 pub mod loadgen;
+pub mod private_redis;
 pub mod procs;
 pub mod prometheus;
 pub mod queue;
