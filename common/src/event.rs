@@ -5,7 +5,8 @@
 //! `{"v":1,"id":..,"run":..,"task":..,"rule":..,"agent":..,"incarnation":..,
 //!   "epoch":..,"attempt":..,"seq":..,"ts_ms":..,"body":{"type":..,..}}`.
 //! A completion the lease script refused carries a second field `rejected`
-//! with the reason; it is recorded but never counted (DESIGN L3).
+//! with the reason; it is recorded but never counted (DESIGN L3). So does an
+//! agent's replay of a completion Redis lost (`unconfirmed`).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -24,7 +25,8 @@ pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Stream entry field holding the event JSON.
 pub const FIELD_EVENT: &str = "e";
 /// Stream entry field set by the complete script when it refused the
-/// completion; its value is the [`RejectReason`].
+/// completion, or by an agent replaying a completion Redis lost; its value
+/// is the [`RejectReason`].
 pub const FIELD_REJECTED: &str = "rejected";
 
 /// Agent name used on events the coordinator side produces (reaper).
