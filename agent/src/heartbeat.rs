@@ -88,11 +88,65 @@ impl Heartbeat {
         })
     }
 
+    /// A cheap handle on this lease's local deadline, for code about to
+    /// write to the target (DESIGN L4, T2).
+    pub fn fence(&self) -> LeaseFence {
+        LeaseFence {
+            deadline: Some(self.deadline.clone()),
+            reason: self.reason.clone(),
+        }
+    }
+
     /// Stops renewing and waits for the task to end.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(handle) = self.handle.take() {
             let _ = handle.await;
+        }
+    }
+}
+
+/// Checked right before every write to the target: after a pause (SIGSTOP
+/// past the TTL, a stalled host) the remediation future can run before the
+/// renewal task notices the lease is gone, and a zombie must not touch the
+/// target then. The check reads the heartbeat's local deadline (TTL minus
+/// the safety margin since the last renewal sent) and its verdict, so it
+/// refuses as soon as the lease may be gone by Redis time. Cheap: two
+/// `Arc`s, one lock, one clock read.
+#[derive(Clone, Debug, Default)]
+pub struct LeaseFence {
+    /// `None`: unfenced (tests and tools that run without a lease).
+    deadline: Option<Arc<Mutex<Instant>>>,
+    reason: Arc<OnceLock<AbandonReason>>,
+}
+
+impl LeaseFence {
+    /// A fence that never refuses: for code run without a lease.
+    pub fn unfenced() -> Self {
+        Self::default()
+    }
+
+    /// A fence on a fixed deadline (no renewals): for tests.
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline: Some(Arc::new(Mutex::new(deadline))),
+            reason: Arc::default(),
+        }
+    }
+
+    /// `Ok` while the lease is still ours to act on; otherwise why not.
+    pub fn check(&self) -> Result<(), AbandonReason> {
+        if let Some(reason) = self.reason.get() {
+            return Err(*reason);
+        }
+        let Some(deadline) = &self.deadline else {
+            return Ok(());
+        };
+        let deadline = *deadline.lock().expect("heartbeat deadline lock");
+        if Instant::now() >= deadline {
+            Err(AbandonReason::LocalDeadline)
+        } else {
+            Ok(())
         }
     }
 }
@@ -160,5 +214,46 @@ impl Beat {
         let _ = self.reason.set(reason);
         warn!(?reason, "lease lost");
         self.lost.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_refuses_once_its_deadline_passed() {
+        let fence = LeaseFence::until(Instant::now() + Duration::from_secs(5));
+        assert_eq!(fence.check(), Ok(()));
+        // A pause past the deadline (as after SIGSTOP / SIGCONT): the
+        // renewal task never ran, the fence still refuses.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(fence.check(), Err(AbandonReason::LocalDeadline));
+        assert_eq!(fence.clone().check(), Err(AbandonReason::LocalDeadline));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_follows_renewals_and_the_heartbeats_verdict() {
+        let deadline = Arc::new(Mutex::new(Instant::now() + Duration::from_secs(1)));
+        let reason = Arc::new(OnceLock::new());
+        let fence = LeaseFence {
+            deadline: Some(deadline.clone()),
+            reason: reason.clone(),
+        };
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(fence.check().is_err());
+        // A renewal moves the deadline; the same fence lets writes through.
+        *deadline.lock().unwrap() = Instant::now() + Duration::from_secs(1);
+        assert_eq!(fence.check(), Ok(()));
+        // A refused renewal stops writes at once, deadline or not.
+        reason.set(AbandonReason::RenewRefused).unwrap();
+        assert_eq!(fence.check(), Err(AbandonReason::RenewRefused));
+    }
+
+    #[test]
+    fn an_unfenced_fence_never_refuses() {
+        assert_eq!(LeaseFence::unfenced().check(), Ok(()));
     }
 }

@@ -140,6 +140,7 @@ fn finished(r: Remediation) -> Outcome {
     match r {
         Remediation::Finished { outcome, .. } => outcome,
         Remediation::Cancelled => panic!("cancelled"),
+        Remediation::Lost(reason) => panic!("lease lost: {reason:?}"),
     }
 }
 

@@ -263,3 +263,75 @@ async fn a_failing_health_check_fails_the_attempt_and_names_the_check() {
         (EvalStatus::Pass, false, vec!["sshd_config".to_string()])
     );
 }
+
+/// DESIGN L4, T2: past the lease's local deadline (as after a pause past
+/// the TTL) the loop writes nothing more to the target and ends as lost;
+/// scripts that did run say when they started.
+#[tokio::test(start_paused = true)]
+async fn the_lease_fence_stops_the_next_write_once_the_deadline_passed() {
+    use fleet_agent::remediation::{remediate_fenced, Guidance, LeaseFence, LeaseLog};
+    use fleet_common::event::AbandonReason;
+
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(2));
+    let task = rule_task(1, &rule, Budgets::default());
+    let run = |fence: LeaseFence| {
+        let task = task.clone();
+        async move {
+            // 1 s of work per attempt: the first look takes 0.5 s, attempt
+            // 1's script starts then and its evaluation ends at 1.5 s.
+            let bench = sim::workbench(Duration::from_secs(1));
+            bench.target.baseline().await.unwrap();
+            let (sink, rx) = EventSink::in_memory(AgentId::parse("agent-test").unwrap(), 1);
+            let events = sink.for_lease(&sample_lease(task.clone()));
+            let r = remediate_fenced(
+                &task,
+                &bench,
+                &events,
+                &AgentMetrics::new(),
+                &CancellationToken::new(),
+                &Guidance::default(),
+                &LeaseLog::default(),
+                &fence,
+            )
+            .await;
+            sink.flush().await.unwrap();
+            let started: Vec<(u32, Option<i64>)> = drain(rx)
+                .into_iter()
+                .filter_map(|e| match e.body {
+                    EventBody::AttemptEvaluated {
+                        script_started_ms, ..
+                    } => Some((e.attempt, script_started_ms)),
+                    _ => None,
+                })
+                .collect();
+            (r, started)
+        }
+    };
+
+    // The deadline passes during attempt 1's evaluation: attempt 2 is
+    // never run.
+    let (r, started) = run(LeaseFence::until(
+        Instant::now() + Duration::from_millis(1200),
+    ))
+    .await;
+    assert_eq!(r, Remediation::Lost(AbandonReason::LocalDeadline));
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].0, 1);
+    assert!(started[0].1.is_some(), "the script's start is recorded");
+
+    // Already past: nothing is written at all.
+    let (r, started) = run(LeaseFence::until(Instant::now())).await;
+    assert_eq!(r, Remediation::Lost(AbandonReason::LocalDeadline));
+    assert!(started.is_empty(), "{started:?}");
+
+    // Unfenced, the same rule is fixed on attempt 2.
+    let (r, started) = run(LeaseFence::unfenced()).await;
+    assert_eq!(
+        r,
+        Remediation::Finished {
+            outcome: Outcome::Fixed { attempt: 2 },
+            attempts: 2
+        }
+    );
+    assert_eq!(started.len(), 2);
+}

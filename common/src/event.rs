@@ -5,7 +5,8 @@
 //! `{"v":1,"id":..,"run":..,"task":..,"rule":..,"agent":..,"incarnation":..,
 //!   "epoch":..,"attempt":..,"seq":..,"ts_ms":..,"body":{"type":..,..}}`.
 //! A completion the lease script refused carries a second field `rejected`
-//! with the reason; it is recorded but never counted (DESIGN L3).
+//! with the reason; it is recorded but never counted (DESIGN L3). So does an
+//! agent's replay of a completion Redis lost (`unconfirmed`).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -24,7 +25,8 @@ pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Stream entry field holding the event JSON.
 pub const FIELD_EVENT: &str = "e";
 /// Stream entry field set by the complete script when it refused the
-/// completion; its value is the [`RejectReason`].
+/// completion, or by an agent replaying a completion Redis lost; its value
+/// is the [`RejectReason`].
 pub const FIELD_REJECTED: &str = "rejected";
 
 /// Agent name used on events the coordinator side produces (reaper).
@@ -110,6 +112,12 @@ pub enum EventBody {
         /// reached`, `timed out …` (DESIGN T1). Absent otherwise.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         contained: Option<String>,
+        /// Unix ms when the script's write to the target began: taken right
+        /// after the lease fence passed, just before the exec (DESIGN L4,
+        /// T2). A checker holds it against the time the lease was lost.
+        /// Absent when nothing ran (the screen refused the script).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        script_started_ms: Option<i64>,
     },
     /// The Reflector's lesson (or ban) from a failed attempt: a candidate
     /// until the dream stage accepts it (DESIGN D3).
@@ -176,6 +184,13 @@ pub enum RejectReason {
     WrongAgent,
     /// The lease expired by Redis time before the completion arrived.
     Expired,
+    /// Not from the complete script: the agent's replay of a completion
+    /// that Redis accepted but lost (it came back empty) before it was
+    /// ingested. The task was rebuilt as pending and is run again, so this
+    /// copy only fills the agent's seq hole and is never counted; if the
+    /// accepted copy was ingested after all, this one dedupes to it (same
+    /// event id).
+    Unconfirmed,
 }
 
 impl RejectReason {
@@ -186,6 +201,7 @@ impl RejectReason {
             Self::StaleEpoch => "stale_epoch",
             Self::WrongAgent => "wrong_agent",
             Self::Expired => "expired",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
 
@@ -196,6 +212,7 @@ impl RejectReason {
             Self::StaleEpoch,
             Self::WrongAgent,
             Self::Expired,
+            Self::Unconfirmed,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -349,6 +366,7 @@ mod tests {
                 duration_ms: 3,
                 health_failed: vec!["sshd_config".into()],
                 contained: Some("killed: out of memory (limit 512 MiB; 1 process killed)".into()),
+                script_started_ms: Some(1_700_000_000_123),
             },
             EventBody::LessonProposed {
                 lesson: CandidateLesson {
@@ -436,5 +454,36 @@ mod tests {
         assert!(Delivered::decode(Some(other.to_json().as_bytes()), Some(b"stale_epoch")).is_err());
         assert!(Delivered::decode(Some(done.to_json().as_bytes()), Some(b"because")).is_err());
         assert!(Delivered::decode(None, None).is_err());
+        let d = Delivered::decode(Some(done.to_json().as_bytes()), Some(b"unconfirmed")).unwrap();
+        assert_eq!(d.rejected, Some(RejectReason::Unconfirmed));
+    }
+
+    #[test]
+    fn every_reject_reason_parses_back() {
+        for r in [
+            RejectReason::UnknownTask,
+            RejectReason::NotLeased,
+            RejectReason::StaleEpoch,
+            RejectReason::WrongAgent,
+            RejectReason::Expired,
+            RejectReason::Unconfirmed,
+        ] {
+            assert_eq!(RejectReason::parse(r.as_str()), Some(r));
+        }
+    }
+
+    #[test]
+    fn an_evaluation_without_script_start_reads_as_before() {
+        let e = sample(EventBody::AttemptEvaluated {
+            status: EvalStatus::Fail,
+            health_ok: true,
+            duration_ms: 3,
+            health_failed: Vec::new(),
+            contained: None,
+            script_started_ms: None,
+        });
+        let json = e.to_json();
+        assert!(!json.contains("script_started_ms"));
+        assert_eq!(Event::decode(json.as_bytes()).unwrap(), e);
     }
 }

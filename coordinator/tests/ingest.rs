@@ -112,6 +112,7 @@ async fn an_attempt_and_its_outcome_reach_postgres_in_any_order() {
             duration_ms: 5,
             health_failed: vec![],
             contained: None,
+            script_started_ms: None,
         },
         EventBody::PromptAssembled {
             lessons: vec![

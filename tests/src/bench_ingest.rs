@@ -215,6 +215,7 @@ pub fn realistic_events(tasks: &[QueuedTask], n: usize) -> Vec<Event> {
                     duration_ms: 900,
                     health_failed: Vec::new(),
                     contained: None,
+                    script_started_ms: None,
                 },
             ));
             if !passed {

@@ -135,6 +135,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         json_logs: false,
         // Agents on their own tokens and Redis users, as in production.
         per_agent_tokens: true,
+        redis_url: None,
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

@@ -36,6 +36,9 @@ pub struct FleetOpts {
     /// The coordinator has no enrollment token: each agent registers with
     /// its own token, issued with `fleet-coordinator agents issue`.
     pub per_agent_tokens: bool,
+    /// The Redis the coordinator and the test's `LeaseClient` use (agents
+    /// get it from the coordinator); `None`: the shared one.
+    pub redis_url: Option<String>,
 }
 
 impl Default for FleetOpts {
@@ -49,6 +52,7 @@ impl Default for FleetOpts {
             auto_dream: true,
             json_logs: false,
             per_agent_tokens: false,
+            redis_url: None,
         }
     }
 }
@@ -77,7 +81,8 @@ impl Fleet {
     pub async fn start(opts: FleetOpts) -> Self {
         let db = TestDb::new().await;
         let keys = Keyspace::new(format!("{}:", db.schema));
-        let leases = LeaseClient::connect(&redis_url(), keys.clone(), LeaseSettings::default())
+        let redis = opts.redis_url.clone().unwrap_or_else(redis_url);
+        let leases = LeaseClient::connect(&redis, keys.clone(), LeaseSettings::default())
             .await
             .expect("redis reachable");
         let logs = repo_root().join("target/test-logs").join(&db.schema);
@@ -117,7 +122,7 @@ impl Fleet {
             .env("FLEET_LISTEN", self.api.trim_start_matches("http://"))
             .env("FLEET_DATABASE_URL", database_url())
             .env("FLEET_PG_SCHEMA", &self.db.schema)
-            .env("FLEET_REDIS_URL", redis_url())
+            .env("FLEET_REDIS_URL", self.redis_url())
             .env("FLEET_KEY_PREFIX", self.keys.prefix())
             .env("FLEET_API_TOKEN", &self.api_token)
             .env(
@@ -148,6 +153,11 @@ impl Fleet {
             &self.logs.join("coordinator.log"),
         ));
         self.wait_healthy(Duration::from_secs(30)).await;
+    }
+
+    /// The Redis this fleet runs on.
+    pub fn redis_url(&self) -> String {
+        self.opts.redis_url.clone().unwrap_or_else(redis_url)
     }
 
     async fn wait_healthy(&mut self, timeout: Duration) {
@@ -304,12 +314,22 @@ impl Fleet {
         let start = Instant::now();
         let mut conn = self.leases.connection();
         loop {
-            let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+            let groups: redis::streams::StreamInfoGroupsReply = match redis::cmd("XINFO")
                 .arg("GROUPS")
                 .arg(self.keys.events())
                 .query_async(&mut conn)
                 .await
-                .expect("xinfo groups");
+            {
+                Ok(g) => g,
+                // A connection a Redis restart broke answers one error,
+                // then reconnects.
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                    assert!(start.elapsed() < timeout, "xinfo groups: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => panic!("xinfo groups: {e}"),
+            };
             let pending: usize = groups.groups.iter().map(|g| g.pending).sum();
             let lag: Option<usize> = groups.groups.first().and_then(|g| g.lag);
             if pending == 0 && lag == Some(0) {

@@ -207,6 +207,7 @@ impl SimAgent {
                         duration_ms: 900,
                         health_failed: Vec::new(),
                         contained: None,
+                        script_started_ms: None,
                     },
                 );
                 if !passed && attempt % 2 == 1 {

@@ -154,6 +154,7 @@ fn attempt_events(run: RunId, task: TaskId, rule: &str) -> Vec<Event> {
                 duration_ms: 5,
                 health_failed: vec!["sshd".into()],
                 contained: None,
+                script_started_ms: None,
             },
         ),
         event(

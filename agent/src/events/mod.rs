@@ -7,8 +7,16 @@
 //! atomically with acceptance (DESIGN L3). It takes the next seq and goes
 //! through the same ordered sender, so every earlier event is in the stream
 //! before it, and no later one can be, whatever slot emitted it.
+//!
+//! Delivered events are kept for a while and appended again when Redis
+//! comes back without them (`replay.rs`).
 
+mod replay;
 mod sender;
+
+pub use replay::{
+    ReplayBuffer, GENERATION_CHECK_EVERY, REPLAY_MAX_BYTES, REPLAY_MAX_EVENTS, REPLAY_WINDOW,
+};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,19 +75,35 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the background sender appending to `client`'s stream.
+    /// Starts the background sender appending to `client`'s stream, which
+    /// replays delivered events when Redis comes back without them.
     pub fn start(
         client: LeaseClient,
         agent: AgentId,
         incarnation: u32,
         metrics: AgentMetrics,
     ) -> Self {
+        Self::start_with_replay(client, agent, incarnation, metrics, !replay_disabled())
+    }
+
+    /// [`EventSink::start`]; `replay: false` only for tests that show what
+    /// a Redis loss does without it.
+    pub fn start_with_replay(
+        client: LeaseClient,
+        agent: AgentId,
+        incarnation: u32,
+        metrics: AgentMetrics,
+        replay: bool,
+    ) -> Self {
+        if !replay {
+            warn!("event replay disabled: a Redis that restarts empty loses undelivered events");
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (acked_tx, acked) = watch::channel(0);
         let stop = CancellationToken::new();
         let handle = spawn(
             "event-sender",
-            sender::run(client, rx, acked_tx, metrics, stop.clone()),
+            sender::run(client, rx, acked_tx, metrics, stop.clone(), replay),
         );
         Self::with_sender(agent, incarnation, tx, acked, Some((handle, stop)))
     }
@@ -265,6 +289,12 @@ impl LeaseEvents {
             .ok_or(AgentError::EventsClosed)?;
         Ok(answer.await.map_err(|_| AgentError::EventsClosed)??)
     }
+}
+
+/// `FLEET_EVENT_REPLAY=off`: a test switch (the redis-loss test shows the
+/// seq holes a Redis restart leaves without replay). On by default.
+fn replay_disabled() -> bool {
+    std::env::var("FLEET_EVENT_REPLAY").is_ok_and(|v| v == "off" || v == "0" || v == "false")
 }
 
 fn unix_ms() -> i64 {

@@ -1,14 +1,17 @@
-//! The one task that writes events to Redis, strictly in seq order.
+//! The one task that writes events to Redis, strictly in seq order, and
+//! appends them again when Redis comes back without them (`replay.rs`).
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use fleet_common::event::Event;
+use fleet_common::event::{Event, RejectReason};
 use fleet_common::lease::{Completion, Lease, LeaseClient, LeaseError};
 use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::replay::{ReplayBuffer, GENERATION_CHECK_EVERY};
 use super::Outgoing;
 use crate::metrics::AgentMetrics;
 
@@ -33,23 +36,85 @@ pub(super) async fn run(
     acked: watch::Sender<u64>,
     metrics: AgentMetrics,
     stop: CancellationToken,
+    replay: bool,
 ) {
-    while let Some(item) = rx.recv().await {
+    let mut kept = ReplayBuffer::default();
+    let mut check = tokio::time::interval(GENERATION_CHECK_EVERY);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = check.tick(), if replay => {
+                let again = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    n = check_generation(&client, &mut kept, &metrics) => n,
+                };
+                if again > 0 {
+                    info!(replayed = again, "redis came back with a new generation: delivered events appended again");
+                }
+                continue;
+            }
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
         let seq = item.seq();
         let delivered = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             ok = deliver(&client, item, &metrics) => ok,
         };
-        if delivered {
+        if let Some(event) = delivered {
             metrics.events_sent.inc();
             acked.send_replace(seq);
+            if replay {
+                kept.delivered(Instant::now(), event);
+            }
         }
     }
 }
 
-/// True when the stream now holds the event.
-async fn deliver(client: &LeaseClient, item: Outgoing, metrics: &AgentMetrics) -> bool {
+/// Reads the generation (one GET; an error waits for the next tick) and,
+/// when it changed, appends every kept event again. Returns how many.
+async fn check_generation(
+    client: &LeaseClient,
+    kept: &mut ReplayBuffer,
+    metrics: &AgentMetrics,
+) -> usize {
+    let Ok(generation) = client.generation().await else {
+        return 0;
+    };
+    let again = kept.generation_seen(Instant::now(), generation);
+    for (event, rejected) in &again {
+        let r = (|| reappend(client, event, *rejected))
+            .retry(backoff())
+            .when(transient)
+            .notify(|e, after| retried(metrics, event, e, after))
+            .await;
+        match r {
+            Ok(()) => metrics.events_replayed.inc(),
+            Err(e) => warn!(seq = event.seq, error = %e, "event could not be replayed"),
+        }
+    }
+    again.len()
+}
+
+async fn reappend(
+    client: &LeaseClient,
+    event: &Event,
+    rejected: Option<RejectReason>,
+) -> Result<(), LeaseError> {
+    match rejected {
+        Some(reason) => client.append_rejected(event, reason).await,
+        None => client.append_event(event).await,
+    }
+}
+
+/// The event, when the stream now holds it.
+async fn deliver(client: &LeaseClient, item: Outgoing, metrics: &AgentMetrics) -> Option<Event> {
     match item {
         Outgoing::Append(event) => {
             let r = (|| client.append_event(&event))
@@ -60,7 +125,7 @@ async fn deliver(client: &LeaseClient, item: Outgoing, metrics: &AgentMetrics) -
             if let Err(e) = &r {
                 warn!(seq = event.seq, error = %e, "event could not be appended");
             }
-            r.is_ok()
+            r.ok().map(|()| event)
         }
         Outgoing::Complete {
             lease,
@@ -70,7 +135,7 @@ async fn deliver(client: &LeaseClient, item: Outgoing, metrics: &AgentMetrics) -
             let r = complete(client, &lease, &event, metrics).await;
             let ok = r.is_ok();
             let _ = reply.send(r);
-            ok
+            ok.then_some(event)
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct AgentMetrics {
     pub lease_active: IntGauge,
     pub events_sent: IntCounter,
     pub event_send_retries: IntCounter,
+    /// Events appended again after Redis came back without them (a new
+    /// epoch generation): see `events::replay`.
+    pub events_replayed: IntCounter,
     /// Knowledge-repo operations that failed (fetch, worktree, commit, push).
     pub knowledge_errors: IntCounter,
     /// Worker scripts the screen refused to run.
@@ -88,6 +91,11 @@ impl AgentMetrics {
         let event_send_retries = IntCounter::new(
             "fleet_agent_event_send_retries_total",
             "Event appends retried after a Redis error",
+        )
+        .expect("valid metric");
+        let events_replayed = IntCounter::new(
+            "fleet_agent_events_replayed_total",
+            "Delivered events appended again after Redis restarted without them",
         )
         .expect("valid metric");
         let knowledge_errors = IntCounter::new(
@@ -170,6 +178,7 @@ impl AgentMetrics {
             &lessons_proposed,
             &events_sent,
             &event_send_retries,
+            &events_replayed,
             &knowledge_errors,
         ] {
             registry
@@ -209,6 +218,7 @@ impl AgentMetrics {
             lease_active,
             events_sent,
             event_send_retries,
+            events_replayed,
             knowledge_errors,
         }
     }

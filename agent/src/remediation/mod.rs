@@ -6,6 +6,10 @@
 //! Reflector's `LessonProposed` or `ReflectionFailed` — and returns the
 //! outcome; the caller completes the lease. When `cancel` fires it returns at once without
 //! reverting: the caller, which knows why (lost lease, shutdown), reverts.
+//!
+//! Every write to the target (the script's exec) first checks the lease's
+//! [`LeaseFence`]: past the local deadline nothing is written and the loop
+//! ends as [`Remediation::Lost`] (DESIGN L4, T2).
 
 mod guidance;
 mod health;
@@ -15,7 +19,7 @@ mod screen;
 
 use std::time::Duration;
 
-use fleet_common::event::{EvalStatus, EventBody};
+use fleet_common::event::{AbandonReason, EvalStatus, EventBody};
 use fleet_common::lesson::{CandidateKind, CandidateLesson, ReflectionFailure};
 use fleet_common::{EscalationReason, Outcome, RuleTask};
 use tokio::time::{timeout_at, Instant};
@@ -29,6 +33,7 @@ pub use screen::{screen, Refusal};
 
 use crate::error::AgentError;
 use crate::events::LeaseEvents;
+pub use crate::heartbeat::LeaseFence;
 use crate::metrics::AgentMetrics;
 use crate::workbench::{truncate_utf8, PriorAttempt, Workbench};
 
@@ -50,6 +55,10 @@ pub enum Remediation {
     },
     /// `cancel` fired; the target may hold a half-applied fix.
     Cancelled,
+    /// The lease fence refused a write to the target: the lease may be gone
+    /// by Redis time. This attempt wrote nothing; the caller abandons the
+    /// lease and reverts whatever an earlier attempt left.
+    Lost(AbandonReason),
 }
 
 /// What a lease produced for its branch of the knowledge repo: each
@@ -109,6 +118,22 @@ pub async fn remediate_with(
     guidance: &Guidance,
     log: &LeaseLog,
 ) -> Remediation {
+    let fence = LeaseFence::unfenced();
+    remediate_fenced(task, bench, events, metrics, cancel, guidance, log, &fence).await
+}
+
+/// [`remediate_with`], checking `fence` before every write to the target.
+#[allow(clippy::too_many_arguments)]
+pub async fn remediate_fenced(
+    task: &RuleTask,
+    bench: &Workbench,
+    events: &LeaseEvents,
+    metrics: &AgentMetrics,
+    cancel: &CancellationToken,
+    guidance: &Guidance,
+    log: &LeaseLog,
+    fence: &LeaseFence,
+) -> Remediation {
     let wall = Duration::from_secs(u64::from(task.budgets.wall_time_s));
     let rule_loop = RuleLoop {
         task,
@@ -117,6 +142,7 @@ pub async fn remediate_with(
         metrics,
         guidance,
         log,
+        fence,
         deadline: Instant::now() + wall,
     };
     tokio::select! {
@@ -133,6 +159,7 @@ struct RuleLoop<'a> {
     metrics: &'a AgentMetrics,
     guidance: &'a Guidance,
     log: &'a LeaseLog,
+    fence: &'a LeaseFence,
     deadline: Instant,
 }
 
@@ -141,6 +168,8 @@ enum Step {
     Fixed,
     Failed(Failed),
     Escalate(EscalationReason),
+    /// The fence refused the write: the lease may be gone.
+    Lost(AbandonReason),
 }
 
 /// A failed attempt, with what the Reflector needs.
@@ -221,6 +250,8 @@ impl RuleLoop<'_> {
                     self.revert().await;
                     return escalated(reason, attempt);
                 }
+                // No revert here: the caller abandons, and reverts (L4).
+                Ok(Step::Lost(reason)) => return Remediation::Lost(reason),
                 Err(_) => {
                     info!(attempt, "wall-time budget spent mid-attempt");
                     self.revert().await;
@@ -288,6 +319,7 @@ impl RuleLoop<'_> {
                     duration_ms,
                     health_failed: Vec::new(),
                     contained: Some(refusal.to_string()),
+                    script_started_ms: None,
                 },
             );
             return Step::Failed(Failed {
@@ -303,6 +335,16 @@ impl RuleLoop<'_> {
             });
         }
 
+        // The fence: a zombie (paused past its TTL, then resumed) gets here
+        // before its heartbeat task has run; it must not write (L4, T2).
+        if let Err(reason) = self.fence.check() {
+            warn!(
+                ?reason,
+                "lease fence: past the lease's local deadline, script not run"
+            );
+            return Step::Lost(reason);
+        }
+        let script_started_ms = unix_ms();
         let budget_left = self.deadline.saturating_duration_since(Instant::now());
         let (ran, mut output, contained, stopped) = match self
             .bench
@@ -381,6 +423,7 @@ impl RuleLoop<'_> {
                 duration_ms,
                 health_failed: health.failed,
                 contained,
+                script_started_ms: Some(script_started_ms),
             },
         );
         info!(?status, health_ok, duration_ms, "attempt evaluated");
@@ -479,6 +522,12 @@ impl RuleLoop<'_> {
             }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Cuts a script to [`MAX_SCRIPT_BYTES`] on a char boundary.

@@ -2,8 +2,9 @@
 //!
 //! - **completed**: the loop finished → flush events → `complete()` with the
 //!   `TaskCompleted` event (accepted or rejected by Redis, DESIGN L3);
-//! - **lost** (DESIGN L4): the heartbeat gave up → cancel, revert, emit
-//!   `LeaseAbandoned`, never complete;
+//! - **lost** (DESIGN L4): the heartbeat gave up, or the lease fence
+//!   refused a write to the target → cancel, revert, emit `LeaseAbandoned`,
+//!   never complete;
 //! - **released**: shutdown → cancel, revert, `release()`, emit
 //!   `LeaseReleased`.
 //!
@@ -32,7 +33,7 @@ use crate::events::LeaseEvents;
 use crate::heartbeat::Heartbeat;
 use crate::knowledge::{self, LeaseOrigin};
 use crate::metrics::LeaseResult;
-use crate::remediation::{remediate_with, Guidance, LeaseLog, LeaseRecord, Remediation};
+use crate::remediation::{remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation};
 use crate::workbench::Workbench;
 
 /// After shutdown, how long a completion in progress may still take.
@@ -100,14 +101,18 @@ impl Runner {
             None => (None, Guidance::default()),
         };
         let log = LeaseLog::default();
+        // Checked before every write to the target: after a pause past the
+        // TTL this future may run before the heartbeat task notices (L4).
+        let fence = heartbeat.fence();
         let cancel = CancellationToken::new();
         let ended = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Ended::Shutdown,
             reason = heartbeat.lost() => Ended::Lost(reason),
-            r = remediate_with(&lease.task, bench, &events, &self.metrics, &cancel, &guidance, &log) => match r {
+            r = remediate_fenced(&lease.task, bench, &events, &self.metrics, &cancel, &guidance, &log, &fence) => match r {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
+                Remediation::Lost(reason) => Ended::Lost(reason),
             },
         };
         cancel.cancel();

@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 
 use super::error::LeaseError;
 use super::scripts::SCRIPTS;
-use crate::event::{Event, RejectReason, FIELD_EVENT};
+use crate::event::{Event, RejectReason, FIELD_EVENT, FIELD_REJECTED};
 use crate::ids::{AgentId, Epoch, TaskId};
 use crate::keys::Keyspace;
 use crate::settings::LeaseSettings;
@@ -309,6 +309,29 @@ impl LeaseClient {
             .conn
             .clone()
             .xadd(self.keys.events(), "*", &[(FIELD_EVENT, event.to_json())])
+            .await?;
+        Ok(())
+    }
+
+    /// Appends a completion that must be recorded but never counted, with
+    /// its [`FIELD_REJECTED`] reason (the agent's replay of a completion
+    /// Redis lost, [`RejectReason::Unconfirmed`]).
+    pub async fn append_rejected(
+        &self,
+        event: &Event,
+        reason: RejectReason,
+    ) -> Result<(), LeaseError> {
+        let _: String = self
+            .conn
+            .clone()
+            .xadd(
+                self.keys.events(),
+                "*",
+                &[
+                    (FIELD_EVENT, event.to_json()),
+                    (FIELD_REJECTED, reason.as_str().to_owned()),
+                ],
+            )
             .await?;
         Ok(())
     }
