@@ -337,6 +337,26 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
     }
 }
 
+/// Script starts of a grant later than the moment that grant was lost:
+/// (task, epoch, script_started_ms, lost_ms). Empty = no zombie write.
+pub async fn zombie_writes(pool: &PgPool, run: i64) -> Vec<(i64, i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT * FROM (
+           SELECT a.work_item_id, a.epoch, (a.body->>'script_started_ms')::int8 AS started,
+             (SELECT min((extract(epoch FROM l.ts) * 1000)::int8) FROM run_events l
+               WHERE l.work_item_id = a.work_item_id
+                 AND ((l.kind = 'lease_reclaimed' AND l.epoch = a.epoch)
+                   OR (l.kind = 'lease_acquired' AND l.epoch > a.epoch))) AS lost
+           FROM run_events a
+           WHERE a.run_id = $1 AND a.kind = 'attempt_evaluated' AND a.body ? 'script_started_ms'
+         ) s WHERE lost IS NOT NULL AND started > lost ORDER BY 1, 2, 3",
+    )
+    .bind(run)
+    .fetch_all(pool)
+    .await
+    .expect("zombie writes")
+}
+
 /// For each kill, the time until the task was granted again (kills of a
 /// lease that had already been completed do not count).
 pub async fn recovery(pool: &PgPool, kills: &[Kill]) -> Vec<u64> {

@@ -119,3 +119,107 @@ async fn checker_reports_lost_duplicated_and_stale_outcomes() {
         report.line()
     );
 }
+
+/// The zombie-write check must see one: a script that started after its
+/// lease was reclaimed (or after the task was granted again) is reported;
+/// one that started before is not.
+#[tokio::test]
+async fn checker_reports_a_script_started_after_its_lease_was_lost() {
+    use fleet_common::event::{EvalStatus, Event, EventBody, EVENT_VERSION};
+    use fleet_common::settings::LeaseSettings;
+    use fleet_common::{AgentId, Epoch, EventId, TaskId};
+    use fleet_tests::coord::TestCoordinator;
+    use redis::AsyncCommands;
+
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let run = c.submit(&["rule_a", "rule_b"]).await.run;
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM work_items WHERE run_id = $1 ORDER BY id")
+            .bind(run.0)
+            .fetch_all(&c.db.pool)
+            .await
+            .unwrap();
+    let t0: i64 = 1_700_000_000_000;
+    let ev = |task: i64, agent: &str, epoch: u64, seq: u64, ts_ms: i64, body: EventBody| Event {
+        v: EVENT_VERSION,
+        id: EventId::new_v7(),
+        run,
+        task: TaskId(task),
+        rule: "rule".into(),
+        agent: AgentId(agent.into()),
+        incarnation: 1,
+        epoch: Epoch(epoch),
+        attempt: 1,
+        seq,
+        ts_ms,
+        body,
+    };
+    let evaluated = |started: i64| EventBody::AttemptEvaluated {
+        status: EvalStatus::Fail,
+        health_ok: true,
+        duration_ms: 1,
+        health_failed: vec![],
+        contained: None,
+        script_started_ms: Some(started),
+    };
+    let history = [
+        // rule_a: reclaimed at t0+1000; one script before, one after.
+        ev(
+            ids[0],
+            "agent-1",
+            1,
+            1,
+            t0,
+            EventBody::LeaseAcquired { deadline_ms: 0 },
+        ),
+        ev(ids[0], "agent-1", 1, 2, t0 + 900, evaluated(t0 + 500)),
+        ev(
+            ids[0],
+            "coordinator",
+            1,
+            1,
+            t0 + 1000,
+            EventBody::LeaseReclaimed {
+                holder: AgentId("agent-1".into()),
+                losses: 1,
+            },
+        ),
+        ev(ids[0], "agent-1", 1, 3, t0 + 1600, evaluated(t0 + 1500)),
+        // rule_b: granted again (epoch 2) at t0+2000 without a reclaim, as
+        // after Redis came back empty; the old holder starts a script later.
+        ev(
+            ids[1],
+            "agent-2",
+            1,
+            1,
+            t0,
+            EventBody::LeaseAcquired { deadline_ms: 0 },
+        ),
+        ev(
+            ids[1],
+            "agent-3",
+            2,
+            1,
+            t0 + 2000,
+            EventBody::LeaseAcquired { deadline_ms: 0 },
+        ),
+        ev(ids[1], "agent-2", 1, 2, t0 + 2600, evaluated(t0 + 2500)),
+    ];
+    for e in &history {
+        let _: String = c
+            .queue
+            .conn()
+            .xadd(c.queue.keys.events(), "*", &[("e", e.to_json())])
+            .await
+            .unwrap();
+    }
+    c.ingester().drain().await.unwrap();
+    let late = fleet_tests::chaos::zombie_writes(&c.db.pool, run.0).await;
+    assert_eq!(
+        late,
+        vec![
+            (ids[0], 1, t0 + 1500, t0 + 1000),
+            (ids[1], 1, t0 + 2500, t0 + 2000)
+        ]
+    );
+}

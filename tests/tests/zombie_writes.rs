@@ -10,12 +10,11 @@
 use std::time::{Duration, Instant};
 
 use fleet_common::TaskId;
-use fleet_tests::chaos::check;
+use fleet_tests::chaos::{check, zombie_writes};
 use fleet_tests::fleet::{Fleet, FleetOpts};
 use nix::sys::signal::Signal;
 use rand::Rng;
 use redis::AsyncCommands;
-use sqlx::PgPool;
 
 /// A leased task's holder slot, from Redis.
 async fn a_holder(fleet: &Fleet) -> Option<(TaskId, usize)> {
@@ -29,26 +28,6 @@ async fn a_holder(fleet: &Fleet) -> Option<(TaskId, usize)> {
         .ok()?
         .checked_sub(1)?;
     Some((TaskId(id), slot))
-}
-
-/// Script starts of a grant later than the moment that grant was lost:
-/// (task, epoch, script_started_ms, lost_ms). Empty = no zombie write.
-pub async fn zombie_writes(pool: &PgPool, run: i64) -> Vec<(i64, i64, i64, i64)> {
-    sqlx::query_as(
-        "SELECT * FROM (
-           SELECT a.work_item_id, a.epoch, (a.body->>'script_started_ms')::int8 AS started,
-             (SELECT min((extract(epoch FROM l.ts) * 1000)::int8) FROM run_events l
-               WHERE l.work_item_id = a.work_item_id
-                 AND ((l.kind = 'lease_reclaimed' AND l.epoch = a.epoch)
-                   OR (l.kind = 'lease_acquired' AND l.epoch > a.epoch))) AS lost
-           FROM run_events a
-           WHERE a.run_id = $1 AND a.kind = 'attempt_evaluated' AND a.body ? 'script_started_ms'
-         ) s WHERE lost IS NOT NULL AND started > lost",
-    )
-    .bind(run)
-    .fetch_all(pool)
-    .await
-    .expect("zombie writes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

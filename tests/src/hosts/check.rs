@@ -65,34 +65,11 @@ pub async fn check(fleet: &HostFleet, run: RunId) -> Verdict {
         stale_accepted: base.stale_accepted,
         stale_rejected: base.stale_rejected,
         lease_losses: base.lease_losses,
-        zombie_writes: zombie_writes(&fleet.pool, run).await,
+        zombie_writes: chaos::zombie_writes(&fleet.pool, run.0).await.len() as u64,
         branches_missing,
         branches_checked: branches_checked as u64,
         redis_leftovers: redis_leftovers(fleet).await,
     }
-}
-
-/// Scripts whose start (`script_started_ms`, stamped after the agent's
-/// fence check, right before the exec) is later than the moment their
-/// lease was lost by Redis time: its `lease_reclaimed` event, or the next
-/// grant of the task under a higher epoch (a Redis that came back empty
-/// reclaims nothing; the rebuilt queue grants again).
-pub async fn zombie_writes(pool: &sqlx::PgPool, run: RunId) -> u64 {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM run_events a
-         WHERE a.run_id = $1 AND a.kind = 'attempt_evaluated'
-           AND a.body ? 'script_started_ms'
-           AND (a.body->>'script_started_ms')::bigint > (
-             SELECT (extract(epoch FROM min(l.ts)) * 1000)::bigint FROM run_events l
-             WHERE l.work_item_id = a.work_item_id
-               AND ((l.kind = 'lease_reclaimed' AND l.epoch = a.epoch)
-                 OR (l.kind = 'lease_acquired' AND l.epoch > a.epoch)))",
-    )
-    .bind(run.0)
-    .fetch_one(pool)
-    .await
-    .expect("zombie write query");
-    n as u64
 }
 
 /// After the run: no lease held, nothing queued.
