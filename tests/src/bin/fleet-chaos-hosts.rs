@@ -30,8 +30,9 @@ struct Args {
     /// Seconds between the larger faults.
     #[arg(long, default_value_t = 6)]
     fault_every_s: u64,
-    /// How many of each larger fault (pause, partition, Redis restart,
-    /// Postgres restart, coordinator restart).
+    /// How many of each larger fault: pauses, partitions, Postgres and
+    /// coordinator restarts; Redis restarts twice as many (with its data,
+    /// then empty, in turn).
     #[arg(long, default_value_t = 3)]
     each: usize,
     /// Target containers killed under the Docker-target agent.
