@@ -137,7 +137,11 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
                 fleet.leases.enqueue(chunk).await?;
             }
             let stop = CancellationToken::new();
-            let accepted = || load.tally.accepted.load(std::sync::atomic::Ordering::Relaxed);
+            let accepted = || {
+                load.tally
+                    .accepted
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
             let before = accepted();
             let mut set = load.start(&name, n, &clients[..clients.len().min(n)], &stop);
             let started = Instant::now();
