@@ -300,7 +300,7 @@ async fn batches_read_ahead_apply_each_event_once_and_check_every_owner() {
     append(early.iter().map(Event::to_json).collect()).await;
     assert_eq!(c.ingester().drain().await.unwrap().applied, 100);
 
-    // More than one batch (8,192 entries), the second read while the first
+    // Several batches (2,048 entries each), each read while the one before
     // commits: every tenth new event twice in a row (a duplicate inside its
     // batch, or across two), the early ones again, and an event naming a
     // work item of another run (`run_events` has no foreign key: the

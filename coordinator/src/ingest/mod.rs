@@ -28,7 +28,7 @@ use decode::{decode, Decoded};
 use stream::StreamEntry;
 
 /// Entries per batch (and per transaction).
-const BATCH: usize = 8192;
+const BATCH: usize = 2048;
 /// How often an idle ingester looks for new entries. The read cannot block
 /// in Redis (see [`stream::read_group`]), so it polls.
 const IDLE_POLL: Duration = Duration::from_millis(20);
