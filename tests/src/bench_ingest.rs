@@ -15,17 +15,16 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet_common::event::{EvalStatus, EventBody, LessonRef, EVENT_VERSION, FIELD_EVENT};
+use fleet_common::event::{EVENT_VERSION, FIELD_EVENT};
 use fleet_common::lease::QueuedTask;
-use fleet_common::lesson::{CandidateKind, CandidateLesson, LessonScope};
 use fleet_common::settings::LeaseSettings;
-use fleet_common::{AgentId, Epoch, Event, EventId, Outcome};
+use fleet_common::{AgentId, Epoch, Event, EventId};
 use fleet_coordinator::ingest::Ingester;
 use fleet_coordinator::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::coord::TestCoordinator;
-use crate::loadgen::bench_run;
+use crate::loadgen::{bench_run, event_mix};
 use crate::services::database_url;
 
 const COLUMNS: &str =
@@ -159,95 +158,27 @@ fn copy_rate(schema: &str, rows: usize) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// What simulated agents send for `tasks`, cut at `n` events: per task a
-/// lease, one to three attempts (started, prompt with three lessons, script,
-/// evaluation, a lesson or failed reflection on failure) and the outcome.
+/// What simulated agents send for `tasks` ([`event_mix`], as the agents of
+/// `fleet-bench scale` do), cut at `n` events, from 64 agents.
 pub fn realistic_events(tasks: &[QueuedTask], n: usize) -> Vec<Event> {
     let mut out = Vec::with_capacity(n);
     let mut seqs = vec![0u64; 64];
     let now = chrono::Utc::now().timestamp_millis();
+    let epoch = Epoch(1 << 20 | 1);
     'tasks: for (i, t) in tasks.iter().enumerate() {
         let slot = i % seqs.len();
         let agent = AgentId(format!("bench-{slot}"));
-        let epoch = Epoch(1 << 20 | 1);
-        let tries: u32 = match i % 20 {
-            0..=11 => 1,
-            12..=16 => 2,
-            _ => 3,
-        };
-        let mut bodies = vec![(
-            0,
-            EventBody::LeaseAcquired {
-                deadline_ms: now + 2000,
-            },
-        )];
-        for a in 1..=tries {
-            let passed = a == tries && tries < 3;
-            bodies.push((a, EventBody::AttemptStarted));
-            bodies.push((
-                a,
-                EventBody::PromptAssembled {
-                    lessons: (1..=3)
-                        .map(|rank| LessonRef {
-                            id: format!("family_{}-l{rank}", i % 20),
-                            rank,
-                            score: 1.0 / f64::from(rank),
-                        })
-                        .collect(),
-                    prompt_chars: 6_000,
-                },
-            ));
-            bodies.push((
-                a,
-                EventBody::ScriptProposed {
-                    script: "#!/bin/bash\nset -euo pipefail\n".repeat(12),
-                },
-            ));
-            bodies.push((
-                a,
-                EventBody::AttemptEvaluated {
-                    status: if passed {
-                        EvalStatus::Pass
-                    } else {
-                        EvalStatus::Fail
-                    },
-                    health_ok: true,
-                    duration_ms: 900,
-                    health_failed: Vec::new(),
-                    contained: None,
-                    script_started_ms: None,
-                },
-            ));
-            if !passed {
-                bodies.push((
-                    a,
-                    EventBody::LessonProposed {
-                        lesson: CandidateLesson {
-                            id: format!("{}-r{}-e{}-a{a}", t.task.rule, t.task.run.0, epoch.0),
-                            kind: CandidateKind::Lesson,
-                            family: t.task.family.clone(),
-                            scope: LessonScope::Family,
-                            text: "Write the rule under /etc/audit/rules.d, then reload.".into(),
-                            pattern: None,
-                        },
-                    },
-                ));
-            }
-        }
-        bodies.push((
-            0,
-            EventBody::TaskCompleted {
-                outcome: if tries < 3 {
-                    Outcome::Fixed { attempt: tries }
-                } else {
-                    Outcome::Escalated {
-                        reason: fleet_common::EscalationReason::AttemptBudget,
-                    }
-                },
-                attempts: tries,
-                duration_ms: 2000,
-            },
-        ));
+        let mix = event_mix(i as u64, &t.task, epoch, now + 2000, Duration::from_secs(2));
+        let attempts = (1..).zip(mix.attempts).flat_map(|(a, events)| {
+            events
+                .before_work
+                .into_iter()
+                .chain(events.after_work)
+                .map(move |body| (a, body))
+        });
+        let bodies = std::iter::once((0, mix.acquired))
+            .chain(attempts)
+            .chain(std::iter::once((0, mix.completed)));
         for (attempt, body) in bodies {
             if out.len() == n {
                 break 'tasks;

@@ -8,9 +8,10 @@
 //! * `redis_bytes_per_task`: `MEMORY USAGE` of every key under a fresh
 //!   prefix holding N queued tasks, a tenth of them leased, divided by N;
 //!   at 10,000 and 100,000 tasks (goal: equal within 10 %).
-//! * `coordinator_rss_mb_start/end`: `VmRSS` of the coordinator after the
-//!   first (warm-up) point and after the last one, once it has ingested
-//!   every event (goal: end within 20 % of start).
+//! * `coordinator_rss_mb_start/end`: `VmRSS` of the coordinator once it has
+//!   ingested every event of the last (largest) point, which warms it up at
+//!   full load, and again after a long soak at that fleet size (goal: end
+//!   within 20 % of start).
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub struct ScaleConfig {
     pub memory_tasks: [usize; 2],
     /// Redis connections the simulated agents share, at most.
     pub max_connections: usize,
+    /// The soak at the largest fleet size between the two RSS readings.
+    pub soak: Duration,
 }
 
 impl ScaleConfig {
@@ -44,6 +47,7 @@ impl ScaleConfig {
             work: Duration::from_millis(2000),
             memory_tasks: [10_000, 100_000],
             max_connections: 256,
+            soak: Duration::from_secs(120),
         }
     }
 
@@ -52,6 +56,7 @@ impl ScaleConfig {
         Self {
             window: Duration::from_secs(6),
             memory_tasks: [2_000, 20_000],
+            soak: Duration::from_secs(30),
             ..Self::full()
         }
     }
@@ -123,47 +128,45 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
         );
     }
     let load = LoadGen::new(cfg.work);
+    let phase = |name: String, n: usize, window: Duration| {
+        let (fleet, load, clients) = (&fleet, &load, &clients);
+        async move {
+            let per_agent = (window.as_secs_f64() / cfg.work.as_secs_f64()).ceil() as usize + 2;
+            let queued = bench_run(&fleet.db.pool, (n * per_agent) as i64).await?;
+            for chunk in queued.chunks(10_000) {
+                fleet.leases.enqueue(chunk).await?;
+            }
+            let stop = CancellationToken::new();
+            let accepted = || {
+                load.tally
+                    .accepted
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let before = accepted();
+            let mut set = load.start(&name, n, &clients[..clients.len().min(n)], &stop);
+            let started = Instant::now();
+            tokio::time::sleep(window).await;
+            let rate = (accepted() - before) as f64 / started.elapsed().as_secs_f64();
+            stop.cancel();
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+            eprintln!(
+                "bench scale: {name} agents={n} tasks_per_s={rate:.1} coordinator_rss_mb={:.1}",
+                rss_mb(pid.as_raw())?
+            );
+            anyhow::Ok(rate)
+        }
+    };
     let mut points = Vec::new();
-    let mut rss_mb_start = 0.0;
     for (k, &n) in cfg.points.iter().enumerate() {
-        let per_agent = (cfg.window.as_secs_f64() / cfg.work.as_secs_f64()).ceil() as usize + 2;
-        let queued = bench_run(&fleet.db.pool, (n * per_agent) as i64).await?;
-        for chunk in queued.chunks(10_000) {
-            fleet.leases.enqueue(chunk).await?;
-        }
-        let stop = CancellationToken::new();
-        let before = load
-            .tally
-            .accepted
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let mut set = load.start(
-            &format!("sim{k}"),
-            n,
-            &clients[..clients.len().min(n)],
-            &stop,
-        );
-        let started = Instant::now();
-        tokio::time::sleep(cfg.window).await;
-        let done = load
-            .tally
-            .accepted
-            .load(std::sync::atomic::Ordering::Relaxed)
-            - before;
-        let rate = done as f64 / started.elapsed().as_secs_f64();
-        stop.cancel();
-        while let Some(r) = set.join_next().await {
-            r??;
-        }
-        eprintln!(
-            "bench scale: agents={n} tasks_per_s={rate:.1} coordinator_rss_mb={:.1}",
-            rss_mb(pid.as_raw())?
-        );
-        points.push((n, rate));
-        if k == 0 {
-            wait_ingested(&fleet, &load).await?;
-            rss_mb_start = rss_mb(pid.as_raw())?;
-        }
+        points.push((n, phase(format!("sim{k}"), n, cfg.window).await?));
     }
+    // The largest point was the warm-up at full load; the soak at the same
+    // size shows whether memory keeps growing.
+    wait_ingested(&fleet, &load).await?;
+    let rss_mb_start = rss_mb(pid.as_raw())?;
+    phase("soak".into(), max, cfg.soak).await?;
     wait_ingested(&fleet, &load).await?;
     let rss_mb_end = rss_mb(pid.as_raw())?;
     let stream_len_end: u64 = fleet.leases.connection().xlen(fleet.keys.events()).await?;

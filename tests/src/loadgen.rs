@@ -24,7 +24,7 @@ use fleet_agent::metrics::AgentMetrics;
 use fleet_common::event::{EvalStatus, EventBody, LessonRef};
 use fleet_common::lease::{LeaseClient, QueuedTask};
 use fleet_common::lesson::{CandidateKind, CandidateLesson, LessonScope, ReflectionFailure};
-use fleet_common::{AgentId, Budgets, EscalationReason, Outcome};
+use fleet_common::{AgentId, Budgets, Epoch, EscalationReason, Outcome, RuleTask};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -149,92 +149,21 @@ impl SimAgent {
                 self.tally.events.fetch_add(1, Ordering::Relaxed);
                 events.emit(attempt, body);
             };
-            emit(
-                0,
-                EventBody::LeaseAcquired {
-                    deadline_ms: lease.deadline_ms,
-                },
-            );
-            // The mix: 60 % fixed first try, 25 % on the second attempt,
-            // 15 % escalated after three.
-            let (tries, outcome) = match n % 20 {
-                0..=11 => (1, Outcome::Fixed { attempt: 1 }),
-                12..=16 => (2, Outcome::Fixed { attempt: 2 }),
-                _ => (
-                    3,
-                    Outcome::Escalated {
-                        reason: EscalationReason::AttemptBudget,
-                    },
-                ),
-            };
+            let mix = event_mix(n, &lease.task, lease.epoch, lease.deadline_ms, self.work);
+            emit(0, mix.acquired);
+            let tries = mix.attempts.len() as u32;
             let mut lost = false;
-            for attempt in 1..=tries {
-                emit(attempt, EventBody::AttemptStarted);
-                emit(
-                    attempt,
-                    EventBody::PromptAssembled {
-                        lessons: (1..=3)
-                            .map(|rank| LessonRef {
-                                id: format!("family_{}-l{rank}", n % 20),
-                                rank,
-                                score: 1.0 / f64::from(rank),
-                            })
-                            .collect(),
-                        prompt_chars: 6_000,
-                    },
-                );
-                emit(
-                    attempt,
-                    EventBody::ScriptProposed {
-                        script: SCRIPT.to_owned(),
-                    },
-                );
+            for (attempt, events) in (1..).zip(mix.attempts) {
+                for body in events.before_work {
+                    emit(attempt, body);
+                }
                 tokio::time::sleep(self.work / tries).await;
                 if heartbeat.must_stop().is_some() {
                     lost = true;
                     break;
                 }
-                let passed = attempt == tries && matches!(outcome, Outcome::Fixed { .. });
-                emit(
-                    attempt,
-                    EventBody::AttemptEvaluated {
-                        status: if passed {
-                            EvalStatus::Pass
-                        } else {
-                            EvalStatus::Fail
-                        },
-                        health_ok: true,
-                        duration_ms: 900,
-                        health_failed: Vec::new(),
-                        contained: None,
-                        script_started_ms: None,
-                    },
-                );
-                if !passed && attempt % 2 == 1 {
-                    emit(
-                        attempt,
-                        EventBody::LessonProposed {
-                            lesson: CandidateLesson {
-                                id: format!(
-                                    "{}-r{}-e{}-a{attempt}",
-                                    lease.task.rule, lease.task.run.0, lease.epoch.0
-                                ),
-                                kind: CandidateKind::Lesson,
-                                family: lease.task.family.clone(),
-                                scope: LessonScope::Family,
-                                text: "Write the rule under /etc/audit/rules.d, then reload."
-                                    .into(),
-                                pattern: None,
-                            },
-                        },
-                    );
-                } else if !passed {
-                    emit(
-                        attempt,
-                        EventBody::ReflectionFailed {
-                            reason: ReflectionFailure::ReflectorUnparseable,
-                        },
-                    );
+                for body in events.after_work {
+                    emit(attempt, body);
                 }
             }
             if lost {
@@ -247,13 +176,7 @@ impl SimAgent {
                 continue;
             }
             self.tally.events.fetch_add(1, Ordering::Relaxed);
-            let done = events
-                .complete(EventBody::TaskCompleted {
-                    outcome,
-                    attempts: tries,
-                    duration_ms: self.work.as_millis() as u64,
-                })
-                .await;
+            let done = events.complete(mix.completed).await;
             heartbeat.stop().await;
             match done {
                 Ok(c) if c.is_accepted() => self.tally.accepted.fetch_add(1, Ordering::Relaxed),
@@ -262,6 +185,108 @@ impl SimAgent {
         }
         sink.close(Duration::from_secs(10)).await;
         Ok(())
+    }
+}
+
+/// The events of one task in the mix, in the order an agent sends them.
+pub struct TaskEvents {
+    pub acquired: EventBody,
+    /// Per attempt (1-based, in order).
+    pub attempts: Vec<AttemptEvents>,
+    pub completed: EventBody,
+}
+
+/// One attempt: what comes before the (simulated) work on the target and
+/// what comes after it.
+pub struct AttemptEvents {
+    /// Started, prompt with three ranked lessons, script.
+    pub before_work: Vec<EventBody>,
+    /// Evaluation, and on failure a candidate lesson (odd attempts) or a
+    /// failed reflection (even ones).
+    pub after_work: Vec<EventBody>,
+}
+
+/// The realistic event mix of simulated agents and of `fleet-bench ingest`:
+/// `n` picks the case (60 % fixed on the first attempt, 25 % on the second,
+/// 15 % escalated after three), about eight events per task.
+pub fn event_mix(
+    n: u64,
+    task: &RuleTask,
+    epoch: Epoch,
+    deadline_ms: i64,
+    work: Duration,
+) -> TaskEvents {
+    let (tries, outcome) = match n % 20 {
+        0..=11 => (1, Outcome::Fixed { attempt: 1 }),
+        12..=16 => (2, Outcome::Fixed { attempt: 2 }),
+        _ => (
+            3,
+            Outcome::Escalated {
+                reason: EscalationReason::AttemptBudget,
+            },
+        ),
+    };
+    let attempts = (1..=tries)
+        .map(|attempt| {
+            let before_work = vec![
+                EventBody::AttemptStarted,
+                EventBody::PromptAssembled {
+                    lessons: (1..=3)
+                        .map(|rank| LessonRef {
+                            id: format!("family_{}-l{rank}", n % 20),
+                            rank,
+                            score: 1.0 / f64::from(rank),
+                        })
+                        .collect(),
+                    prompt_chars: 6_000,
+                },
+                EventBody::ScriptProposed {
+                    script: SCRIPT.to_owned(),
+                },
+            ];
+            let passed = attempt == tries && matches!(outcome, Outcome::Fixed { .. });
+            let mut after_work = vec![EventBody::AttemptEvaluated {
+                status: if passed {
+                    EvalStatus::Pass
+                } else {
+                    EvalStatus::Fail
+                },
+                health_ok: true,
+                duration_ms: 900,
+                health_failed: Vec::new(),
+                contained: None,
+                script_started_ms: None,
+            }];
+            if !passed && attempt % 2 == 1 {
+                after_work.push(EventBody::LessonProposed {
+                    lesson: CandidateLesson {
+                        id: format!("{}-r{}-e{}-a{attempt}", task.rule, task.run.0, epoch.0),
+                        kind: CandidateKind::Lesson,
+                        family: task.family.clone(),
+                        scope: LessonScope::Family,
+                        text: "Write the rule under /etc/audit/rules.d, then reload.".into(),
+                        pattern: None,
+                    },
+                });
+            } else if !passed {
+                after_work.push(EventBody::ReflectionFailed {
+                    reason: ReflectionFailure::ReflectorUnparseable,
+                });
+            }
+            AttemptEvents {
+                before_work,
+                after_work,
+            }
+        })
+        .collect();
+    TaskEvents {
+        acquired: EventBody::LeaseAcquired { deadline_ms },
+        attempts,
+        completed: EventBody::TaskCompleted {
+            outcome,
+            attempts: tries,
+            duration_ms: work.as_millis() as u64,
+        },
     }
 }
 

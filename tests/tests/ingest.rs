@@ -269,3 +269,100 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
     assert_eq!(c.metrics.outcomes_total(), outcomes);
     assert_eq!(c.metrics.duplicate_outcomes.get(), 0);
 }
+
+#[tokio::test]
+async fn batches_read_ahead_apply_each_event_once_and_check_every_owner() {
+    let c = TestCoordinator::new(LeaseSettings::default()).await;
+    let run = c.submit(&["sshd_set_idle_timeout"]).await.run;
+    let other = c.submit(&["sshd_disable_root_login"]).await.run;
+    let task = first_task(&c, run).await;
+    let foreign = first_task(&c, other).await;
+    let started = |seq: u64| {
+        let mut e = event(run, task, seq, EventBody::AttemptStarted);
+        e.attempt = seq as u32;
+        e
+    };
+    let append = |jsons: Vec<String>| {
+        let mut pipe = redis::pipe();
+        for j in &jsons {
+            pipe.cmd("XADD")
+                .arg(c.queue.keys.events())
+                .arg("*")
+                .arg("e")
+                .arg(j)
+                .ignore();
+        }
+        let mut conn = c.queue.conn();
+        async move { pipe.query_async::<()>(&mut conn).await.unwrap() }
+    };
+
+    // Ingested before; delivered again below.
+    let early: Vec<Event> = (1..=100).map(started).collect();
+    append(early.iter().map(Event::to_json).collect()).await;
+    assert_eq!(c.ingester().drain().await.unwrap().applied, 100);
+
+    // Several batches (2,048 entries each), each read while the one before
+    // commits: every tenth new event twice in a row (a duplicate inside its
+    // batch, or across two), the early ones again, and an event naming a
+    // work item of another run (`run_events` has no foreign key: the
+    // ingester's check must catch it).
+    let fresh: Vec<Event> = (101..=9000).map(started).collect();
+    let mut jsons = Vec::new();
+    for (i, e) in fresh.iter().enumerate() {
+        jsons.push(e.to_json());
+        if i % 10 == 0 {
+            jsons.push(e.to_json());
+        }
+    }
+    jsons.insert(
+        1500,
+        event(run, foreign, 9999, EventBody::AttemptStarted).to_json(),
+    );
+    jsons.extend(early.iter().map(Event::to_json));
+    // Text that `COPY` must escape, kept byte for byte.
+    let script = "#!/bin/sh\n\tprintf '%s\\n' \"a\\tb\" \u{e9}\r\n";
+    let mut tricky = event(
+        run,
+        task,
+        30_000,
+        EventBody::ScriptProposed {
+            script: script.into(),
+        },
+    );
+    tricky.attempt = 30_000;
+    jsons.push(tricky.to_json());
+    append(jsons).await;
+
+    let report = c.ingester().drain().await.unwrap();
+    assert_eq!(report.applied, 8901, "{report:?}");
+    assert_eq!(report.duplicates, 890 + 100, "{report:?}");
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    assert_eq!(count(&c, "SELECT count(*) FROM run_events").await, 9001);
+    assert_eq!(count(&c, "SELECT count(*) FROM attempts").await, 9001);
+    let stored: (String, String) = sqlx::query_as(
+        "SELECT e.body->>'script', a.script FROM run_events e, attempts a
+         WHERE e.kind = 'script_proposed' AND a.attempt = 30000",
+    )
+    .fetch_one(&c.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, (script.to_owned(), script.to_owned()));
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM quarantined_events WHERE reason = 'unknown_task'"
+        )
+        .await,
+        1
+    );
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(c.queue.keys.events())
+        .arg(fleet_common::keys::INGEST_GROUP)
+        .query_async(&mut c.queue.conn())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&pending, redis::Value::Array(v) if v.first() == Some(&redis::Value::Int(0))),
+        "entries left pending: {pending:?}"
+    );
+}

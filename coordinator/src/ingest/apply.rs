@@ -1,7 +1,8 @@
 //! Applies one batch of stream entries inside one Postgres transaction
-//! (DESIGN E2, E3) with a fixed number of statements: every event row in one
-//! `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (event_id) DO NOTHING`, then
-//! the effects of the rows that were new, each kind in one statement
+//! (DESIGN E2, E3) with a fixed number of statements: the batch's work items
+//! checked and locked in one look-up, the event ids already stored in
+//! another, every new event row in one `COPY`, then the effects of the rows
+//! that were new, each kind in one statement
 //! (`attempts.rs`, `outcomes.rs`); only bad entries and finished runs cost a
 //! statement each. Nothing here touches Redis or metrics: the caller records
 //! the returned effects only after the commit, so a rolled-back batch that is
@@ -14,7 +15,7 @@ use fleet_common::event::{Delivered, EventBody, FIELD_EVENT};
 use sqlx::PgConnection;
 
 use super::attempts::AttemptBatch;
-use super::decode::{decode, sanitize, Decoded};
+use super::decode::{sanitize, Decoded};
 use super::outcomes::{CompletionBatch, LessonBatch};
 use super::stream::StreamEntry;
 
@@ -48,26 +49,33 @@ impl Effects {
     }
 }
 
+/// Applies `entries`, each sorted by [`super::decode::decode`] into
+/// `decoded` (same order).
 pub(crate) async fn apply_batch(
     tx: &mut PgConnection,
     entries: &[StreamEntry],
+    decoded: Vec<Decoded>,
 ) -> Result<Effects, sqlx::Error> {
-    let mut decoded: Vec<(&StreamEntry, Decoded)> =
-        entries.iter().map(|e| (e, decode(e))).collect();
-    let tasks: Vec<i64> = decoded
+    let mut decoded: Vec<(&StreamEntry, Decoded)> = entries.iter().zip(decoded).collect();
+    let mut tasks: Vec<i64> = decoded
         .iter()
         .filter_map(|(_, d)| match d {
             Decoded::Event(d) => Some(d.event.task.0),
             _ => None,
         })
         .collect();
-    let owners: HashMap<i64, i64> =
-        sqlx::query_as::<_, (i64, i64)>("SELECT id, run_id FROM work_items WHERE id = ANY($1)")
-            .bind(&tasks)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    // `run_events` has no foreign keys (migration 0007): this is the check,
+    // with the locks a foreign-key check takes, once per batch.
+    let owners: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
+        "SELECT id, run_id FROM work_items WHERE id = ANY($1) ORDER BY id FOR KEY SHARE",
+    )
+    .bind(&tasks)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
 
     let mut fx = Effects::default();
     for (entry, d) in decoded.iter_mut() {
@@ -151,8 +159,19 @@ pub(crate) async fn apply_batch(
     Ok(fx)
 }
 
-/// Inserts every event of the batch in one statement; answers the ids that
-/// were new (a redelivered event id is already there and has no effect).
+/// `run_events` columns written by [`insert_events`], in `COPY` order.
+const EVENT_COLUMNS: &str = "event_id, stream_id, run_id, work_item_id, kind, rejected, agent_id, \
+     incarnation, seq, epoch, attempt, ts, body";
+
+/// Inserts the events of the batch not yet in `run_events` (ids unique
+/// within `events`) with one `COPY`; answers the ids that were new (a
+/// redelivered event id is already there and has no effect).
+///
+/// `COPY` has no `ON CONFLICT`: the ids already stored are looked up first.
+/// An event id another coordinator inserts between the look-up and the
+/// `COPY` fails the batch with a unique violation on the key (it waits for
+/// that transaction first); the caller then retries the batch, whose
+/// look-up now finds it. The key alone decides what is new (DESIGN E2).
 async fn insert_events(
     tx: &mut PgConnection,
     events: &[(&str, &Delivered)],
@@ -160,86 +179,93 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(HashSet::new());
     }
-    let n = events.len();
-    let mut cols = EventColumns::with_capacity(n);
+    let ids: Vec<&str> = events.iter().map(|(_, d)| d.event.id.0.as_str()).collect();
+    let stored: HashSet<String> =
+        sqlx::query_scalar("SELECT event_id FROM run_events WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let mut rows = Vec::with_capacity(events.len() * 512);
+    let mut new = HashSet::with_capacity(events.len());
     for (stream_id, d) in events {
         let e = &d.event;
-        cols.event_id.push(e.id.0.as_str());
-        cols.stream_id.push(*stream_id);
-        cols.run.push(e.run.0);
-        cols.item.push(e.task.0);
-        cols.kind.push(e.body.kind());
-        cols.rejected.push(d.rejected.map(|r| r.as_str()));
-        cols.agent.push(e.agent.as_str());
-        cols.incarnation.push(e.incarnation as i32);
-        cols.seq.push(e.seq as i64);
-        cols.epoch.push(e.epoch.0 as i64);
-        cols.attempt.push(e.attempt as i32);
-        cols.ts.push(timestamp(e.ts_ms));
-        cols.body
-            .push(serde_json::to_string(&e.body).map_err(|err| sqlx::Error::Encode(err.into()))?);
+        if stored.contains(e.id.0.as_str()) {
+            continue;
+        }
+        new.insert(e.id.0.clone());
+        copy_row(&mut rows, stream_id, d)?;
     }
-    let new: Vec<String> = sqlx::query_scalar(
-        "INSERT INTO run_events (event_id, stream_id, run_id, work_item_id, kind, rejected, agent_id,
-                                 incarnation, seq, epoch, attempt, ts, body)
-         SELECT u.event_id, u.stream_id, u.run, u.item, u.kind, u.rejected, u.agent, u.inc, u.seq,
-                u.epoch, u.attempt, u.ts, u.body::jsonb
-         FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::text[],
-                     $8::int4[], $9::int8[], $10::int8[], $11::int4[], $12::timestamptz[], $13::text[])
-              AS u(event_id, stream_id, run, item, kind, rejected, agent, inc, seq, epoch, attempt, ts, body)
-         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-    )
-    .bind(&cols.event_id)
-    .bind(&cols.stream_id)
-    .bind(&cols.run)
-    .bind(&cols.item)
-    .bind(&cols.kind)
-    .bind(&cols.rejected)
-    .bind(&cols.agent)
-    .bind(&cols.incarnation)
-    .bind(&cols.seq)
-    .bind(&cols.epoch)
-    .bind(&cols.attempt)
-    .bind(&cols.ts)
-    .bind(&cols.body)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(new.into_iter().collect())
+    if new.is_empty() {
+        return Ok(new);
+    }
+    let mut copy = tx
+        .copy_in_raw(&format!("COPY run_events ({EVENT_COLUMNS}) FROM STDIN"))
+        .await?;
+    if let Err(e) = copy.send(rows).await {
+        let _ = copy.abort("ingester could not send the batch").await;
+        return Err(e);
+    }
+    copy.finish().await?;
+    Ok(new)
 }
 
-/// `run_events` columns of a batch, one array each (for `UNNEST`).
-struct EventColumns<'a> {
-    event_id: Vec<&'a str>,
-    stream_id: Vec<&'a str>,
-    run: Vec<i64>,
-    item: Vec<i64>,
-    kind: Vec<&'static str>,
-    rejected: Vec<Option<&'static str>>,
-    agent: Vec<&'a str>,
-    incarnation: Vec<i32>,
-    seq: Vec<i64>,
-    epoch: Vec<i64>,
-    attempt: Vec<i32>,
-    ts: Vec<DateTime<Utc>>,
-    body: Vec<String>,
+/// One `run_events` row in `COPY` text format.
+fn copy_row(out: &mut Vec<u8>, stream_id: &str, d: &Delivered) -> Result<(), sqlx::Error> {
+    use std::io::Write;
+    let e = &d.event;
+    let ts = timestamp(e.ts_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let text = |out: &mut Vec<u8>, s: &str| {
+        copy_text(out, s);
+        out.push(b'\t');
+    };
+    text(out, &e.id.0);
+    text(out, stream_id);
+    let _ = write!(out, "{}\t{}\t", e.run.0, e.task.0);
+    text(out, e.body.kind());
+    match d.rejected {
+        Some(r) => text(out, r.as_str()),
+        None => out.extend_from_slice(b"\\N\t"),
+    }
+    text(out, e.agent.as_str());
+    let _ = write!(
+        out,
+        "{}\t{}\t{}\t{}\t{ts}\t",
+        e.incarnation, e.seq, e.epoch.0, e.attempt
+    );
+    serde_json::to_writer(CopyText(out), &e.body).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    out.push(b'\n');
+    Ok(())
 }
 
-impl EventColumns<'_> {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            event_id: Vec::with_capacity(n),
-            stream_id: Vec::with_capacity(n),
-            run: Vec::with_capacity(n),
-            item: Vec::with_capacity(n),
-            kind: Vec::with_capacity(n),
-            rejected: Vec::with_capacity(n),
-            agent: Vec::with_capacity(n),
-            incarnation: Vec::with_capacity(n),
-            seq: Vec::with_capacity(n),
-            epoch: Vec::with_capacity(n),
-            attempt: Vec::with_capacity(n),
-            ts: Vec::with_capacity(n),
-            body: Vec::with_capacity(n),
+/// Writes what it is given escaped for `COPY` text format.
+struct CopyText<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for CopyText<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        copy_bytes(self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `s` escaped for `COPY … FROM STDIN` text format.
+fn copy_text(out: &mut Vec<u8>, s: &str) {
+    copy_bytes(out, s.as_bytes());
+}
+
+fn copy_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(b),
         }
     }
 }
@@ -290,4 +316,16 @@ async fn complete_run_if_done(tx: &mut PgConnection, run: i64) -> Result<bool, s
     .await?
     .rows_affected();
     Ok(done == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_read_as_syntax() {
+        let mut out = Vec::new();
+        copy_text(&mut out, "a\tb\\c\nd\re \u{e9} \\N");
+        assert_eq!(out, "a\\tb\\\\c\\nd\\re \u{e9} \\\\N".as_bytes());
+    }
 }

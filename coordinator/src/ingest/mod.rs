@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CoordinatorError;
 use crate::metrics::Metrics;
 use apply::Effects;
+use decode::{decode, Decoded};
 use stream::StreamEntry;
 
 /// Entries per batch (and per transaction).
@@ -34,11 +35,23 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 /// Entries another consumer left pending this long are taken over.
 const CLAIM_IDLE_MS: u64 = 30_000;
 const CLAIM_EVERY: Duration = Duration::from_secs(10);
-/// How long `run` waits for new entries per call to `run_once`.
-const RUN_BLOCK: Duration = Duration::from_millis(200);
 
 /// Quarantine reason of an event Postgres refused to store.
 const REFUSED: &str = "refused_by_postgres";
+
+/// Times a batch is retried after losing a race for an event id.
+const RACE_RETRIES: u32 = 3;
+
+/// A unique violation on `run_events`' key: another consumer committed one
+/// of the batch's events between its look-up and its `COPY`.
+fn is_event_id_race(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23505") && db.constraint() == Some("run_events_pkey")
+        }
+        _ => false,
+    }
+}
 
 /// Data exceptions (22xxx) and integrity violations (23xxx) are about the
 /// event itself; anything else (connection, missing table) is retried.
@@ -48,6 +61,30 @@ fn is_refused_data(e: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
         _ => false,
+    }
+}
+
+/// What `drain` and `run` carry from one batch to the next.
+#[derive(Default)]
+struct Pipeline {
+    /// Entries read (and so pending for this consumer) while the previous
+    /// batch committed.
+    ahead: Option<Batch>,
+    /// Ids of the last committed batch, acknowledged with the next one.
+    committed: Vec<String>,
+}
+
+/// Entries read from the stream, each sorted by [`decode`] (in the same
+/// order).
+struct Batch {
+    entries: Vec<StreamEntry>,
+    decoded: Vec<Decoded>,
+}
+
+impl Batch {
+    fn decode(entries: Vec<StreamEntry>) -> Self {
+        let decoded = entries.iter().map(decode).collect();
+        Self { entries, decoded }
     }
 }
 
@@ -98,11 +135,11 @@ impl Ingester {
 
     /// One batch: this consumer's own pending entries first (a restarted
     /// coordinator re-applies what it had not acknowledged), else new ones.
-    /// Waits up to `block` for entries to arrive.
+    /// Waits up to `block` for entries to arrive. Reads nothing ahead.
     pub async fn run_once(&self, block: Duration) -> Result<IngestReport, CoordinatorError> {
         let deadline = Instant::now() + block;
         loop {
-            let (report, entries) = self.step().await?;
+            let (report, entries) = self.step(None).await?;
             let now = Instant::now();
             if entries > 0 || now >= deadline {
                 return Ok(report);
@@ -114,8 +151,9 @@ impl Ingester {
     /// Runs batches until the stream has nothing left for this consumer.
     pub async fn drain(&self) -> Result<IngestReport, CoordinatorError> {
         let mut total = IngestReport::default();
+        let mut pipeline = Pipeline::default();
         loop {
-            let (report, entries) = self.step().await?;
+            let (report, entries) = self.step(Some(&mut pipeline)).await?;
             total += report;
             if entries == 0 {
                 return Ok(total);
@@ -134,10 +172,21 @@ impl Ingester {
                 .build()
         };
         let mut delays = backoff();
+        let mut pipeline = Pipeline::default();
         while !shutdown.is_cancelled() {
-            match self.run_once(RUN_BLOCK).await {
+            match self.step(Some(&mut pipeline)).await {
+                Ok((_, 0)) => {
+                    delays = backoff();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
                 Ok(_) => delays = backoff(),
                 Err(error) => {
+                    // What the pipeline held stays pending in the group and
+                    // is read again from this consumer's pending entries.
+                    pipeline = Pipeline::default();
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "ingest batch failed; will retry");
                     tokio::select! {
@@ -147,19 +196,71 @@ impl Ingester {
                 }
             }
         }
+        if let Err(error) = self.flush(&mut pipeline).await {
+            tracing::warn!(%error, "last batch not acknowledged; it will be read again and found applied");
+        }
         tracing::info!("ingester stopped");
     }
 
-    async fn step(&self) -> Result<(IngestReport, usize), CoordinatorError> {
-        let entries = self.read_batch().await?;
-        if entries.is_empty() {
+    /// Applies one batch. Without a pipeline: reads it, commits it and
+    /// acknowledges it. With one: takes the batch read ahead (or, with
+    /// nothing read ahead, acknowledges what is committed and reads), then
+    /// commits it while acknowledging the previous batch and reading and
+    /// decoding the next one, so that Postgres is not kept waiting on Redis
+    /// or on decoding. Answers the report and the number of entries handled.
+    async fn step(
+        &self,
+        pipeline: Option<&mut Pipeline>,
+    ) -> Result<(IngestReport, usize), CoordinatorError> {
+        let Some(p) = pipeline else {
+            let batch = self.read_batch().await?;
+            let n = batch.entries.len();
+            if n == 0 {
+                return Ok((IngestReport::default(), 0));
+            }
+            let (report, ids) = self.commit_batch(batch).await?;
+            self.ack(&ids).await?;
+            return Ok((report, n));
+        };
+        let batch = match p.ahead.take() {
+            Some(batch) if !batch.entries.is_empty() => batch,
+            _ => {
+                // This consumer's pending entries are read first: the
+                // committed batch must be acknowledged before.
+                self.flush(p).await?;
+                self.read_batch().await?
+            }
+        };
+        let n = batch.entries.len();
+        if n == 0 {
             return Ok((IngestReport::default(), 0));
         }
-        let report = self.apply(&entries).await?;
-        Ok((report, entries.len()))
+        // Entries read ahead are delivered to this consumer (pending) but
+        // not acknowledged: if this batch fails they are read again.
+        let next = async {
+            let mut conn = self.leases.connection();
+            self.read(&mut conn, ">").await.map(Batch::decode)
+        };
+        let previous = std::mem::take(&mut p.committed);
+        let (committed, acked, next) =
+            tokio::join!(self.commit_batch(batch), self.ack(&previous), next);
+        let (report, ids) = committed?;
+        p.committed = ids;
+        acked?;
+        match next {
+            Ok(next) => p.ahead = Some(next),
+            Err(error) => tracing::warn!(%error, "could not read ahead; reading again next batch"),
+        }
+        Ok((report, n))
     }
 
-    async fn read_batch(&self) -> Result<Vec<StreamEntry>, CoordinatorError> {
+    /// Acknowledges the committed batch the pipeline holds.
+    async fn flush(&self, p: &mut Pipeline) -> Result<(), CoordinatorError> {
+        let ids = std::mem::take(&mut p.committed);
+        self.ack(&ids).await
+    }
+
+    async fn read_batch(&self) -> Result<Batch, CoordinatorError> {
         let mut conn = self.leases.connection();
         if !self.group_ready.load(Ordering::Relaxed) {
             stream::ensure_group(&mut conn, &self.stream).await?;
@@ -175,9 +276,9 @@ impl Ingester {
         }
         let own = self.read(&mut conn, "0").await?;
         if !own.is_empty() {
-            return Ok(own);
+            return Ok(Batch::decode(own));
         }
-        self.read(&mut conn, ">").await
+        Ok(Batch::decode(self.read(&mut conn, ">").await?))
     }
 
     /// Reads once; a missing group (Redis came back empty) is re-created
@@ -208,32 +309,71 @@ impl Ingester {
         due
     }
 
-    async fn apply(&self, entries: &[StreamEntry]) -> Result<IngestReport, CoordinatorError> {
-        let fx = match self.commit(entries).await {
+    /// Commits one batch (isolating an entry Postgres refuses) and records
+    /// its effects; answers the report and the entries' ids, to acknowledge.
+    async fn commit_batch(
+        &self,
+        batch: Batch,
+    ) -> Result<(IngestReport, Vec<String>), CoordinatorError> {
+        let Batch { entries, decoded } = batch;
+        let fx = match self.commit(&entries, decoded).await {
             Err(CoordinatorError::Postgres(e)) if is_refused_data(&e) => {
                 tracing::warn!(error = %e, entries = entries.len(),
                     "postgres refused a batch; applying its entries one by one");
-                self.commit_one_by_one(entries).await?
+                self.commit_one_by_one(&entries).await?
             }
             other => other?,
         };
-        let report = self.record(&fx, entries);
-
-        // Acknowledge only after the commit (E2). If this fails the entries
-        // stay pending and are re-read and found to be duplicates.
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let mut conn = self.leases.connection();
-        stream::ack(&mut conn, &self.stream, &ids).await?;
-        let last = ids.last().expect("batch is not empty");
-        if let Err(error) = stream::trim(&mut conn, &self.stream, last).await {
-            tracing::warn!(%error, "stream trim failed; retried after the next batch");
-        }
-        Ok(report)
+        let report = self.record(&fx, &entries);
+        Ok((report, entries.into_iter().map(|e| e.id).collect()))
     }
 
-    async fn commit(&self, entries: &[StreamEntry]) -> Result<Effects, CoordinatorError> {
+    /// Acknowledges committed entries (E2: only after their commit) in one
+    /// command, then trims (L7). If this fails they stay pending, are read
+    /// again and found to be redeliveries.
+    async fn ack(&self, ids: &[String]) -> Result<(), CoordinatorError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut conn = self.leases.connection();
+        stream::ack_and_trim(&mut conn, &self.stream, &ids).await?;
+        Ok(())
+    }
+
+    /// Commits one batch. A batch that lost a race for an event id with
+    /// another consumer (see `apply::insert_events`) is retried: the
+    /// retry finds that event stored and treats it as a redelivery.
+    async fn commit(
+        &self,
+        entries: &[StreamEntry],
+        decoded: Vec<Decoded>,
+    ) -> Result<Effects, CoordinatorError> {
+        let mut decoded = Some(decoded);
+        let mut races = 0;
+        loop {
+            let d = decoded
+                .take()
+                .unwrap_or_else(|| entries.iter().map(decode).collect());
+            match self.commit_once(entries, d).await {
+                Err(CoordinatorError::Postgres(e))
+                    if is_event_id_race(&e) && races < RACE_RETRIES =>
+                {
+                    races += 1;
+                    tracing::info!(error = %e, "another consumer stored an event of this batch first; retrying the batch");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn commit_once(
+        &self,
+        entries: &[StreamEntry],
+        decoded: Vec<Decoded>,
+    ) -> Result<Effects, CoordinatorError> {
         let mut tx = self.pool.begin().await?;
-        let fx = apply::apply_batch(&mut tx, entries).await?;
+        let fx = apply::apply_batch(&mut tx, entries, decoded).await?;
         tx.commit().await?;
         Ok(fx)
     }
@@ -247,7 +387,10 @@ impl Ingester {
     ) -> Result<Effects, CoordinatorError> {
         let mut total = Effects::default();
         for entry in entries {
-            match self.commit(std::slice::from_ref(entry)).await {
+            match self
+                .commit(std::slice::from_ref(entry), vec![decode(entry)])
+                .await
+            {
                 Err(CoordinatorError::Postgres(e)) if is_refused_data(&e) => {
                     let raw = entry
                         .field(FIELD_EVENT)

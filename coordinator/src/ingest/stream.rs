@@ -113,32 +113,26 @@ pub(crate) async fn claim_abandoned(
     Ok(())
 }
 
-pub(crate) async fn ack(
+/// Acknowledges `ids` (one batch, in stream order) and, in the same round
+/// trip, asks for the group's pending summary; then trims entries below the
+/// smallest id still pending, or below the last of `ids` when nothing is.
+/// Unacknowledged entries are never trimmed; entries not yet delivered have
+/// larger ids than anything acked. A failed trim is only logged: the next
+/// batch trims again.
+pub(crate) async fn ack_and_trim(
     conn: &mut ConnectionManager,
     stream: &str,
-    ids: &[String],
+    ids: &[&str],
 ) -> Result<(), RedisError> {
-    if ids.is_empty() {
+    let Some(last_acked) = ids.last() else {
         return Ok(());
-    }
-    let _: u64 = redis::cmd("XACK")
+    };
+    let (_, summary): (u64, Value) = redis::pipe()
+        .cmd("XACK")
         .arg(stream)
         .arg(INGEST_GROUP)
         .arg(ids)
-        .query_async(conn)
-        .await?;
-    Ok(())
-}
-
-/// Trims entries below the smallest id still pending in the group, or below
-/// `last_acked` when nothing is pending. Unacknowledged entries are never
-/// trimmed; entries not yet delivered have larger ids than anything acked.
-pub(crate) async fn trim(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    last_acked: &str,
-) -> Result<u64, RedisError> {
-    let summary: Value = redis::cmd("XPENDING")
+        .cmd("XPENDING")
         .arg(stream)
         .arg(INGEST_GROUP)
         .query_async(conn)
@@ -149,13 +143,17 @@ pub(crate) async fn trim(
         }
         _ => None,
     }
-    .unwrap_or_else(|| last_acked.to_owned());
-    redis::cmd("XTRIM")
+    .unwrap_or_else(|| (*last_acked).to_owned());
+    let trimmed: Result<u64, RedisError> = redis::cmd("XTRIM")
         .arg(stream)
         .arg("MINID")
         .arg(min_id)
         .query_async(conn)
-        .await
+        .await;
+    if let Err(error) = trimmed {
+        tracing::warn!(%error, "stream trim failed; retried after the next batch");
+    }
+    Ok(())
 }
 
 /// `[[stream, [[id, [k, v, …]], …]]]` (RESP2) or `{stream: [...]}` (RESP3).
