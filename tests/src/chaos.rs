@@ -299,12 +299,16 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
            AND kind = 'task_completed' AND rejected IS NULL GROUP BY work_item_id HAVING count(*) > 1) d",
     )
     .await;
-    // Per agent incarnation, the ingested sequence numbers must be exactly
-    // 1..max: a hole is an event that was sent and never applied.
+    // Per agent incarnation that worked on this run, the ingested sequence
+    // numbers must be exactly 1..max: a hole is an event that was sent and
+    // never applied. An incarnation's sequence runs on across runs, so it
+    // is read whole (a hole then counts in each run the incarnation saw).
     let missing_events = count(
         "SELECT coalesce(sum(mx - n), 0)::bigint FROM (
            SELECT agent_id, incarnation, max(seq) AS mx, count(DISTINCT seq) AS n
-           FROM run_events WHERE run_id = $1 AND agent_id <> 'coordinator'
+           FROM run_events
+           WHERE (agent_id, incarnation) IN (
+             SELECT agent_id, incarnation FROM run_events WHERE run_id = $1 AND agent_id <> 'coordinator')
            GROUP BY agent_id, incarnation) s",
     )
     .await;

@@ -75,7 +75,7 @@ impl HostsPlan {
             agents: 4,
             sim_work_ms: 40,
             kill_every: Duration::from_millis(700),
-            fault_every: Duration::from_secs(5),
+            fault_every: Duration::from_secs(4),
             pauses: 1,
             partitions: 1,
             redis_restarts: 2,
@@ -93,6 +93,9 @@ impl HostsPlan {
 pub struct HostsReport {
     pub tasks: u64,
     pub agents: usize,
+    /// Simulated runs it took for every fault to land mid-run (a run that
+    /// drained first was followed by another).
+    pub sim_runs: usize,
     pub kills: u64,
     pub pauses: u64,
     pub partitions: u64,
@@ -132,7 +135,7 @@ impl HostsReport {
     pub fn line(&self) -> String {
         let v = &self.verdict;
         format!(
-            "chaos-hosts: tasks={} agents={} kills={} pauses={} partitions={} redis_restarts={} pg_restarts={} coordinator_restarts={} lost={} duplicated={} stale_accepted={} recovery_p99_ms={} target_kills={} lease_losses={} stale_rejected={} zombie_writes={} branches_missing={} leftovers={} main_ff_only={}",
+            "chaos-hosts: tasks={} agents={} kills={} pauses={} partitions={} redis_restarts={} pg_restarts={} coordinator_restarts={} lost={} duplicated={} stale_accepted={} recovery_p99_ms={} target_kills={} lease_losses={} stale_rejected={} zombie_writes={} branches_missing={} leftovers={} main_ff_only={} sim_runs={}",
             v.tasks,
             self.agents,
             self.kills,
@@ -152,6 +155,7 @@ impl HostsReport {
             v.branches_missing.len(),
             self.leftover_worktrees.len() + self.leftover_containers.len() + v.redis_leftovers as usize,
             self.main_ff_only,
+            self.sim_runs,
         )
     }
 }
@@ -226,36 +230,36 @@ pub async fn run(plan: HostsPlan) -> HostsReport {
     let logs = fleet.logs.display().to_string();
     let ttl = fleet.leases.settings().ttl();
 
-    // ---- run 1: the simulation under every fault but the target kill ----
-    let rules = (0..plan.tasks)
-        .map(|i| format!("hosts_rule_{i:05}"))
-        .collect();
-    let run1 = fleet
-        .api
-        .submit_with("sim-demo", rules, Budgets::default())
-        .await
-        .run;
+    // ---- the simulation under every fault but the target kill ----
+    // A run that drains before every fault happened is followed by another,
+    // so that each fault lands mid-run however fast the machine is.
+    let mut runs = vec![submit_sim(&fleet, plan.tasks).await];
     let zombie = tokio::spawn(crate::chaos::zombie(
         fleet.leases.clone(),
         ttl,
         plan.zombie_completions,
     ));
     let started = Instant::now();
-    let mut faults = schedule(&plan).into_iter();
+    let mut faults = schedule(&plan).into_iter().peekable();
     let mut next_fault = Instant::now() + plan.fault_every;
     let mut restart_at: Vec<(usize, Instant)> = Vec::new();
     let mut kills = Vec::new();
     let mut fault_ends = Vec::new();
     let mut docker_kill = false;
     loop {
-        if let Some(s) = fleet.api.try_status(run1).await {
+        let run = *runs.last().expect("a run");
+        if let Some(s) = fleet.api.try_status(run).await {
             if s.status == "completed" {
-                break;
+                if faults.peek().is_none() {
+                    break;
+                }
+                runs.push(submit_sim(&fleet, plan.tasks).await);
+                continue;
             }
         }
         assert!(
             started.elapsed() < plan.timeout,
-            "run {run1} not finished in {:?}; logs in {logs}",
+            "run {run} not finished in {:?}; logs in {logs}",
             plan.timeout
         );
         tokio::time::sleep(plan.kill_every).await;
@@ -306,12 +310,16 @@ pub async fn run(plan: HostsPlan) -> HostsReport {
     report.kills = kills.len() as u64;
     fleet.stop_agents();
     fleet.wait_ingested(Duration::from_secs(60)).await;
-    let mut verdict = check::check(&fleet, run1).await;
+    report.sim_runs = runs.len();
+    let mut verdict = Verdict::default();
+    for &run in &runs {
+        verdict.add(check::check(&fleet, run).await);
+    }
     verdict.stale_accepted += zombie_accepted;
     report.recovery_ms = crate::chaos::recovery(&fleet.pool, &kills).await;
     report
         .recovery_ms
-        .extend(next_outcome_after(&fleet, run1, &fault_ends).await);
+        .extend(next_outcome_after(&fleet, &runs, &fault_ends).await);
 
     // ---- run 2: real targets, one killed under its agent ----
     if !plan.target_rules.is_empty() {
@@ -376,15 +384,26 @@ async fn inject(
     true
 }
 
-/// For each time, how long until the run's next accepted agent outcome.
-async fn next_outcome_after(fleet: &HostFleet, run: RunId, at_ms: &[i64]) -> Vec<u64> {
+/// `tasks` simulated rules in a new run.
+async fn submit_sim(fleet: &HostFleet, tasks: usize) -> RunId {
+    let rules = (0..tasks).map(|i| format!("hosts_rule_{i:05}")).collect();
+    fleet
+        .api
+        .submit_with("sim-demo", rules, Budgets::default())
+        .await
+        .run
+}
+
+/// For each time, how long until the next accepted agent outcome of `runs`.
+async fn next_outcome_after(fleet: &HostFleet, runs: &[RunId], at_ms: &[i64]) -> Vec<u64> {
+    let runs: Vec<i64> = runs.iter().map(|r| r.0).collect();
     let mut out = Vec::new();
     for &t in at_ms {
         let next: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-            "SELECT min(ts) FROM run_events WHERE run_id = $1 AND kind = 'task_completed'
+            "SELECT min(ts) FROM run_events WHERE run_id = ANY($1) AND kind = 'task_completed'
                AND rejected IS NULL AND agent_id <> 'coordinator' AND ts > to_timestamp($2::double precision / 1000)",
         )
-        .bind(run.0)
+        .bind(&runs)
         .bind(t)
         .fetch_one(&fleet.pool)
         .await
