@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use fleet_common::lease::LeaseClient;
 use fleet_common::TaskId;
 use nix::sys::signal::Signal;
 use rand::seq::IndexedRandom;
@@ -64,12 +65,7 @@ pub struct ChaosReport {
 
 impl ChaosReport {
     pub fn percentile(&self, p: f64) -> u64 {
-        let mut v = self.recovery_ms.clone();
-        if v.is_empty() {
-            return 0;
-        }
-        v.sort_unstable();
-        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+        percentile(&self.recovery_ms, p)
     }
 
     pub fn line(&self) -> String {
@@ -97,17 +93,18 @@ pub struct Kill {
     pub at_ms: i64,
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A leased task and its holder, picked at random from Redis.
-async fn random_holder(fleet: &Fleet) -> Option<(TaskId, u64, String)> {
-    let mut conn = fleet.leases.connection();
-    let leased: Vec<i64> = conn.zrange(fleet.keys.leases(), 0, -1).await.ok()?;
+/// A leased task, its epoch and its holder, picked at random from Redis.
+pub async fn random_holder(leases: &LeaseClient) -> Option<(TaskId, u64, String)> {
+    let mut conn = leases.connection();
+    let keys = leases.keys();
+    let leased: Vec<i64> = conn.zrange(keys.leases(), 0, -1).await.ok()?;
     let id = *leased.choose(&mut rand::rng())?;
     let (epoch, agent): (Option<u64>, Option<String>) = redis::cmd("HMGET")
-        .arg(fleet.keys.task(TaskId(id)))
+        .arg(keys.task(TaskId(id)))
         .arg("epoch")
         .arg("agent")
         .query_async(&mut conn)
@@ -172,7 +169,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         for i in due {
             fleet.start_agent(i);
         }
-        let Some((task, epoch, agent)) = random_holder(&fleet).await else {
+        let Some((task, epoch, agent)) = random_holder(&fleet.leases).await else {
             continue;
         };
         let Some(slot) = slot_of(&agent) else {
@@ -385,4 +382,14 @@ pub async fn recovery(pool: &PgPool, kills: &[Kill]) -> Vec<u64> {
         }
     }
     out
+}
+
+/// The `p` quantile (nearest rank) of `values`; 0 when empty.
+pub fn percentile(values: &[u64], p: f64) -> u64 {
+    let mut v = values.to_vec();
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
 }

@@ -8,26 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fleet_tests::fleet::{Fleet, FleetOpts};
+use fleet_tests::hosts::docker::targets_of;
 
 fn image() -> String {
     std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into())
-}
-
-/// Containers (any state) labelled with `agent`.
-fn containers_of(agent: &str) -> Vec<String> {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=fleet.agent={agent}"),
-        ])
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,11 +73,7 @@ async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
         assert!(exit.is_some_and(|s| s.success()), "{name}: {exit:?}");
     }
     for a in &agents {
-        assert_eq!(
-            containers_of(a),
-            Vec::<String>::new(),
-            "{a} left containers"
-        );
+        assert_eq!(targets_of(a), Vec::<String>::new(), "{a} left containers");
     }
     let (checked, missing) = fleet.missing_lease_branches(resp.run).await;
     assert_eq!(checked as u64, 44 - resp.already_passing);

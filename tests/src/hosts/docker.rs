@@ -84,9 +84,11 @@ pub fn containers_named(prefix: &str) -> Vec<String> {
     .collect()
 }
 
-/// Containers (any state) labelled `fleet.agent=<agent>`: an agent's targets.
+/// Containers (any state) labelled `fleet.agent=<agent>`: an agent's
+/// targets. Panics when Docker does not answer: an empty answer must mean
+/// "none left", never "could not look".
 pub fn targets_of(agent: &str) -> Vec<String> {
-    docker(&[
+    must(&[
         "ps",
         "-a",
         "--format",
@@ -94,7 +96,6 @@ pub fn targets_of(agent: &str) -> Vec<String> {
         "--filter",
         &format!("label=fleet.agent={agent}"),
     ])
-    .unwrap_or_default()
     .lines()
     .map(str::to_owned)
     .collect()

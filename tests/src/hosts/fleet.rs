@@ -375,8 +375,13 @@ impl HostFleet {
 impl Drop for HostFleet {
     fn drop(&mut self) {
         // A failed run must not leave its containers behind.
+        // Targets are named after their agent, whose id carries the
+        // fleet's name. No panic here: this may run while unwinding.
         let mut names = docker::containers_named(&self.name);
-        names.extend(self.leftover_targets());
+        names.extend(docker::containers_named(&format!(
+            "fleet-target-{}",
+            self.name
+        )));
         docker::remove_force(&names);
     }
 }

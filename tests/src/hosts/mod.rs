@@ -21,7 +21,6 @@ pub mod postgres;
 use std::time::{Duration, Instant};
 
 use fleet_common::{Budgets, RunId, TaskId};
-use rand::seq::IndexedRandom;
 use rand::Rng;
 
 use self::check::{main_fast_forward_only, main_tip, Verdict};
@@ -117,12 +116,7 @@ pub struct HostsReport {
 
 impl HostsReport {
     pub fn recovery_p99(&self) -> u64 {
-        let mut v = self.recovery_ms.clone();
-        if v.is_empty() {
-            return 0;
-        }
-        v.sort_unstable();
-        v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1]
+        crate::chaos::percentile(&self.recovery_ms, 0.99)
     }
 
     pub fn ok(&self) -> bool {
@@ -193,27 +187,11 @@ fn schedule(plan: &HostsPlan) -> Vec<Fault> {
     out
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A leased task and the index of the agent holding it.
+/// A leased task, its epoch and the index of the agent holding it.
 async fn random_holder(fleet: &HostFleet) -> Option<(TaskId, u64, usize)> {
-    let mut conn = fleet.leases.connection();
-    let leased: Vec<i64> = redis::AsyncCommands::zrange(&mut conn, fleet.keys.leases(), 0, -1)
-        .await
-        .ok()?;
-    let id = *leased.choose(&mut rand::rng())?;
-    let (epoch, agent): (Option<u64>, Option<String>) = redis::cmd("HMGET")
-        .arg(fleet.keys.task(TaskId(id)))
-        .arg("epoch")
-        .arg("agent")
-        .query_async(&mut conn)
-        .await
-        .ok()?;
-    let agent = agent?;
+    let (task, epoch, agent) = crate::chaos::random_holder(&fleet.leases).await?;
     let slot = fleet.agents.iter().position(|a| a.id == agent)?;
-    Some((TaskId(id), epoch?, slot))
+    Some((task, epoch, slot))
 }
 
 pub async fn run(plan: HostsPlan) -> HostsReport {
@@ -273,7 +251,7 @@ pub async fn run(plan: HostsPlan) -> HostsReport {
         if now >= next_fault {
             if let Some(fault) = faults.next() {
                 if inject(&mut fleet, &mut report, fault, ttl).await {
-                    fault_ends.push(now_ms());
+                    fault_ends.push(crate::chaos::now_ms());
                 }
                 next_fault = Instant::now() + plan.fault_every;
                 continue;
@@ -285,7 +263,7 @@ pub async fn run(plan: HostsPlan) -> HostsReport {
         if restart_at.iter().any(|(i, _)| *i == slot) || !fleet.agent_running(slot) {
             continue;
         }
-        let at_ms = now_ms();
+        let at_ms = crate::chaos::now_ms();
         // Both ways an agent host dies: its process SIGKILLed from the
         // host, and the container killed by the engine.
         docker_kill = !docker_kill;
