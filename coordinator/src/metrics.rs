@@ -16,6 +16,7 @@ pub struct Metrics {
     pub events_quarantined: IntCounterVec,
     pub ingest_lag: Histogram,
     pub ingest_batches: IntCounter,
+    pub ingest_conflicts: IntCounter,
     pub queue_depth: IntGaugeVec,
     pub leases_active: IntGauge,
     pub lease_reclaims: IntCounter,
@@ -153,6 +154,10 @@ impl Metrics {
             ),
             ingest_lag,
             ingest_batches: counter("fleet_ingest_batches_total", "Ingest batches committed"),
+            ingest_conflicts: counter(
+                "fleet_ingest_conflicts_total",
+                "Ingest batches rolled back by a lock conflict with another consumer and retried",
+            ),
             queue_depth: gauge_vec(
                 "fleet_queue_depth",
                 "Tasks in the Redis queue by state",

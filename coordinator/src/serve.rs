@@ -26,7 +26,7 @@ use crate::access::{self, AgentAccess, RedisAcl, Revocations};
 use crate::api::{self, AppState};
 use crate::dream::Dreamer;
 use crate::error::CoordinatorError;
-use crate::ingest::Ingester;
+use crate::ingest::{drain_all, worker_consumers, Ingester};
 use crate::metrics::Metrics;
 use crate::packs::SkillPacks;
 use crate::reaper::Reaper;
@@ -37,6 +37,10 @@ use crate::{db, reconcile};
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Where the knowledge repo lives unless `--knowledge-dir` says otherwise.
 pub const DEFAULT_KNOWLEDGE_DIR: &str = ".fleet/knowledge.git";
+
+/// Ingest workers beyond this would take half of the pool's 16 connections
+/// from the API and the dream stage.
+const MAX_INGEST_WORKERS: usize = 8;
 
 #[derive(Clone)]
 pub struct ServeConfig {
@@ -58,6 +62,9 @@ pub struct ServeConfig {
     /// Consumer name in the ingest group: stable across restarts, distinct
     /// between coordinators running at the same time.
     pub consumer: String,
+    /// Ingest workers (batches in flight), each its own consumer named
+    /// after `consumer` ([`crate::ingest::worker_consumers`]).
+    pub ingest_workers: usize,
     /// The knowledge repo (bare), created from the skill packs if missing
     /// and served to agents under `/git/`.
     pub knowledge_dir: PathBuf,
@@ -91,6 +98,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("scan_image", &self.scan_image)
             .field("lease", &self.lease)
             .field("consumer", &self.consumer)
+            .field("ingest_workers", &self.ingest_workers)
             .field("knowledge_dir", &self.knowledge_dir)
             .field("advertise_url", &self.advertise_url)
             .field("auto_dream", &self.auto_dream)
@@ -119,6 +127,7 @@ impl ServeConfig {
             scan_image: None,
             lease: LeaseSettings::default(),
             consumer: "coordinator".to_owned(),
+            ingest_workers: crate::ingest::DEFAULT_WORKERS,
             knowledge_dir: PathBuf::from(DEFAULT_KNOWLEDGE_DIR),
             git_secret: String::new(),
             advertise_url: None,
@@ -140,6 +149,12 @@ impl ServeConfig {
         }
         if self.consumer.is_empty() {
             return bad("the ingest consumer name is empty");
+        }
+        if !(1..=MAX_INGEST_WORKERS).contains(&self.ingest_workers) {
+            return Err(CoordinatorError::Config(format!(
+                "--ingest-workers must be 1 to {MAX_INGEST_WORKERS}, not {}",
+                self.ingest_workers
+            )));
         }
         self.lease.validate().map_err(CoordinatorError::Config)
     }
@@ -257,11 +272,13 @@ pub async fn serve_on(
         reaper.run(stop).await;
         Ok(())
     });
-    let ingester = Ingester::new(pool, leases, metrics, config.consumer.clone());
-    workers.spawn("ingester", move |stop| async move {
-        ingester.run(stop).await;
-        Ok(())
-    });
+    for consumer in worker_consumers(&config.consumer, config.ingest_workers) {
+        let ingester = Ingester::new(pool.clone(), leases.clone(), metrics.clone(), consumer);
+        workers.spawn("ingester", move |stop| async move {
+            ingester.run(stop).await;
+            Ok(())
+        });
+    }
     // After a run completes: compare, revert, promote, rank (DESIGN D).
     if config.auto_dream {
         workers.spawn("dream", move |stop| async move {
@@ -327,13 +344,12 @@ async fn start(
             Ok(LeaseClient::connect(&config.redis_url, keys.clone(), config.lease).await?)
         })
         .await?;
-        let ingester = Ingester::new(
-            pool.clone(),
-            leases.clone(),
-            metrics.clone(),
-            config.consumer.clone(),
-        );
-        let drained = retrying("drain the event stream", || ingester.drain()).await?;
+        // Every worker re-applies its own pending entries first.
+        let ingesters: Vec<Ingester> = worker_consumers(&config.consumer, config.ingest_workers)
+            .into_iter()
+            .map(|consumer| Ingester::new(pool.clone(), leases.clone(), metrics.clone(), consumer))
+            .collect();
+        let drained = retrying("drain the event stream", || drain_all(&ingesters)).await?;
         tracing::info!(
             applied = drained.applied,
             quarantined = drained.quarantined,
@@ -404,5 +420,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("FLEET_API_TOKEN"));
+    }
+
+    #[test]
+    fn ingest_workers_are_bounded() {
+        let c = ServeConfig {
+            git_secret: "s".into(),
+            ..ServeConfig::new("postgres://h/db", "redis://h", "t", "")
+        };
+        for (workers, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_INGEST_WORKERS, true),
+            (MAX_INGEST_WORKERS + 1, false),
+        ] {
+            let c = ServeConfig {
+                ingest_workers: workers,
+                ..c.clone()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{workers} workers");
+        }
     }
 }

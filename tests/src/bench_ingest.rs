@@ -19,7 +19,7 @@ use fleet_common::event::{EVENT_VERSION, FIELD_EVENT};
 use fleet_common::lease::QueuedTask;
 use fleet_common::settings::LeaseSettings;
 use fleet_common::{AgentId, Epoch, Event, EventId};
-use fleet_coordinator::ingest::Ingester;
+use fleet_coordinator::ingest::{drain_all, worker_consumers, Ingester, DEFAULT_WORKERS};
 use fleet_coordinator::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +58,22 @@ pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result
     let tasks = bench_run(&c.db.pool, (events / 8 + 1) as i64).await?;
     let all = realistic_events(&tasks, events);
     append(&mut conn, &stream, &all).await?;
-    let ingester = c.ingester();
+    // The coordinator's ingest workers, as `serve` runs them.
+    let ingesters = |metrics: &Metrics| -> Vec<Ingester> {
+        worker_consumers("bench", DEFAULT_WORKERS)
+            .into_iter()
+            .map(|consumer| {
+                Ingester::new(
+                    c.db.pool.clone(),
+                    c.queue.client.clone(),
+                    metrics.clone(),
+                    consumer,
+                )
+            })
+            .collect()
+    };
     let started = Instant::now();
-    let report = ingester.drain().await?;
+    let report = drain_all(&ingesters(&c.metrics)).await?;
     let events_per_s = events as f64 / started.elapsed().as_secs_f64();
     anyhow::ensure!(
         report.applied as usize == events && report.quarantined == 0,
@@ -72,13 +85,10 @@ pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result
     // Lag at half the measured rate, the ingester running as in `serve`.
     let metrics = Metrics::new();
     let stop = CancellationToken::new();
-    let live = Ingester::new(
-        c.db.pool.clone(),
-        c.queue.client.clone(),
-        metrics.clone(),
-        "lag".into(),
-    );
-    let worker = tokio::spawn(live.run(stop.clone()));
+    let workers: Vec<_> = ingesters(&metrics)
+        .into_iter()
+        .map(|live| tokio::spawn(live.run(stop.clone())))
+        .collect();
     let per_tick = ((events_per_s / 2.0) / 100.0).max(1.0) as usize;
     let lag_events = (per_tick as f64 * 100.0 * lag_window.as_secs_f64()) as usize;
     let lag_tasks = bench_run(&c.db.pool, (lag_events / 8 + 1) as i64).await?;
@@ -93,10 +103,13 @@ pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
-    worker.await?;
+    for worker in workers {
+        worker.await?;
+    }
     let lag_p99_ms = histogram_quantile(&metrics.render(), "fleet_ingest_lag_seconds", 0.99)
         .map_or(f64::NAN, |s| s * 1000.0);
 
+    c.db.drop_schema().await?;
     Ok(IngestFigures {
         events,
         events_per_s,

@@ -112,7 +112,7 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
         v
     };
 
-    let fleet = Fleet::start(FleetOpts {
+    let mut fleet = Fleet::start(FleetOpts {
         agents: 0,
         auto_dream: false,
         ..FleetOpts::default()
@@ -171,6 +171,10 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
     let rss_mb_end = rss_mb(pid.as_raw())?;
     let stream_len_end: u64 = fleet.leases.connection().xlen(fleet.keys.events()).await?;
     let lost = load.tally.lost.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(c) = fleet.coordinator.take() {
+        c.terminate(Duration::from_secs(10)).await;
+    }
+    fleet.db.drop_schema().await?;
     Ok(ScaleFigures {
         points,
         bytes_per_task,

@@ -23,4 +23,14 @@ impl TestDb {
             .expect("migrations apply");
         Self { pool, schema }
     }
+
+    /// Drops the schema (tests leave theirs for a post-mortem and
+    /// `scripts/test.sh` clears them; a bench's rows would only slow the
+    /// next one's checkpoints).
+    pub async fn drop_schema(&self) -> anyhow::Result<()> {
+        sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }

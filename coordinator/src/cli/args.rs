@@ -168,6 +168,10 @@ pub struct ServeArgs {
     /// concurrently running coordinator its own.
     #[arg(long, env = "FLEET_INGEST_CONSUMER", default_value = "coordinator")]
     pub consumer: String,
+    /// Ingest batches in flight, each its own consumer (`<consumer>`,
+    /// `<consumer>/1`, …): about one per Postgres core.
+    #[arg(long, env = "FLEET_INGEST_WORKERS", default_value_t = fleet_coordinator::ingest::DEFAULT_WORKERS)]
+    pub ingest_workers: usize,
     /// The knowledge repo (bare git), created from the skill packs if missing
     /// and served to agents under /git/.
     #[arg(long, env = "FLEET_KNOWLEDGE_DIR", default_value = fleet_coordinator::serve::DEFAULT_KNOWLEDGE_DIR)]

@@ -74,6 +74,7 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         scan_image: a.scan_image,
         lease,
         consumer: a.consumer,
+        ingest_workers: a.ingest_workers,
         knowledge_dir: a.knowledge_dir,
         git_secret: required(
             a.git_secret,

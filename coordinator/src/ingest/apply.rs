@@ -301,8 +301,12 @@ fn timestamp(ts_ms: i64) -> DateTime<Utc> {
 
 async fn complete_run_if_done(tx: &mut PgConnection, run: i64) -> Result<bool, sqlx::Error> {
     // Lock first: two batches finishing the last two items of a run in
-    // parallel must not both see the other's item as still pending.
-    sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE")
+    // parallel must not both see the other's item as still pending. Not
+    // `FOR UPDATE`: each batch already holds the run's key-share lock (the
+    // foreign keys of the lessons it inserted), and two batches upgrading
+    // that to `FOR UPDATE` deadlock; `FOR NO KEY UPDATE` excludes only its
+    // own kind.
+    sqlx::query("SELECT 1 FROM runs WHERE id = $1 FOR NO KEY UPDATE")
         .bind(run)
         .execute(&mut *tx)
         .await?;

@@ -102,10 +102,13 @@ impl<'a> AttemptBatch<'a> {
         }
     }
 
-    pub async fn write(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    pub async fn write(mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if self.folds.is_empty() {
             return Ok(());
         }
+        // Rows are locked in key order, so two consumers' batches that share
+        // attempts (one split across their batches) cannot deadlock.
+        self.folds.sort_unstable_by_key(|f| f.key);
         let n = self.folds.len();
         let (mut items, mut epochs, mut attempts) = (
             Vec::with_capacity(n),

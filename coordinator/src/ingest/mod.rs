@@ -36,10 +36,38 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 const CLAIM_IDLE_MS: u64 = 30_000;
 const CLAIM_EVERY: Duration = Duration::from_secs(10);
 
+/// Ingest workers a coordinator runs by default: two batches in flight keep
+/// both of Postgres' cores of a small host busy (one batch is one backend).
+pub const DEFAULT_WORKERS: usize = 3;
+
+/// Consumer names of a coordinator's `workers` ingest workers. Each worker
+/// is a consumer of its own in the group, as another coordinator would be,
+/// so the same race and lock-order rules keep them apart. The first keeps
+/// `base` itself, so its pending entries survive a change of the count.
+pub fn worker_consumers(base: &str, workers: usize) -> Vec<String> {
+    (0..workers.max(1))
+        .map(|i| match i {
+            0 => base.to_owned(),
+            i => format!("{base}/{i}"),
+        })
+        .collect()
+}
+
+/// Drains the stream with all `ingesters` at once (see [`Ingester::drain`]).
+pub async fn drain_all(ingesters: &[Ingester]) -> Result<IngestReport, CoordinatorError> {
+    let reports = futures_util::future::try_join_all(ingesters.iter().map(Ingester::drain)).await?;
+    let mut total = IngestReport::default();
+    for r in reports {
+        total += r;
+    }
+    Ok(total)
+}
+
 /// Quarantine reason of an event Postgres refused to store.
 const REFUSED: &str = "refused_by_postgres";
 
-/// Times a batch is retried after losing a race for an event id.
+/// Times a batch is retried after losing a race for an event id or a lock
+/// conflict with another consumer.
 const RACE_RETRIES: u32 = 3;
 
 /// A unique violation on `run_events`' key: another consumer committed one
@@ -49,6 +77,16 @@ fn is_event_id_race(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             db.code().as_deref() == Some("23505") && db.constraint() == Some("run_events_pkey")
         }
+        _ => false,
+    }
+}
+
+/// Postgres rolled the batch back to break a lock cycle with another
+/// consumer's batch (or a serialization conflict): nothing of it stands,
+/// and the same batch can simply run again.
+fn is_transient_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001")),
         _ => false,
     }
 }
@@ -361,6 +399,13 @@ impl Ingester {
                 {
                     races += 1;
                     tracing::info!(error = %e, "another consumer stored an event of this batch first; retrying the batch");
+                }
+                Err(CoordinatorError::Postgres(e))
+                    if is_transient_conflict(&e) && races < RACE_RETRIES =>
+                {
+                    races += 1;
+                    self.metrics.ingest_conflicts.inc();
+                    tracing::info!(error = %e, "batch conflicted with another consumer's; retrying the batch");
                 }
                 other => return other,
             }

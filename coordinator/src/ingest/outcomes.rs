@@ -23,10 +23,12 @@ impl<'a> LessonBatch<'a> {
         self.lessons.push((e, lesson));
     }
 
-    pub async fn write(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    pub async fn write(mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if self.lessons.is_empty() {
             return Ok(());
         }
+        // Key order: see `AttemptBatch::write`.
+        self.lessons.sort_by(|a, b| a.1.id.cmp(&b.1.id));
         let mut ids = Vec::new();
         let mut families = Vec::new();
         let mut kinds = Vec::new();
@@ -122,6 +124,8 @@ impl<'a> CompletionBatch<'a> {
                 later.push(*d);
             }
         }
+        // Key order: see `AttemptBatch::write`.
+        rows.sort_by_key(|(d, _)| d.event.task.0);
         let mut items = Vec::new();
         let mut outcomes = Vec::new();
         let mut reasons = Vec::new();
