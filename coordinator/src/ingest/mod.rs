@@ -226,7 +226,7 @@ impl Ingester {
                     // is read again from this consumer's pending entries.
                     pipeline = Pipeline::default();
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "ingest batch failed; will retry");
+                    tracing::warn!(%error, consumer = %self.consumer, retry_in_ms = delay.as_millis() as u64, "ingest batch failed; will retry");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -237,7 +237,7 @@ impl Ingester {
         if let Err(error) = self.flush(&mut pipeline).await {
             tracing::warn!(%error, "last batch not acknowledged; it will be read again and found applied");
         }
-        tracing::info!("ingester stopped");
+        tracing::info!(consumer = %self.consumer, "ingester stopped");
     }
 
     /// Applies one batch. Without a pipeline: reads it, commits it and
