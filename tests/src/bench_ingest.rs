@@ -2,12 +2,13 @@
 //! the same rows into a scratch copy of the same table, in the same run.
 //!
 //! 1. `events` events of a realistic mix (what [`crate::loadgen`] agents
-//!    send, about eight per task) are appended to the stream, then the real
-//!    [`Ingester`] drains it: `events_per_s`.
-//! 2. The `run_events` rows it wrote are exported and `\copy`-ed into
+//!    send, about eight per task) are appended to the stream, then the
+//!    coordinator's ingest workers drain it: `events_per_s`.
+//! 2. The `run_events` rows they wrote are exported and `\copy`-ed into
 //!    `copy_scratch (LIKE run_events INCLUDING ALL)`: `copy_rows_per_s`.
 //!    The ingester also wrote attempts, attributions, lessons and outcomes;
-//!    COPY wrote only the event rows.
+//!    COPY wrote only the event rows. Both are measured in [`ROUNDS`]
+//!    alternating rounds and reported as medians.
 //! 3. Lag: events appended at half the measured rate for a few seconds while
 //!    the ingester runs as in the coordinator; p99 of
 //!    `fleet_ingest_lag_seconds` (stream append to commit).
@@ -35,29 +36,37 @@ pub struct IngestFigures {
     pub events_per_s: f64,
     pub copy_rows_per_s: f64,
     pub lag_p99_ms: f64,
+    /// Postgres rows the ingester wrote per event, for the drained events
+    /// and for the lag phase's (a different count of the same mix).
+    pub rows_per_event_at: [(usize, f64); 2],
 }
 
 impl IngestFigures {
     pub fn line(&self) -> String {
         format!(
-            "bench ingest: events={} events_per_s={:.0} copy_rows_per_s={:.0} ratio={:.2} lag_p99_ms={:.0}",
+            "bench ingest: events={} events_per_s={:.0} copy_rows_per_s={:.0} ratio={:.2} lag_p99_ms={:.0} \
+             pg_rows_per_event_at={}:{:.3},{}:{:.3}",
             self.events,
             self.events_per_s,
             self.copy_rows_per_s,
             self.events_per_s / self.copy_rows_per_s,
-            self.lag_p99_ms
+            self.lag_p99_ms,
+            self.rows_per_event_at[0].0,
+            self.rows_per_event_at[0].1,
+            self.rows_per_event_at[1].0,
+            self.rows_per_event_at[1].1,
         )
     }
 }
+
+/// Rounds of each measurement; the figures are the medians, so that one
+/// round that met a checkpoint or an AOF rewrite does not decide the ratio.
+const ROUNDS: usize = 3;
 
 pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result<IngestFigures> {
     let c = TestCoordinator::new(LeaseSettings::default()).await;
     let mut conn = c.queue.conn();
     let stream = c.queue.keys.events();
-
-    let tasks = bench_run(&c.db.pool, (events / 8 + 1) as i64).await?;
-    let all = realistic_events(&tasks, events);
-    append(&mut conn, &stream, &all).await?;
     // The coordinator's ingest workers, as `serve` runs them.
     let ingesters = |metrics: &Metrics| -> Vec<Ingester> {
         worker_consumers("bench", DEFAULT_WORKERS)
@@ -72,15 +81,33 @@ pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result
             })
             .collect()
     };
-    let started = Instant::now();
-    let report = drain_all(&ingesters(&c.metrics)).await?;
-    let events_per_s = events as f64 / started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        report.applied as usize == events && report.quarantined == 0,
-        "ingested {report:?} of {events} events"
-    );
 
-    let copy_rows_per_s = copy_rate(&c.db.schema, events)?;
+    // Each round: a run's events drained by the ingester, then the same
+    // rows `\copy`-ed into `copy_scratch`, which grows round by round as
+    // `run_events` does.
+    copy_scratch(&c.db.schema)?;
+    let (mut ingest_rates, mut copy_rates) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let tasks = bench_run(&c.db.pool, (events / 8 + 1) as i64).await?;
+        let all = realistic_events(&tasks, events);
+        append(&mut conn, &stream, &all).await?;
+        let started = Instant::now();
+        let report = drain_all(&ingesters(&c.metrics)).await?;
+        ingest_rates.push(events as f64 / started.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            report.applied as usize == events && report.quarantined == 0,
+            "ingested {report:?} of {events} events"
+        );
+        copy_rates.push(copy_rate(&c.db.schema, tasks[0].task.run.0, events)?);
+        eprintln!(
+            "bench ingest: round {}/{ROUNDS} events_per_s={:.0} copy_rows_per_s={:.0}",
+            copy_rates.len(),
+            ingest_rates[copy_rates.len() - 1],
+            copy_rates[copy_rates.len() - 1]
+        );
+    }
+    let (events_per_s, copy_rows_per_s) = (median(ingest_rates), median(copy_rates));
+    let rows_drained = ingested_rows(&c.db.pool).await?;
 
     // Lag at half the measured rate, the ingester running as in `serve`.
     let metrics = Metrics::new();
@@ -109,13 +136,29 @@ pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result
     let lag_p99_ms = histogram_quantile(&metrics.render(), "fleet_ingest_lag_seconds", 0.99)
         .map_or(f64::NAN, |s| s * 1000.0);
 
+    let rows_lag = ingested_rows(&c.db.pool).await? - rows_drained;
     c.db.drop_schema().await?;
     Ok(IngestFigures {
         events,
         events_per_s,
         copy_rows_per_s,
         lag_p99_ms,
+        rows_per_event_at: [
+            (ROUNDS * events, rows_drained as f64 / (ROUNDS * events) as f64),
+            (more.len(), rows_lag as f64 / more.len() as f64),
+        ],
     })
+}
+
+/// Rows in every table the ingester writes (`copy_scratch` is not one).
+async fn ingested_rows(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM run_events) + (SELECT count(*) FROM attempts)
+              + (SELECT count(*) FROM lesson_attributions) + (SELECT count(*) FROM lessons)
+              + (SELECT count(*) FROM quarantined_events)",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 async fn append(
@@ -138,37 +181,51 @@ async fn append(
     Ok(())
 }
 
-/// The rows `\copy`-ed into a scratch copy of `run_events` (same columns,
-/// indexes and defaults), per second of the `\copy` itself.
-fn copy_rate(schema: &str, rows: usize) -> anyhow::Result<f64> {
+/// `psql -c sql` in `schema`.
+fn psql(schema: &str, sql: &str) -> anyhow::Result<()> {
+    let out = Command::new("psql")
+        .arg(database_url())
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .env("PGOPTIONS", format!("-c search_path={schema}"))
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run psql ({e}): install postgresql-client"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A scratch copy of `run_events`: same columns, indexes and defaults.
+fn copy_scratch(schema: &str) -> anyhow::Result<()> {
+    psql(schema, "CREATE TABLE copy_scratch (LIKE run_events INCLUDING ALL)")
+}
+
+/// The `run_events` rows of `run` `\copy`-ed into `copy_scratch`, per
+/// second of the `\copy` itself.
+fn copy_rate(schema: &str, run: i64, rows: usize) -> anyhow::Result<f64> {
     let file = std::env::temp_dir().join(format!("fleet-bench-{schema}.copy"));
-    let psql = |sql: &str| -> anyhow::Result<()> {
-        let out = Command::new("psql")
-            .arg(database_url())
-            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-            .env("PGOPTIONS", format!("-c search_path={schema}"))
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run psql ({e}): install postgresql-client"))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    };
-    psql(&format!(
-        "\\copy (SELECT {COLUMNS} FROM run_events) TO '{}'",
-        file.display()
-    ))?;
-    psql("CREATE TABLE copy_scratch (LIKE run_events INCLUDING ALL)")?;
+    psql(
+        schema,
+        &format!(
+            "\\copy (SELECT {COLUMNS} FROM run_events WHERE run_id = {run}) TO '{}'",
+            file.display()
+        ),
+    )?;
     let started = Instant::now();
-    psql(&format!(
-        "\\copy copy_scratch ({COLUMNS}) FROM '{}'",
-        file.display()
-    ))?;
+    psql(
+        schema,
+        &format!("\\copy copy_scratch ({COLUMNS}) FROM '{}'", file.display()),
+    )?;
     let rate = rows as f64 / started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&file);
     Ok(rate)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// What simulated agents send for `tasks` ([`event_mix`], as the agents of
