@@ -7,7 +7,9 @@
 //!   agents / work; what falls short of it is the protocol's cost).
 //! * `redis_bytes_per_task`: `MEMORY USAGE` of every key under a fresh
 //!   prefix holding N queued tasks, a tenth of them leased, divided by N;
-//!   at 10,000 and 100,000 tasks (goal: equal within 10 %).
+//!   at 10,000 and 100,000 tasks (goal: equal within 10 %). The same split
+//!   in two: per queued task before any lease, and per in-flight lease
+//!   (what leasing the tenth added, divided by the leases).
 //! * `coordinator_rss_mb_start/end`: `VmRSS` of the coordinator once it has
 //!   ingested every event of the last (largest) point, which warms it up at
 //!   full load, and again after a long soak at that fleet size (goal: end
@@ -64,8 +66,10 @@ impl ScaleConfig {
 
 pub struct ScaleFigures {
     pub points: Vec<(usize, f64)>,
-    pub bytes_per_task: Vec<(usize, f64)>,
+    pub redis: Vec<RedisBytes>,
     pub rss_mb_start: f64,
+    /// Sampled evenly over the soak, under load.
+    pub rss_mb_soak: Vec<f64>,
     pub rss_mb_end: f64,
     pub stream_len_end: u64,
     pub lost: u64,
@@ -87,30 +91,83 @@ impl ScaleFigures {
                 })
                 .collect(),
         );
-        let last = self.bytes_per_task.last().map_or(0.0, |(_, b)| *b);
-        let at = join(
-            self.bytes_per_task
-                .iter()
-                .map(|(n, b)| format!("{n}:{b:.0}"))
-                .collect(),
-        );
+        let last = self.redis.last().map_or(0.0, |r| r.per_task);
+        let at = |f: fn(&RedisBytes) -> f64| {
+            join(
+                self.redis
+                    .iter()
+                    .map(|r| format!("{}:{:.0}", r.tasks, f(r)))
+                    .collect(),
+            )
+        };
         format!(
             "bench scale: agents={agents} tasks_per_s={rates} redis_bytes_per_task={last:.0} \
-             coordinator_rss_mb_start={:.1} coordinator_rss_mb_end={:.1} \
-             redis_bytes_per_task_at={at} stream_len_end={} leases_lost={}",
-            self.rss_mb_start, self.rss_mb_end, self.stream_len_end, self.lost
+             coordinator_rss_mb_start={:.1} coordinator_rss_mb_end={:.1} coordinator_rss_mb_soak={} \
+             redis_bytes_per_task_at={} redis_bytes_per_queued_at={} redis_bytes_per_lease_at={} \
+             stream_len_end={} leases_lost={} goals_missed={}",
+            self.rss_mb_start,
+            self.rss_mb_end,
+            join(self.rss_mb_soak.iter().map(|m| format!("{m:.1}")).collect()),
+            at(|r| r.per_task),
+            at(|r| r.per_queued),
+            at(|r| r.per_lease),
+            self.stream_len_end,
+            self.lost,
+            self.goals_missed()
         )
+    }
+
+    /// The issue's goals this run missed, comma-separated, or `none`.
+    pub fn goals_missed(&self) -> String {
+        let rate = |agents: usize| {
+            self.points
+                .iter()
+                .find(|(a, _)| *a == agents)
+                .map(|(_, r)| *r)
+        };
+        // Not falling: each point from 64 agents on at least the one before.
+        let from_64: Vec<f64> = self
+            .points
+            .iter()
+            .filter(|(a, _)| *a >= 64)
+            .map(|(_, r)| *r)
+            .collect();
+        let not_falling = rate(64).is_some() && from_64.windows(2).all(|w| w[1] >= w[0]);
+        let equal_bytes = match (self.redis.first(), self.redis.last()) {
+            (Some(a), Some(b)) => within(a.per_task, b.per_task, 0.10),
+            _ => false,
+        };
+        let flat_rss = self.rss_mb_end <= self.rss_mb_start * 1.2;
+        let missed: Vec<&str> = [
+            (not_falling, "tasks_per_s_falls"),
+            (equal_bytes, "redis_bytes_grow"),
+            (flat_rss, "rss_grows"),
+        ]
+        .into_iter()
+        .filter(|(met, _)| !met)
+        .map(|(_, name)| name)
+        .collect();
+        if missed.is_empty() {
+            "none".into()
+        } else {
+            missed.join(",")
+        }
     }
 }
 
+/// `a` and `b` differ by at most `fraction` of the larger.
+fn within(a: f64, b: f64, fraction: f64) -> bool {
+    (a - b).abs() <= fraction * a.abs().max(b.abs())
+}
+
+/// RSS readings over each phase's window.
+const RSS_SAMPLES: usize = 6;
+
 pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
-    let bytes_per_task = {
-        let mut v = Vec::new();
-        for n in cfg.memory_tasks {
-            v.push((n, redis_bytes_per_task(n).await?));
-        }
-        v
-    };
+    let mut redis = Vec::new();
+    for n in cfg.memory_tasks {
+        redis.push(redis_bytes(n).await?);
+    }
 
     let mut fleet = Fleet::start(FleetOpts {
         agents: 0,
@@ -145,7 +202,12 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
             let before = accepted();
             let mut set = load.start(&name, n, &clients[..clients.len().min(n)], &stop);
             let started = Instant::now();
-            tokio::time::sleep(window).await;
+            // RSS six times over the window, to show its course over a soak.
+            let mut rss = Vec::new();
+            for _ in 0..RSS_SAMPLES {
+                tokio::time::sleep(window / RSS_SAMPLES as u32).await;
+                rss.push(rss_mb(pid.as_raw())?);
+            }
             let rate = (accepted() - before) as f64 / started.elapsed().as_secs_f64();
             stop.cancel();
             while let Some(r) = set.join_next().await {
@@ -155,18 +217,18 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
                 "bench scale: {name} agents={n} tasks_per_s={rate:.1} coordinator_rss_mb={:.1}",
                 rss_mb(pid.as_raw())?
             );
-            anyhow::Ok(rate)
+            anyhow::Ok((rate, rss))
         }
     };
     let mut points = Vec::new();
     for (k, &n) in cfg.points.iter().enumerate() {
-        points.push((n, phase(format!("sim{k}"), n, cfg.window).await?));
+        points.push((n, phase(format!("sim{k}"), n, cfg.window).await?.0));
     }
     // The largest point was the warm-up at full load; the soak at the same
     // size shows whether memory keeps growing.
     wait_ingested(&fleet, &load).await?;
     let rss_mb_start = rss_mb(pid.as_raw())?;
-    phase("soak".into(), max, cfg.soak).await?;
+    let (_, rss_mb_soak) = phase("soak".into(), max, cfg.soak).await?;
     wait_ingested(&fleet, &load).await?;
     let rss_mb_end = rss_mb(pid.as_raw())?;
     let stream_len_end: u64 = fleet.leases.connection().xlen(fleet.keys.events()).await?;
@@ -177,8 +239,9 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
     fleet.db.drop_schema().await?;
     Ok(ScaleFigures {
         points,
-        bytes_per_task,
+        redis,
         rss_mb_start,
+        rss_mb_soak,
         rss_mb_end,
         stream_len_end,
         lost,
@@ -220,9 +283,20 @@ fn rss_mb(pid: i32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// `MEMORY USAGE` of every key under a fresh prefix holding `n` queued
-/// tasks, a tenth of them leased, per task.
-async fn redis_bytes_per_task(n: usize) -> anyhow::Result<f64> {
+/// Redis bytes of one queue size: per task with a tenth of them leased (the
+/// headline figure), and split into per queued task (none leased yet) and
+/// per in-flight lease (what leasing a tenth added, per lease).
+#[derive(Debug, Clone, Copy)]
+pub struct RedisBytes {
+    pub tasks: usize,
+    pub per_task: f64,
+    pub per_queued: f64,
+    pub per_lease: f64,
+}
+
+/// Redis bytes of `n` queued tasks under a fresh prefix, then with a tenth
+/// of them leased.
+async fn redis_bytes(n: usize) -> anyhow::Result<RedisBytes> {
     let q = TestQueue::new(LeaseSettings::default()).await;
     for start in (1..=n as i64).step_by(10_000) {
         q.client
@@ -230,10 +304,24 @@ async fn redis_bytes_per_task(n: usize) -> anyhow::Result<f64> {
             .await?;
     }
     q.client.set_generation(1).await?;
+    let queued = prefix_bytes(&q).await?;
     let me = agent("bytes");
-    for _ in 0..n / 10 {
+    let leases = n / 10;
+    for _ in 0..leases {
         q.client.lease(&me).await?.expect("a queued task");
     }
+    let with_leases = prefix_bytes(&q).await?;
+    q.wipe().await;
+    Ok(RedisBytes {
+        tasks: n,
+        per_task: with_leases as f64 / n as f64,
+        per_queued: queued as f64 / n as f64,
+        per_lease: (with_leases as f64 - queued as f64) / leases.max(1) as f64,
+    })
+}
+
+/// `MEMORY USAGE` of every key under the queue's prefix.
+async fn prefix_bytes(q: &TestQueue) -> anyhow::Result<u64> {
     let mut conn = q.conn();
     let keys: Vec<String> = {
         let mut iter: redis::AsyncIter<String> =
@@ -253,6 +341,53 @@ async fn redis_bytes_per_task(n: usize) -> anyhow::Result<f64> {
         let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
         total += sizes.into_iter().flatten().sum::<u64>();
     }
-    q.wipe().await;
-    Ok(total as f64 / n as f64)
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(rates: &[f64], bytes: [f64; 2], rss: (f64, f64)) -> ScaleFigures {
+        let redis = [10_000, 100_000]
+            .into_iter()
+            .zip(bytes)
+            .map(|(tasks, per_task)| RedisBytes {
+                tasks,
+                per_task,
+                per_queued: per_task,
+                per_lease: 0.0,
+            })
+            .collect();
+        ScaleFigures {
+            points: [1, 8, 64, 512, 1024]
+                .into_iter()
+                .zip(rates.iter().copied())
+                .collect(),
+            redis,
+            rss_mb_start: rss.0,
+            rss_mb_soak: vec![],
+            rss_mb_end: rss.1,
+            stream_len_end: 0,
+            lost: 0,
+        }
+    }
+
+    #[test]
+    fn goals_are_met_only_when_each_holds() {
+        let good = [0.4, 3.6, 29.0, 230.0, 461.0];
+        assert_eq!(
+            figures(&good, [1087.0, 1067.0], (22.2, 24.0)).goals_missed(),
+            "none"
+        );
+        let falling = [0.4, 3.6, 29.0, 230.0, 200.0];
+        assert_eq!(
+            figures(&falling, [1087.0, 1067.0], (22.2, 24.0)).goals_missed(),
+            "tasks_per_s_falls"
+        );
+        assert_eq!(
+            figures(&good, [1000.0, 1200.0], (20.0, 24.1)).goals_missed(),
+            "redis_bytes_grow,rss_grows"
+        );
+    }
 }

@@ -90,6 +90,10 @@ struct Args {
     /// Runs of the learning benchmark's campaign.
     #[arg(long)]
     learning_runs: Option<usize>,
+    /// Seconds of the scale benchmark's soak at 1,024 agents between its two
+    /// RSS readings (default 120; 30 with BENCH_QUICK=1).
+    #[arg(long)]
+    soak_s: Option<u64>,
 }
 
 #[tokio::main]
@@ -133,11 +137,14 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", figures.line());
     }
     if matches!(args.which, Which::All | Which::Scale) {
-        let cfg = if quick {
+        let mut cfg = if quick {
             fleet_tests::bench_scale::ScaleConfig::quick()
         } else {
             fleet_tests::bench_scale::ScaleConfig::full()
         };
+        if let Some(s) = args.soak_s {
+            cfg.soak = Duration::from_secs(s);
+        }
         let started = Instant::now();
         let figures = fleet_tests::bench_scale::bench_scale(&cfg).await?;
         eprintln!("bench scale: took {:.0}s", started.elapsed().as_secs_f64());
