@@ -104,6 +104,7 @@ pub async fn bench_ingest(events: usize, lag_window: Duration) -> anyhow::Result
         let tasks = bench_run(&c.db.pool, (events / 8 + 1) as i64).await?;
         let all = realistic_events(&tasks, events);
         append(&mut conn, &stream, &all).await?;
+        aof_rewrite_done(&mut conn).await?;
         let started = Instant::now();
         let report = drain_all(&ingesters(&c.metrics)).await?;
         ingest_rates.push(events as f64 / started.elapsed().as_secs_f64());
@@ -195,6 +196,42 @@ async fn append(
         pipe.query_async::<()>(conn).await?;
     }
     Ok(())
+}
+
+/// Waits for an append-only-file rewrite to end. Appending a whole run's
+/// events at once (about 200 MB) doubles the AOF and sets one off, which
+/// would then share the cores with the timed drain; agents append over the
+/// whole run. Redis starts a due rewrite within a tick of its cron (100 ms
+/// at the default `hz`), hence the first pause.
+async fn aof_rewrite_done(conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<()> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(conn)
+            .await?;
+        let busy = info.lines().any(|l| {
+            matches!(
+                l.trim(),
+                "aof_rewrite_in_progress:1" | "aof_rewrite_scheduled:1"
+            )
+        });
+        if !busy {
+            if started.elapsed() > Duration::from_secs(1) {
+                eprintln!(
+                    "bench ingest: waited {:.1}s for Redis's AOF rewrite before draining",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "Redis's AOF rewrite did not end within 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `psql -c sql` in `schema`.
