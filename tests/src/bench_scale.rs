@@ -66,6 +66,8 @@ impl ScaleConfig {
 
 pub struct ScaleFigures {
     pub points: Vec<(usize, f64)>,
+    /// Simulated work per task: `agents / work` is each point's ideal rate.
+    pub work: Duration,
     pub redis: Vec<RedisBytes>,
     pub rss_mb_start: f64,
     /// Sampled evenly over the soak, under load.
@@ -91,6 +93,12 @@ impl ScaleFigures {
                 })
                 .collect(),
         );
+        let of_ideal = join(
+            self.points
+                .iter()
+                .map(|(a, r)| format!("{:.2}", r * self.work.as_secs_f64() / *a as f64))
+                .collect(),
+        );
         let last = self.redis.last().map_or(0.0, |r| r.per_task);
         let at = |f: fn(&RedisBytes) -> f64| {
             join(
@@ -104,7 +112,7 @@ impl ScaleFigures {
             "bench scale: agents={agents} tasks_per_s={rates} redis_bytes_per_task={last:.0} \
              coordinator_rss_mb_start={:.1} coordinator_rss_mb_end={:.1} coordinator_rss_mb_soak={} \
              redis_bytes_per_task_at={} redis_bytes_per_queued_at={} redis_bytes_per_lease_at={} \
-             stream_len_end={} leases_lost={} goals_missed={}",
+             tasks_per_s_of_ideal={of_ideal} stream_len_end={} leases_lost={} goals_missed={}",
             self.rss_mb_start,
             self.rss_mb_end,
             join(self.rss_mb_soak.iter().map(|m| format!("{m:.1}")).collect()),
@@ -239,6 +247,7 @@ pub async fn bench_scale(cfg: &ScaleConfig) -> anyhow::Result<ScaleFigures> {
     fleet.db.drop_schema().await?;
     Ok(ScaleFigures {
         points,
+        work: cfg.work,
         redis,
         rss_mb_start,
         rss_mb_soak,
@@ -364,6 +373,7 @@ mod tests {
                 .into_iter()
                 .zip(rates.iter().copied())
                 .collect(),
+            work: Duration::from_secs(2),
             redis,
             rss_mb_start: rss.0,
             rss_mb_soak: vec![],
