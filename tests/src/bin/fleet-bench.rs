@@ -94,6 +94,11 @@ struct Args {
     /// RSS readings (default 120; 30 with BENCH_QUICK=1).
     #[arg(long)]
     soak_s: Option<u64>,
+    /// Simulated work per task of the scale benchmark, in milliseconds
+    /// (default 2000): shorter work means more events and leases per second
+    /// for the same agents, to find where the coordinator saturates.
+    #[arg(long)]
+    work_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -144,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
         };
         if let Some(s) = args.soak_s {
             cfg.soak = Duration::from_secs(s);
+        }
+        if let Some(ms) = args.work_ms {
+            cfg.work = Duration::from_millis(ms.max(1));
         }
         let started = Instant::now();
         let figures = fleet_tests::bench_scale::bench_scale(&cfg).await?;
