@@ -58,9 +58,7 @@ impl IngestFigures {
             self.goal_met(),
         )
     }
-}
 
-impl IngestFigures {
     /// Ratio at least [`RATIO_GOAL`] and rows per event the same at both
     /// sizes.
     pub fn goal_met(&self) -> bool {
@@ -364,4 +362,26 @@ pub fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
         (lo, below) = (le, count);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(events_per_s: f64, rows_per_event: [f64; 2]) -> IngestFigures {
+        IngestFigures {
+            events: 200_000,
+            events_per_s,
+            copy_rows_per_s: 100_000.0,
+            lag_p99_ms: 50.0,
+            rows_per_event_at: [(600_000, rows_per_event[0]), (250_000, rows_per_event[1])],
+        }
+    }
+
+    #[test]
+    fn the_goal_needs_the_ratio_and_fixed_rows_per_event() {
+        assert!(figures(50_000.0, [1.758, 1.758]).goal_met());
+        assert!(!figures(49_000.0, [1.758, 1.758]).goal_met());
+        assert!(!figures(60_000.0, [1.758, 1.9]).goal_met());
+    }
 }

@@ -128,12 +128,6 @@ impl ScaleFigures {
 
     /// The goals this run missed, comma-separated, or `none`.
     pub fn goals_missed(&self) -> String {
-        let rate = |agents: usize| {
-            self.points
-                .iter()
-                .find(|(a, _)| *a == agents)
-                .map(|(_, r)| *r)
-        };
         // Not falling: each point from 64 agents on at least the one before,
         // give or take 2 % of window jitter.
         let from_64: Vec<f64> = self
@@ -142,7 +136,8 @@ impl ScaleFigures {
             .filter(|(a, _)| *a >= 64)
             .map(|(_, r)| *r)
             .collect();
-        let not_falling = rate(64).is_some() && from_64.windows(2).all(|w| w[1] >= w[0] * 0.98);
+        let not_falling = self.points.iter().any(|(a, _)| *a == 64)
+            && from_64.windows(2).all(|w| w[1] >= w[0] * 0.98);
         let equal_bytes = match (self.redis.first(), self.redis.last()) {
             (Some(a), Some(b)) => within(a.per_task, b.per_task, 0.10),
             _ => false,
