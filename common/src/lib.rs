@@ -18,9 +18,11 @@
 //! - [`lease`]: Lua scripts and the `LeaseClient` (DESIGN L1–L7).
 //! - [`settings`]: lease timing defaults and why they are what they are.
 //! - [`skill_pack`]: family map and ordering constraints of a skill pack.
+//! - [`bundle`]: the ordered bundle of verified skills (DESIGN H2).
 //! - [`api`]: HTTP request and response bodies of the coordinator API.
 
 pub mod api;
+pub mod bundle;
 pub mod event;
 pub mod ids;
 pub mod injection;
