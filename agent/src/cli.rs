@@ -68,6 +68,14 @@ pub struct Cli {
     /// known_hosts_path, revert_command, network, sandbox_image.
     #[arg(long, env = "FLEET_SSH_CONFIG")]
     pub ssh_config: Option<std::path::PathBuf>,
+    /// Image of the SSH sandbox that reaches inventory hosts for `harden`
+    /// tasks (`make target-image` builds it).
+    #[arg(
+        long,
+        env = "FLEET_SANDBOX_IMAGE",
+        default_value = "fleet-sandbox:bullseye"
+    )]
+    pub sandbox_image: String,
     /// `openai` brain: base URL up to `/v1` (vLLM `http://host:8000/v1`,
     /// llama.cpp `http://host:8080/v1`, Ollama `http://host:11434/v1`).
     #[arg(long, env = "FLEET_LLM_URL")]
@@ -194,6 +202,7 @@ impl Cli {
                 memory_mb: self.target_memory_mb,
                 pids: self.target_pids,
                 ssh_config: self.ssh_config,
+                sandbox_image: self.sandbox_image,
             },
             sim_work: Duration::from_millis(self.sim_work_ms),
             max_leases: self.max_leases,

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::error::AgentError;
 use crate::events::EventSink;
+use crate::hosts::HostAccess;
 use crate::knowledge::{default_work_dir, Knowledge};
 use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::presence::spawn_presence;
@@ -92,6 +93,7 @@ pub async fn serve(
     };
     let summary = Runner::new(client, sink.clone(), metrics, settings.max_leases, shutdown)
         .with_knowledge(knowledge)
+        .with_host_access(host_access(&settings))
         .run(benches)
         .await;
     scap::remove_all(&machines).await;
@@ -116,6 +118,30 @@ async fn workbenches(
             Vec::new(),
         )),
         TargetKind::Docker | TargetKind::Ssh => scap::real_workbenches(settings).await,
+    }
+}
+
+/// How harden tasks reach inventory hosts: only agents on real targets
+/// have a Docker engine for the SSH sandbox.
+fn host_access(settings: &AgentSettings) -> Option<HostAccess> {
+    if settings.target.kind == TargetKind::Sim {
+        return None;
+    }
+    let agent = settings.agent.as_str().to_owned();
+    match fleet_targets::connect_docker() {
+        Ok(docker) => Some(HostAccess {
+            docker,
+            work_dir: settings
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| default_work_dir(&agent)),
+            agent,
+            sandbox_image: settings.target.sandbox_image.clone(),
+        }),
+        Err(e) => {
+            warn!(error = %e, "no Docker engine: this agent cannot harden inventory hosts");
+            None
+        }
     }
 }
 

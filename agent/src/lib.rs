@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod heartbeat;
+pub mod hosts;
 pub mod knowledge;
 pub mod llm;
 pub mod logging;

@@ -78,6 +78,8 @@ pub struct TargetSettings {
     pub pids: i64,
     /// SSH targets: TOML file with the `SshTargetConfig` fields.
     pub ssh_config: Option<PathBuf>,
+    /// The SSH sandbox's image for inventory hosts (harden tasks).
+    pub sandbox_image: String,
 }
 
 impl Default for TargetSettings {
@@ -89,6 +91,7 @@ impl Default for TargetSettings {
             memory_mb: 512,
             pids: 256,
             ssh_config: None,
+            sandbox_image: "fleet-sandbox:bullseye".into(),
         }
     }
 }

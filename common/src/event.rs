@@ -142,6 +142,16 @@ pub enum EventBody {
         holder: AgentId,
         losses: u32,
     },
+    /// A host task (DESIGN H3, H4) applied one bundle section: progress
+    /// while a host is worked on.
+    SectionApplied {
+        section: crate::host::SectionResult,
+    },
+    /// A host task's findings, emitted once just before its completion; the
+    /// accepted epoch's report is the host's result.
+    HostReported {
+        report: Box<crate::host::HostReport>,
+    },
     /// Appended atomically with acceptance by the complete script, or by the
     /// reaper when it dead-letters (then `agent` is `coordinator`).
     TaskCompleted {
@@ -165,6 +175,8 @@ impl EventBody {
             Self::LeaseAbandoned { .. } => "lease_abandoned",
             Self::LeaseReleased => "lease_released",
             Self::LeaseReclaimed { .. } => "lease_reclaimed",
+            Self::SectionApplied { .. } => "section_applied",
+            Self::HostReported { .. } => "host_reported",
             Self::TaskCompleted { .. } => "task_completed",
         }
     }

@@ -19,11 +19,13 @@
 //! - [`settings`]: lease timing defaults and why they are what they are.
 //! - [`skill_pack`]: family map and ordering constraints of a skill pack.
 //! - [`bundle`]: the ordered bundle of verified skills (DESIGN H2).
+//! - [`host`]: host jobs (compose, harden) and their reports (DESIGN H3–H5).
 //! - [`api`]: HTTP request and response bodies of the coordinator API.
 
 pub mod api;
 pub mod bundle;
 pub mod event;
+pub mod host;
 pub mod ids;
 pub mod injection;
 pub mod keys;

@@ -56,6 +56,10 @@ pub struct RuleTask {
     /// The rule's text from the SCAP content, for the Worker's prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_text: Option<RuleText>,
+    /// A host task (compose or harden, DESIGN H3–H5) instead of one rule;
+    /// `None` for a rule task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<crate::host::HostJob>,
 }
 
 /// What the SCAP content says about a rule, as plain text.

@@ -17,6 +17,8 @@
 //!   generation (DESIGN L1, L6).
 //! - [`ingest`]: event stream → Postgres, exactly once per event id; bad
 //!   entries to quarantine (DESIGN E2, E3, L7).
+//! - [`hosts`]: host runs (compose, harden): submission, the rollout
+//!   controller, composition review, host results (DESIGN H3–H5).
 //! - [`reaper`]: reclaims expired leases, detects a Redis restart or data
 //!   loss and reconciles, refreshes gauges.
 //! - [`serve`]: startup (migrate, drain, reconcile), workers, ordered shutdown.
@@ -35,6 +37,7 @@ pub mod catalog;
 pub mod db;
 pub mod dream;
 pub mod error;
+pub mod hosts;
 pub mod ingest;
 pub mod metrics;
 pub mod packs;

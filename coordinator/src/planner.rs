@@ -139,6 +139,7 @@ pub async fn submit(
                 budgets: req.budgets,
                 checks: pack.checks.clone(),
                 rule_text: texts.get(&req.rules[i]).cloned(),
+                job: None,
             };
             let p = &placements[i];
             planned_task(

@@ -63,6 +63,7 @@ mod tests {
             budgets: Budgets::default(),
             checks: Default::default(),
             rule_text: None,
+            job: None,
         }
     }
 

@@ -54,6 +54,8 @@ struct PendingItem {
     checks: Json<Checks>,
     rule_text: Option<Json<RuleText>>,
     priority: i32,
+    /// Host tasks (DESIGN H3, H4); held hosts wait for the rollout.
+    job: Option<Json<fleet_common::host::HostJob>>,
 }
 
 pub async fn reconcile(
@@ -65,9 +67,10 @@ pub async fn reconcile(
         .await?;
     let items: Vec<PendingItem> = sqlx::query_as(
         "SELECT w.id, w.run_id, w.rule_id, w.family, w.ordinal, w.groups, w.hold_group,
-                w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.checks, w.rule_text, r.priority
+                w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.checks, w.rule_text, r.priority,
+                w.job
          FROM work_items w JOIN runs r ON r.id = w.run_id
-         WHERE r.status = 'running' AND w.state = 'pending'",
+         WHERE r.status = 'running' AND w.state = 'pending' AND NOT w.held",
     )
     .fetch_all(pool)
     .await?;
@@ -85,6 +88,7 @@ pub async fn reconcile(
                 budgets: w.budgets.0,
                 checks: w.checks.0,
                 rule_text: w.rule_text.map(|t| t.0),
+                job: w.job.map(|j| j.0),
             };
             let hold = w.hold_group.zip(w.hold_threshold.map(|t| t.max(0) as u32));
             planned_task(

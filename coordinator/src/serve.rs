@@ -26,6 +26,7 @@ use crate::access::{self, AgentAccess, RedisAcl, Revocations};
 use crate::api::{self, AppState};
 use crate::dream::Dreamer;
 use crate::error::CoordinatorError;
+use crate::hosts::HostWorker;
 use crate::ingest::{drain_all, worker_consumers, Ingester};
 use crate::metrics::Metrics;
 use crate::packs::SkillPacks;
@@ -279,6 +280,12 @@ pub async fn serve_on(
             Ok(())
         });
     }
+    // Host runs: release held hosts, review composition checks (H3, H4).
+    let hosts = HostWorker {
+        pool: pool.clone(),
+        leases: leases.clone(),
+    };
+    workers.spawn("hosts", move |stop| hosts.run(stop));
     // After a run completes: compare, revert, promote, rank (DESIGN D).
     if config.auto_dream {
         workers.spawn("dream", move |stop| async move {

@@ -213,7 +213,7 @@ pub async fn run_history(pool: &PgPool, run: RunId) -> Result<RunHistory, Coordi
                 c.previous_run_id, c.wins, c.regressions
          FROM runs r
          JOIN runs p ON p.skill_pack = r.skill_pack AND p.profile = r.profile
-                    AND p.id <= r.id AND (p.status = 'completed' OR p.id = r.id)
+                    AND p.id <= r.id AND p.kind = r.kind AND (p.status = 'completed' OR p.id = r.id)
          LEFT JOIN run_comparisons c ON c.run_id = p.id
          CROSS JOIN LATERAL (
              SELECT count(*) FILTER (WHERE outcome = 'fixed') AS fixed,

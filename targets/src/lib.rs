@@ -33,7 +33,7 @@ pub use docker::{
 };
 pub use error::TargetError;
 pub use output::{ExecOutcome, DEFAULT_OUTPUT_CAP};
-pub use ssh::{SshTarget, SshTargetConfig};
+pub use ssh::{run_operator_command, SshTarget, SshTargetConfig};
 
 /// Connects to the local Docker engine (socket or `DOCKER_HOST`).
 pub fn connect_docker() -> Result<bollard::Docker, TargetError> {

@@ -131,6 +131,7 @@ async fn run(machine: &Arc<Machine>, pack: &SkillPack) -> anyhow::Result<Fixrate
             budgets: Budgets::default(),
             checks: pack.checks.clone(),
             rule_text: Some(text.clone()),
+            job: None,
         };
         let lease = Lease {
             task: task.clone(),

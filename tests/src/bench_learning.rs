@@ -558,6 +558,7 @@ impl V2 {
                 },
                 checks: Checks::default(),
                 rule_text: None,
+                job: None,
             };
             let guidance = Guidance::select(&task, &self.ranking, files[rule.family].clone());
             let listed: Vec<String> = guidance.lessons.iter().map(|l| l.id.clone()).collect();

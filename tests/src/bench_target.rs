@@ -100,6 +100,7 @@ fn debian_task(rule: &str) -> anyhow::Result<RuleTask> {
         budgets: Budgets::default(),
         checks: pack.checks.clone(),
         rule_text: None,
+        job: None,
     })
 }
 

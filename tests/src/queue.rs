@@ -100,6 +100,7 @@ pub fn queued(run: i64, id: i64, rule: &str, budget: u32) -> QueuedTask {
             budgets: Budgets::default(),
             checks: Default::default(),
             rule_text: None,
+            job: None,
         },
         priority: 100,
         lease_loss_budget: budget,

@@ -129,6 +129,7 @@ fn prompt(rule: &str, text: &str) -> Prompt {
             budgets: Budgets::default(),
             checks: Default::default(),
             rule_text: None,
+            job: None,
         },
         attempt: 1,
         prior: vec![],

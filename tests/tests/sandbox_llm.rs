@@ -44,6 +44,7 @@ fn task(pack: &SkillPack, epoch_budget: u32) -> RuleTask {
         },
         checks: pack.checks.clone(),
         rule_text: None,
+        job: None,
     }
 }
 

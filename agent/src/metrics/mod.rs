@@ -63,6 +63,8 @@ pub struct AgentMetrics {
     pub attempt_duration: Histogram,
     /// Wall time of one rule, by accepted outcome kind.
     rule_duration: HistogramVec,
+    /// Host tasks (compose, harden) by job and outcome kind.
+    host_tasks: IntCounterVec,
 }
 
 impl AgentMetrics {
@@ -185,6 +187,17 @@ impl AgentMetrics {
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
         }
+        let host_tasks = IntCounterVec::new(
+            Opts::new(
+                "fleet_agent_host_tasks_total",
+                "Host tasks (bundle composition checks, host hardening) by job and outcome",
+            ),
+            &["job", "outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(host_tasks.clone()))
+            .expect("unique metric");
         registry
             .register(Box::new(leases.clone()))
             .expect("unique metric");
@@ -220,7 +233,13 @@ impl AgentMetrics {
             event_send_retries,
             events_replayed,
             knowledge_errors,
+            host_tasks,
         }
+    }
+
+    /// One host task ended with `outcome` (an `Outcome::kind`).
+    pub fn host_task(&self, job: &'static str, outcome: &'static str) {
+        self.host_tasks.with_label_values(&[job, outcome]).inc();
     }
 
     pub fn reflection_failed(&self, reason: ReflectionFailure) {

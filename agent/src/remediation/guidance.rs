@@ -203,6 +203,7 @@ mod tests {
             budgets: Default::default(),
             checks: Default::default(),
             rule_text: None,
+            job: None,
         }
     }
 

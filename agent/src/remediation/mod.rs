@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 pub use guidance::{Guidance, ShownBan, ShownLesson, DEFAULT_PRIOR, MAX_BANS, MAX_LESSONS};
+pub use health::check as health_check;
 pub use prompt::assemble as assemble_prompt;
 pub use reflect::{parse_reflection, reflector_prompt, Reflection, ReflectionError};
 pub use screen::{screen, Refusal};

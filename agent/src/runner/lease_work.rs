@@ -30,7 +30,8 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use super::Runner;
 use crate::events::LeaseEvents;
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{Heartbeat, LeaseFence};
+use crate::hosts;
 use crate::knowledge::{self, LeaseOrigin};
 use crate::metrics::LeaseResult;
 use crate::remediation::{remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation};
@@ -93,7 +94,13 @@ impl Runner {
             sent,
         );
         let started = Instant::now();
-        let (worktree, guidance) = match self.open_worktree(lease).await {
+        // Host tasks apply a bundle read from `main` at submission; they
+        // need no worktree of their own.
+        let worktree = match lease.task.job {
+            None => self.open_worktree(lease).await,
+            Some(_) => None,
+        };
+        let (worktree, guidance) = match worktree {
             Some((wt, main)) => {
                 let guidance = Guidance::select(&lease.task, &main.ranking, main.lessons);
                 (Some(wt), guidance)
@@ -109,7 +116,7 @@ impl Runner {
             biased;
             _ = self.shutdown.cancelled() => Ended::Shutdown,
             reason = heartbeat.lost() => Ended::Lost(reason),
-            r = remediate_fenced(&lease.task, bench, &events, &self.metrics, &cancel, &guidance, &log, &fence) => match r {
+            r = self.work(bench, lease, &events, &cancel, &guidance, &log, &fence) => match r {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
                 Remediation::Lost(reason) => Ended::Lost(reason),
@@ -142,6 +149,40 @@ impl Runner {
             Ended::Shutdown => {
                 self.discard(worktree).await;
                 self.hand_back(bench, &events, heartbeat).await
+            }
+        }
+    }
+
+    /// The lease's work: a host task's job, or the rule's remediation.
+    #[allow(clippy::too_many_arguments)]
+    async fn work(
+        &self,
+        bench: &Workbench,
+        lease: &Lease,
+        events: &LeaseEvents,
+        cancel: &CancellationToken,
+        guidance: &Guidance,
+        log: &LeaseLog,
+        fence: &LeaseFence,
+    ) -> Remediation {
+        let task = &lease.task;
+        match &task.job {
+            Some(job) => {
+                let access = self.host_access.as_ref();
+                hosts::work(task, job, bench, access, fence, events, &self.metrics).await
+            }
+            None => {
+                remediate_fenced(
+                    task,
+                    bench,
+                    events,
+                    &self.metrics,
+                    cancel,
+                    guidance,
+                    log,
+                    fence,
+                )
+                .await
             }
         }
     }

@@ -20,6 +20,7 @@ pub use lease_work::LeaseEnd;
 use quota::{LeaseQuota, Ticket};
 
 use crate::events::EventSink;
+use crate::hosts::HostAccess;
 use crate::knowledge::Knowledge;
 use crate::metrics::AgentMetrics;
 use crate::spawn::spawn;
@@ -43,6 +44,7 @@ pub struct Runner {
     quota: LeaseQuota,
     shutdown: CancellationToken,
     knowledge: Option<Knowledge>,
+    host_access: Option<HostAccess>,
 }
 
 impl Runner {
@@ -63,12 +65,19 @@ impl Runner {
             quota: LeaseQuota::new(max_leases),
             shutdown,
             knowledge: None,
+            host_access: None,
         }
     }
 
     /// Work each lease in its own worktree of the knowledge repo.
     pub fn with_knowledge(mut self, knowledge: Option<Knowledge>) -> Self {
         self.knowledge = knowledge;
+        self
+    }
+
+    /// Reach inventory hosts through SSH sandboxes (harden tasks).
+    pub fn with_host_access(mut self, access: Option<HostAccess>) -> Self {
+        self.host_access = access;
         self
     }
 

@@ -95,4 +95,17 @@ impl Target for MachineTarget {
     fn health(&self) -> BoxFuture<'_, bool> {
         Box::pin(self.0.health())
     }
+
+    fn read_file<'a>(
+        &'a self,
+        path: &'a str,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, AgentError>> {
+        Box::pin(async move {
+            self.0
+                .read_file(path, max_bytes)
+                .await
+                .map_err(target_error)
+        })
+    }
 }

@@ -7,7 +7,7 @@ mod brain;
 mod evaluator;
 mod machine;
 mod setup;
-mod shell;
+pub(crate) mod shell;
 
 pub use brain::SsgBrain;
 pub use evaluator::{map_status, OscapEvaluator};

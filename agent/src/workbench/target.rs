@@ -35,6 +35,20 @@ pub trait Target: Send + Sync {
     fn revert(&self) -> BoxFuture<'_, Result<(), AgentError>>;
     /// Whether the target still works after a script (boots, sshd, …).
     fn health(&self) -> BoxFuture<'_, bool>;
+    /// Reads a file from the target (scan results), at most `max_bytes`.
+    /// Simulated targets have no files.
+    fn read_file<'a>(
+        &'a self,
+        path: &'a str,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, AgentError>> {
+        let _ = max_bytes;
+        Box::pin(async move {
+            Err(AgentError::Target(format!(
+                "this target cannot read files ({path})"
+            )))
+        })
+    }
 }
 
 /// Truncates `output` to at most [`MAX_OUTPUT_BYTES`].

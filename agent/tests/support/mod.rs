@@ -54,6 +54,7 @@ pub fn rule_task(id: i64, rule: &str, budgets: Budgets) -> RuleTask {
         budgets,
         checks: Default::default(),
         rule_text: None,
+        job: None,
     }
 }
 

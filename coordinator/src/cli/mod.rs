@@ -5,6 +5,7 @@
 pub mod args;
 mod client;
 mod html;
+mod inventory;
 mod table;
 mod watch;
 

@@ -47,7 +47,7 @@ pub async fn previous_comparable(
     sqlx::query_scalar(
         "SELECT p.id FROM runs r JOIN runs p
            ON p.skill_pack = r.skill_pack AND p.profile = r.profile
-          AND p.id < r.id AND p.status = 'completed'
+          AND p.id < r.id AND p.status = 'completed' AND p.kind = 'learn'
          WHERE r.id = $1 ORDER BY p.id DESC LIMIT 1",
     )
     .bind(run)

@@ -314,7 +314,7 @@ impl Dreamer {
     async fn next_run(&self) -> Result<Option<RunId>, sqlx::Error> {
         let id: Option<i64> = sqlx::query_scalar(
             "SELECT r.id FROM runs r LEFT JOIN dream_runs d ON d.run_id = r.id
-             WHERE r.status = 'completed' AND d.run_id IS NULL ORDER BY r.id LIMIT 1",
+             WHERE r.status = 'completed' AND r.kind = 'learn' AND d.run_id IS NULL ORDER BY r.id LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;

@@ -29,6 +29,10 @@ pub struct SshTargetConfig {
     /// `["virsh", "snapshot-revert", "vm", "baseline"]`, never a worker
     /// script.
     pub revert_command: Vec<String>,
+    /// Allow an empty `revert_command` (an inventory host without one: a
+    /// revert then fails plainly instead of the target being refused).
+    #[serde(default)]
+    pub revert_optional: bool,
     /// Longest run of the revert command. Default 600 s.
     #[serde(default = "default_revert_timeout_secs")]
     pub revert_timeout_secs: u64,
@@ -82,6 +86,7 @@ impl SshTargetConfig {
             private_key_path: private_key_path.into(),
             known_hosts_path: known_hosts_path.into(),
             revert_command,
+            revert_optional: false,
             revert_timeout_secs: default_revert_timeout_secs(),
             ready_timeout_secs: default_ready_timeout_secs(),
             connect_timeout_secs: default_connect_timeout_secs(),

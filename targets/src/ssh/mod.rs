@@ -44,7 +44,7 @@ impl SshTarget {
     /// the key and known_hosts into it. No baseline yet.
     pub async fn create(docker: &Docker, config: SshTargetConfig) -> Result<Self, TargetError> {
         validate_agent_id(&config.agent_id)?;
-        if config.revert_command.is_empty() {
+        if config.revert_command.is_empty() && !config.revert_optional {
             return Err(TargetError::NoRevertCommand);
         }
         let read = |path: &std::path::Path| {
@@ -268,29 +268,38 @@ impl SshTarget {
     }
 
     async fn run_revert_command(&self) -> Result<(), TargetError> {
-        let argv = &self.config.revert_command;
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| TargetError::RevertCommand(error.to_string()))?;
-        let output = tokio::time::timeout(self.config.revert_timeout(), child.wait_with_output())
-            .await
-            .map_err(|_| TargetError::RevertCommand("timed out".to_string()))?
-            .map_err(|error| TargetError::RevertCommand(error.to_string()))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let mut text = OutputBuffer::new(HELPER_CAP);
-        text.push(&output.stdout);
-        text.push(&output.stderr);
-        Err(TargetError::RevertCommand(format!(
-            "{}: {}",
-            output.status,
-            text.into_text().0
-        )))
+        run_operator_command(&self.config.revert_command, self.config.revert_timeout()).await
     }
+}
+
+/// Runs an operator's command (a revert, a snapshot: config, never a
+/// worker script) on the agent's host, within `timeout`; its output is
+/// capped into the error when it fails.
+pub async fn run_operator_command(argv: &[String], timeout: Duration) -> Result<(), TargetError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(TargetError::NoRevertCommand);
+    };
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| TargetError::RevertCommand(error.to_string()))?;
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| TargetError::RevertCommand("timed out".to_string()))?
+        .map_err(|error| TargetError::RevertCommand(error.to_string()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = OutputBuffer::new(HELPER_CAP);
+    text.push(&output.stdout);
+    text.push(&output.stderr);
+    Err(TargetError::RevertCommand(format!(
+        "{}: {}",
+        output.status,
+        text.into_text().0
+    )))
 }
