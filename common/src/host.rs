@@ -74,6 +74,18 @@ pub struct InventoryHost {
     pub revert: Option<Vec<String>>,
 }
 
+impl InventoryHost {
+    /// The known_hosts line pinning this host's key.
+    pub fn known_hosts_line(&self) -> String {
+        let entry = if self.port == 22 {
+            self.address.clone()
+        } else {
+            format!("[{}]:{}", self.address, self.port)
+        };
+        format!("{entry} {}\n", self.host_key.trim())
+    }
+}
+
 /// One section as applied to a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

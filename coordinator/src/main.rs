@@ -61,6 +61,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Agents(a) => cli::agents(a).await,
         Command::Dream(a) => cli::dream(a).await,
         Command::Promotions(c) => cli::promotions(c).await,
+        Command::Harden(a) => cli::harden(a).await,
     }
 }
 

@@ -46,15 +46,8 @@ impl HostAccess {
     ) -> Result<Arc<Machine>, AgentError> {
         let dir = self.dir(task, &host.name);
         let known_hosts = dir.join("known_hosts");
-        let entry = if host.port == 22 {
-            host.address.clone()
-        } else {
-            format!("[{}]:{}", host.address, host.port)
-        };
         std::fs::create_dir_all(&dir)
-            .and_then(|()| {
-                std::fs::write(&known_hosts, format!("{entry} {}\n", host.host_key.trim()))
-            })
+            .and_then(|()| std::fs::write(&known_hosts, host.known_hosts_line()))
             .map_err(|e| AgentError::Target(format!("{}: {e}", known_hosts.display())))?;
         let slot = HOST_SLOT_BASE + (task.task.0.unsigned_abs() % 900_000) as u32;
         let mut config = SshTargetConfig::new(

@@ -69,6 +69,66 @@ pub enum Command {
     /// The promotion ledger: list entries, approve or reject escalations.
     #[command(subcommand)]
     Promotions(PromotionsCommand),
+    /// Roll `main`'s bundle of verified fixes out to the hosts of an
+    /// inventory, through the agents' leases and SSH sandboxes.
+    ///
+    /// Per host: snapshot (if configured), health checks, a full-profile
+    /// scan, then only the sections whose rules fail there, each followed
+    /// by the health checks, then a full-profile scan. A health failure
+    /// stops the host, runs its `revert` (if configured) and escalates it.
+    /// Every host is probed over SSH (pinned host key) before any host is
+    /// touched. `--check` scans and prints what would be applied, changing
+    /// nothing. Exits 1 when a host was not hardened.
+    Harden(HardenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HardenArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// API token (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Inventory: TOML `[[host]]` entries (name, address, host_key, key,
+    /// user, port, network, labels, snapshot, revert); see
+    /// deploy/inventory.example.toml.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// Skill pack whose bundle is rolled out.
+    #[arg(
+        long,
+        env = "FLEET_SKILL_PACK",
+        default_value = "ssg-debian11-standard"
+    )]
+    pub skill_pack: String,
+    /// Profile [default: the skill pack's].
+    #[arg(long, env = "FLEET_PROFILE")]
+    pub profile: Option<String>,
+    /// Scan and show what would be applied; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: u32,
+    /// No new host starts once more than this share of finished hosts failed.
+    #[arg(long, default_value_t = 10)]
+    pub max_fail_percent: u32,
+    /// The first K hosts must all succeed before any other starts.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub canary: u32,
+    /// Skip the SSH probe of every host before the rollout.
+    #[arg(long)]
+    pub no_preflight: bool,
+    /// Image of the preflight's SSH sandbox.
+    #[arg(
+        long,
+        env = "FLEET_SANDBOX_IMAGE",
+        default_value = "fleet-sandbox:bullseye"
+    )]
+    pub sandbox_image: String,
+    /// Print the per-host results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +330,10 @@ pub struct SubmitArgs {
     /// Lower runs first [default: 100].
     #[arg(long)]
     pub priority: Option<u32>,
+    /// Learn the rules still failing on the hosts of harden run RUN (added
+    /// to --rule and --rules-file).
+    #[arg(long, value_name = "RUN")]
+    pub failing_from: Option<i64>,
     /// Follow the run until it completes (like `watch`).
     #[arg(long)]
     pub watch: bool,

@@ -8,6 +8,7 @@ use fleet_common::api::{
     PromotionDecision, PromotionInfo, RunHistory, RunReport, RunStatus, SubmitRun,
     SubmitRunResponse,
 };
+use fleet_common::host::{HostRow, HostRunSubmitted, SubmitCompose, SubmitHarden};
 use fleet_common::RunId;
 use serde::de::DeserializeOwned;
 
@@ -51,6 +52,36 @@ impl Api {
         // A pass over a large run may take a while.
         self.send(self.post(&path, token).timeout(Duration::from_secs(600)))
             .await
+    }
+
+    pub async fn harden(
+        &self,
+        token: &str,
+        req: &SubmitHarden,
+    ) -> anyhow::Result<HostRunSubmitted> {
+        self.send(
+            self.post("/api/v1/harden", token)
+                .json(req)
+                .timeout(Duration::from_secs(120)),
+        )
+        .await
+    }
+
+    pub async fn check_bundle(
+        &self,
+        token: &str,
+        req: &SubmitCompose,
+    ) -> anyhow::Result<HostRunSubmitted> {
+        self.send(
+            self.post("/api/v1/bundle/check", token)
+                .json(req)
+                .timeout(Duration::from_secs(120)),
+        )
+        .await
+    }
+
+    pub async fn hosts(&self, run: RunId) -> anyhow::Result<Vec<HostRow>> {
+        self.get(&format!("/api/v1/runs/{run}/hosts")).await
     }
 
     pub async fn promotions(&self, open: bool) -> anyhow::Result<Vec<PromotionInfo>> {

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod client;
+mod harden;
 mod html;
 mod inventory;
 mod table;
@@ -21,6 +22,7 @@ use args::{
     ServeArgs, StatusArgs, SubmitArgs, WatchArgs,
 };
 pub use client::Rejected;
+pub use harden::harden;
 
 /// A usage problem the user fixes by changing flags or environment; the
 /// binary exits with status 2 on it, as on a server's 4xx.
@@ -97,6 +99,19 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         rules.extend(parse_rules(&text));
     }
+    let api = client::Api::new(&a.client.api)?;
+    if let Some(run) = a.failing_from {
+        let failing = harden::still_failing(&api.hosts(RunId(run)).await?);
+        if failing.is_empty() {
+            eprintln!("harden run {run}: no rule of the bundle still fails on any host");
+        }
+        rules.extend(failing);
+        rules.sort();
+        rules.dedup();
+        if rules.is_empty() {
+            return Ok(());
+        }
+    }
     // No rules: the coordinator takes every rule of the profile from the
     // pack's SCAP content (and says so when the pack has none).
     let defaults = Budgets::default();
@@ -110,7 +125,6 @@ pub async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
         },
         priority: a.priority.unwrap_or(100),
     };
-    let api = client::Api::new(&a.client.api)?;
     let resp = api.submit(&token, &req).await?;
     println!("{}", resp.run);
     if !a.quiet {

@@ -334,12 +334,13 @@ pub(super) async fn decide_escalated(
     by: &str,
     dir: &Path,
 ) -> Result<LedgerLine, CoordinatorError> {
-    let row: Option<(String, bool, String)> =
-        sqlx::query_as("SELECT lesson_id, open, verdict FROM promotions WHERE id = $1 FOR UPDATE")
-            .bind(ledger)
-            .fetch_optional(&mut *db)
-            .await?;
-    let Some((lesson, open, verdict)) = row else {
+    let row: Option<(String, bool, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT lesson_id, open, verdict, action, path FROM promotions WHERE id = $1 FOR UPDATE",
+    )
+    .bind(ledger)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some((lesson, open, verdict, action, path)) = row else {
         return Err(CoordinatorError::NotFound);
     };
     if !open || verdict != "ESCALATE" {
@@ -348,7 +349,16 @@ pub(super) async fn decide_escalated(
         )));
     }
     let mut commit = None;
-    if approve {
+    if action == crate::hosts::review::BUNDLE_EXCLUDE {
+        // A skill the composition check took out of the bundle (H3):
+        // approve puts it back as it is; reject removes it from `main`.
+        if let (false, Some(path)) = (approve, path) {
+            let message = format!("bundle: remove {lesson}, rejected by {by} (ledger #{ledger})");
+            let (before, after) = git::write(dir, path, None, message).await?;
+            set_commits(db, ledger, before.as_deref(), &after).await?;
+            commit = Some(after);
+        }
+    } else if approve {
         let p = pending_by_id(db, &lesson).await?;
         let main = git::open_main(dir).await?;
         let (path, bytes) = file_of(&p, &main)?;

@@ -10,6 +10,7 @@
 //!   with an open ledger entry.
 //! - `worker`: the background loop running the last two.
 
+pub mod preflight;
 pub mod results;
 pub mod review;
 pub mod rollout;
