@@ -84,6 +84,14 @@ pub struct RunStatus {
     /// while the run is running or the pass has not happened yet.
     #[serde(default)]
     pub dream: Option<String>,
+    /// `learn` (rule tasks), `compose` (a bundle's composition check) or
+    /// `harden` (a rollout to hosts).
+    #[serde(default = "RunStatus::default_kind")]
+    pub kind: String,
+    /// The composition check of `main`'s bundle that followed this run's
+    /// dream stage (or this compose run's own), once it finished (H3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<crate::host::BundleCheck>,
 }
 
 /// A run against the previous comparable run (same skill pack and
@@ -438,6 +446,10 @@ pub struct AgentInfo {
 }
 
 impl RunStatus {
+    fn default_kind() -> String {
+        "learn".into()
+    }
+
     /// fixed / (fixed + escalated): rules already passing are not counted.
     pub fn fix_rate(&self) -> Option<f64> {
         let attempted = self.fixed + self.escalated;
@@ -464,6 +476,8 @@ mod tests {
         RunStatus {
             comparison: None,
             dream: None,
+            kind: "learn".into(),
+            bundle: None,
             run: RunId(1),
             skill_pack: "p".into(),
             profile: "x".into(),

@@ -23,6 +23,7 @@ struct RunRow {
     total: i32,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
+    kind: String,
 }
 
 /// A run's progress; `NotFound` if there is no such run.
@@ -35,7 +36,7 @@ pub async fn run_status(pool: &PgPool, run: RunId) -> Result<RunStatus, Coordina
 
 async fn run_status_on(conn: &mut PgConnection, run: RunId) -> Result<RunStatus, CoordinatorError> {
     let row: RunRow = sqlx::query_as(
-        "SELECT skill_pack, profile, status, total, created_at, finished_at FROM runs WHERE id = $1",
+        "SELECT skill_pack, profile, status, total, created_at, finished_at, kind FROM runs WHERE id = $1",
     )
     .bind(run.0)
     .fetch_optional(&mut *conn)
@@ -120,6 +121,8 @@ async fn run_status_on(conn: &mut PgConnection, run: RunId) -> Result<RunStatus,
         wall_ms_per_escalated,
         comparison,
         dream,
+        bundle: crate::hosts::bundle_check(&mut *conn, run).await?,
+        kind: row.kind,
     })
 }
 

@@ -199,6 +199,22 @@ impl Fleet {
         )
     }
 
+    /// `GET path` on the API with the API token, decoded; panics on an
+    /// error status.
+    pub async fn api_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(&self.api_token)
+            .send()
+            .await
+            .expect("api reachable");
+        let status = resp.status();
+        let body = resp.text().await.expect("api body");
+        assert!(status.is_success(), "GET {path}: {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
     /// A new token for `agent`, issued through the CLI.
     pub fn issue_agent_token(&self, agent: &str) -> String {
         let (ok, out, err) = self.cli(&["agents", "issue", agent, "--by", "test"]);

@@ -50,3 +50,4 @@ pub mod queue;
 pub mod security;
 pub mod security_sandbox;
 pub mod services;
+pub mod ssh_hosts;

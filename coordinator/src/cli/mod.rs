@@ -163,6 +163,9 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else if a.summary_line {
         println!("{}", table::fleet_line(&s));
+        if let Some(b) = &s.bundle {
+            println!("{}", b.line());
+        }
     } else {
         print!("{}", table::run_summary(&s));
     }

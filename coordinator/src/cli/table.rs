@@ -94,6 +94,13 @@ pub fn run_summary(s: &RunStatus) -> String {
         out.push_str(&comparison(c));
         out.push('\n');
     }
+    if let Some(b) = &s.bundle {
+        out.push_str(&format!(
+            "{} (composition check: run {})\n\n",
+            b.line(),
+            b.run
+        ));
+    }
     out.push_str(&render(
         &["lease protocol", "count"],
         &[

@@ -64,7 +64,7 @@ pub async fn host_rows(pool: &PgPool, run: RunId) -> Result<Vec<HostRow>, Coordi
 /// The figures of the composition check that followed `run`, or of `run`
 /// itself when it is a compose run; `None` until one has finished.
 pub async fn bundle_check(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     run: RunId,
 ) -> Result<Option<BundleCheck>, CoordinatorError> {
     let row: Option<(i64, Json<HostJob>, Option<Json<HostReport>>)> = sqlx::query_as(
@@ -77,7 +77,7 @@ pub async fn bundle_check(
          ORDER BY r.id DESC LIMIT 1",
     )
     .bind(run.0)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(row.and_then(|(id, job, report)| {
         let skills = job.0.bundle().sections.len() as u64;

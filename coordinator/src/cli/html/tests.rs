@@ -100,6 +100,8 @@ fn report(comparison: Option<RunComparison>) -> RunReport {
         wall_ms_per_escalated: means.wall_ms_per_escalated,
         comparison,
         dream: Some("done".into()),
+        kind: "learn".into(),
+        bundle: None,
     };
     RunReport::new(status, rules)
 }
