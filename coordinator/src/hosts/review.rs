@@ -1,5 +1,6 @@
-//! After a composition check (DESIGN H3): each skill that interfered (its
-//! rule passed right after its section and fails after the bundle) or that
+//! After a composition check (DESIGN H3): each skill that interfered (a
+//! later section made another rule fail again that passed right after its
+//! own section; when no culprit was found, the victim's own skill) or that
 //! broke health leaves the bundle, with an open `bundle_exclude` ledger
 //! entry holding the evidence. An operator decides in `promotions`:
 //! approve puts the skill back into the bundle, reject removes it from
@@ -30,14 +31,28 @@ pub struct Exclusion {
 pub fn exclusions(report: &HostReport) -> Vec<Exclusion> {
     let mut out = Vec::new();
     for i in &report.interference {
-        let by = i.broken_by.as_deref().unwrap_or("an undetermined section");
-        out.push(Exclusion {
-            rule: i.rule.clone(),
-            reason: format!(
-                "interference: {} passed right after its section and fails after the bundle; first failed after {by}",
-                i.rule
+        // The culprit leaves when it is known (its victim then passes
+        // again); otherwise the victim, whose fix does not hold.
+        let (rule, reason) = match &i.broken_by {
+            Some(culprit) => (
+                culprit.clone(),
+                format!(
+                    "interference: applying {culprit} makes {} fail again (it passed right after its own section)",
+                    i.rule
+                ),
             ),
-            evidence: json!({ "check": "interference", "broken_by": i.broken_by }),
+            None => (
+                i.rule.clone(),
+                format!(
+                    "interference: {} passed right after its section and fails after the bundle; the culprit was not found",
+                    i.rule
+                ),
+            ),
+        };
+        out.push(Exclusion {
+            rule,
+            reason,
+            evidence: json!({ "check": "interference", "victim": i.rule, "broken_by": i.broken_by }),
         });
     }
     for s in report
@@ -55,6 +70,8 @@ pub fn exclusions(report: &HostReport) -> Vec<Exclusion> {
             evidence: json!({ "check": "health", "health_failed": s.health_failed, "exit_code": s.exit_code }),
         });
     }
+    out.sort_by(|a, b| a.rule.cmp(&b.rule));
+    out.dedup_by(|a, b| a.rule == b.rule);
     out
 }
 
@@ -176,12 +193,8 @@ mod tests {
         };
         let x = exclusions(&report);
         let rules: Vec<&str> = x.iter().map(|e| e.rule.as_str()).collect();
-        assert_eq!(rules, ["a", "c"]);
-        assert!(
-            x[0].reason.contains("first failed after b"),
-            "{}",
-            x[0].reason
-        );
+        assert_eq!(rules, ["b", "c"], "the culprit b leaves, not its victim a");
+        assert!(x[0].reason.contains("applying b makes a fail"), "{}", x[0].reason);
         assert!(x[1].reason.contains("shell"));
         assert!(exclusions(&HostReport::default()).is_empty());
     }
