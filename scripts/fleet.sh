@@ -137,5 +137,22 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 "$bin/fleet-coordinator" report --run "$run"
+if [[ $target == docker ]]; then
+  # After the dream stage the coordinator checks main's bundle of verified
+  # fixes as a whole on a fresh target (DESIGN H3): two full-profile scans
+  # and every section; its figures follow the fleet: line.
+  echo "fleet: checking the bundle of verified fixes on a fresh target (two full-profile scans)…"
+  for _ in $(seq 1 1200); do
+    "$bin/fleet-coordinator" status "$run" --json | grep -q '"bundle": *{' && break
+    sleep 1
+  done
+fi
 echo "fleet: logs in $state/logs; metrics at $api/metrics and agents' 127.0.0.1:$(metrics_port 1)…; Prometheus at http://$prom_listen (alerts: /alerts); Grafana dashboards in deploy/grafana (see README); stop everything with \`make fleet-down\`"
 "$bin/fleet-coordinator" status "$run" --summary-line
+if [[ $target == docker ]]; then
+  pack="${SKILL_PACK:-ssg-debian11-standard}"
+  echo "fleet: next, bring your machines into line with what the fleet verified:"
+  echo "  $bin/fleet-coordinator harden --inventory deploy/inventory.example.toml --skill-pack $pack --check   # what would change"
+  echo "  $bin/fleet-coordinator harden --inventory deploy/inventory.example.toml --skill-pack $pack           # roll it out"
+  echo "  $bin/fleet-coordinator export --skill-pack $pack --format bash --out harden.sh                        # or --format ansible"
+fi

@@ -218,6 +218,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_once_its_key_exists() {
+        let dir = dir_with_key();
+        let example = include_str!("../../../deploy/inventory.example.toml")
+            .replace("keys/fleet_ed25519", "id");
+        let hosts = parse(&example, dir.path()).unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert!(hosts[0].revert.is_some() && hosts[1].revert.is_none());
+    }
+
+    #[test]
     fn bad_inventories_name_every_problem() {
         let dir = dir_with_key();
         let unknown = format!("{}\ncolour = \"red\"", host("a", "key = \"id\""));
