@@ -61,6 +61,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Agents(a) => cli::agents(a).await,
         Command::Dream(a) => cli::dream(a).await,
         Command::Promotions(c) => cli::promotions(c).await,
+        Command::Bundle(a) => cli::bundle(a).await,
+        Command::Export(a) => cli::export(a).await,
     }
 }
 
