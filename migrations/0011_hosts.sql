@@ -17,6 +17,10 @@ ALTER TABLE work_items
     -- queued, until the canary and the failure threshold allow it.
     ADD COLUMN held boolean NOT NULL DEFAULT false;
 
+-- One composition check per learning run, however many coordinators.
+CREATE UNIQUE INDEX runs_compose_after_idx ON runs (after_run)
+    WHERE kind = 'compose' AND after_run IS NOT NULL;
+
 -- An interfering or health-breaking skill leaves the bundle with an open
 -- ledger entry an operator decides (`promotions`): approve puts it back,
 -- reject removes it from `main`.

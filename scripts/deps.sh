@@ -65,6 +65,11 @@ done
 { command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; } || pkgs+=(docker-compose)
 # The tests check the shipped units with `systemd-analyze verify`.
 command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
+# The tests apply the Ansible export (`fleet-coordinator export --format
+# ansible`) to a target container through community.docker's `docker`
+# connection: Debian's `ansible` ships ansible-core with that collection.
+{ command -v ansible-playbook >/dev/null 2>&1 \
+    && [[ -d /usr/lib/python3/dist-packages/ansible_collections/community/docker ]]; } || pkgs+=(ansible)
 
 if ((${#pkgs[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing packages (${pkgs[*]}): run this script as root so it can apt-get install them"

@@ -7,6 +7,8 @@
 //! - [`access`]: per-agent tokens, revocations, Redis ACL users (issue 9).
 //! - [`api`]: axum router and handlers; bearer tokens; JSON errors.
 //! - [`dream`]: the dream stage; for now its promotion gate stack (DESIGN D7).
+//! - [`bundle`]: `main`'s skills for a profile in the pack's order (DESIGN
+//!   H2) and its exports as a bash script or an Ansible playbook (H6).
 //! - [`db`]: Postgres pool (optionally confined to one schema) and migrations.
 //! - [`planner`]: a submission becomes a run and work items, then Redis tasks.
 //! - [`validate`]: what a submission may contain, with helpful messages.
@@ -33,6 +35,7 @@
 
 pub mod access;
 pub mod api;
+pub mod bundle;
 pub mod catalog;
 pub mod db;
 pub mod dream;

@@ -62,6 +62,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dream(a) => cli::dream(a).await,
         Command::Promotions(c) => cli::promotions(c).await,
         Command::Harden(a) => cli::harden(a).await,
+        Command::Bundle(a) => cli::bundle(a).await,
+        Command::Export(a) => cli::export(a).await,
     }
 }
 

@@ -244,7 +244,7 @@ pub async fn serve_on(
         dreamer: dreamer.clone(),
         pool: pool.clone(),
         leases: leases.clone(),
-        packs,
+        packs: packs.clone(),
         metrics: metrics.clone(),
         api_token: config.api_token.clone(),
         agent_token: config.agent_token.clone(),
@@ -284,6 +284,8 @@ pub async fn serve_on(
     let hosts = HostWorker {
         pool: pool.clone(),
         leases: leases.clone(),
+        packs: packs.clone(),
+        knowledge_dir: config.knowledge_dir.clone(),
     };
     workers.spawn("hosts", move |stop| hosts.run(stop));
     // After a run completes: compare, revert, promote, rank (DESIGN D).

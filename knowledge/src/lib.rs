@@ -13,8 +13,11 @@
 //! - `main_ref.rs`: K1, `update_main` — build on the current `main`, move
 //!   it by compare-and-swap, rebuild and retry when it moved.
 //! - `main_tree.rs`: the coordinator's reads of `main` (lessons, skills,
-//!   ranking) and `commit_changes`, a set of writes and deletes as one
-//!   fast-forward commit (a no-op when nothing changes).
+//!   ranking, blob ids, the commits that last wrote a file) and
+//!   `commit_changes`, a set of writes and deletes as one fast-forward
+//!   commit (a no-op when nothing changes).
+//! - `trailers.rs`: `Fleet-Action`/`Fleet-Run`/`Fleet-Ledger`, the trailers
+//!   of the dream stage's commits, written and parsed.
 //! - `bare.rs`: the coordinator's bare repo — `init_bare` (first commit
 //!   from the skill packs, receive config, the pre-receive hook of K2).
 //! - `serve.rs`: K2, git smart HTTP (`git http-backend` as CGI) behind an
@@ -32,6 +35,7 @@ mod lock;
 mod main_ref;
 mod main_tree;
 mod serve;
+pub mod trailers;
 mod worktree;
 
 pub use bare::{init_bare, PRE_RECEIVE_HOOK};
@@ -39,6 +43,7 @@ pub use component::{validate_component, MAX_COMPONENT_LEN};
 pub use error::KnowledgeError;
 pub use layout::{LessonFile, LessonKind, Provenance, RankedLesson, Ranking};
 pub use main_ref::{commit_files_on_main, tree_with_file, update_main, MAIN_REF, MAX_TRIES};
-pub use main_tree::{commit_changes, Committed, FileChange, MainTree};
+pub use main_tree::{commit_changes, Committed, FileChange, FileWrite, MainTree};
 pub use serve::{agent_git_password, router, AgentCheck, GitHttpState};
+pub use trailers::{DreamAction, DreamTrailers};
 pub use worktree::{push_refspec, AgentCheckout, AgentCredentials, LeaseWorktree, FETCHED_MAIN};

@@ -27,6 +27,9 @@
 //! - [`bench_scale`]: tasks/s by fleet size, Redis bytes per task, and the
 //!   coordinator's memory, against the real coordinator process.
 //! - [`bench_ingest`]: the ingester against `psql \copy` of the same rows.
+//! - [`export`]: a fresh Docker target to scan chosen rules on and apply a
+//!   bundle's exports to (bash through its exec, Ansible through `docker
+//!   exec`).
 //! - [`bench_learning`]: category-level credit against the dream stage's, in
 //!   a simulated campaign (in process, no services).
 
@@ -39,6 +42,7 @@ pub mod bench_target;
 pub mod chaos;
 pub mod coord;
 pub mod db;
+pub mod export;
 pub mod fake_llm;
 pub mod fleet;
 pub mod hosts;

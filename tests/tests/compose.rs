@@ -46,7 +46,11 @@ async fn check(fleet: &Fleet) -> (RunId, HostRow, RunStatus) {
     let run = submitted.run;
     let status = fleet.wait_completed(run, Duration::from_secs(600)).await;
     let rows: Vec<HostRow> = fleet.api_get(&format!("/api/v1/runs/{run}/hosts")).await;
-    (run, rows.into_iter().next().expect("one compose host"), status)
+    (
+        run,
+        rows.into_iter().next().expect("one compose host"),
+        status,
+    )
 }
 
 #[tokio::test]
@@ -64,8 +68,14 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     fleet.commit_on_main(
         &[
             ("skills/package_cron_installed.sh", apt("cron").as_bytes()),
-            ("skills/package_rsyslog_installed.sh", apt("rsyslog").as_bytes()),
-            ("skills/package_audit_installed.sh", apt("auditd").as_bytes()),
+            (
+                "skills/package_rsyslog_installed.sh",
+                apt("rsyslog").as_bytes(),
+            ),
+            (
+                "skills/package_audit_installed.sh",
+                apt("auditd").as_bytes(),
+            ),
         ],
         "test: clean skills",
     );
@@ -74,13 +84,19 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     assert!(report.interference.is_empty(), "{report:?}");
     let b = status.bundle.expect("the compose run's own figures");
     assert_eq!(b.run, run);
-    assert_eq!((b.skills, b.interference, b.health_failed), (3, 0, 0), "{b:?}");
+    assert_eq!(
+        (b.skills, b.interference, b.health_failed),
+        (3, 0, 0),
+        "{b:?}"
+    );
     assert!(b.pass_after >= b.pass_before + b.skills, "{}", b.line());
     let (ok, out, _) = fleet.cli(&["status", &run.to_string()]);
     assert!(ok && out.contains(&b.line()), "{out}");
 
     // Interfering: whichever comes second removes the first one's package.
-    let bundle: Bundle = fleet.api_get(&format!("/api/v1/bundle?skill_pack={PACK}")).await;
+    let bundle: Bundle = fleet
+        .api_get(&format!("/api/v1/bundle?skill_pack={PACK}"))
+        .await;
     let order: Vec<&str> = bundle
         .sections
         .iter()
@@ -88,7 +104,13 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
         .filter(|r| *r == "package_cron_installed" || *r == "package_rsyslog_installed")
         .collect();
     let (first, second) = (order[0], order[1]);
-    let package = |rule: &str| if rule == "package_cron_installed" { "cron" } else { "rsyslog" };
+    let package = |rule: &str| {
+        if rule == "package_cron_installed" {
+            "cron"
+        } else {
+            "rsyslog"
+        }
+    };
     let culprit = format!(
         "{}DEBIAN_FRONTEND=noninteractive apt-get purge -y -q {}\n",
         apt(package(second)),
@@ -102,7 +124,10 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     let report = host.report.expect("compose report");
     assert_eq!(report.interference.len(), 1, "{report:?}");
     let i = &report.interference[0];
-    assert_eq!((i.rule.as_str(), i.broken_by.as_deref()), (first, Some(second)));
+    assert_eq!(
+        (i.rule.as_str(), i.broken_by.as_deref()),
+        (first, Some(second))
+    );
     assert_eq!(status.bundle.unwrap().interference, 1);
 
     // The culprit leaves the bundle with an open ledger entry and evidence.
@@ -111,13 +136,18 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     assert!(out.contains(second), "{out}");
     let start = std::time::Instant::now();
     loop {
-        let bundle: Bundle = fleet.api_get(&format!("/api/v1/bundle?skill_pack={PACK}")).await;
+        let bundle: Bundle = fleet
+            .api_get(&format!("/api/v1/bundle?skill_pack={PACK}"))
+            .await;
         let rules: Vec<&str> = bundle.sections.iter().map(|s| s.rule.as_str()).collect();
         if !rules.contains(&second) {
             assert!(rules.contains(&first), "{rules:?}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{second} still in the bundle");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{second} still in the bundle"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     fleet.shutdown().await;

@@ -30,7 +30,14 @@ pub async fn harden(
         ));
     }
     let pack = state.packs.get(&req.skill_pack)?;
-    let bundle = hosts::current_bundle(&state, &req.skill_pack, req.profile.as_deref()).await?;
+    let bundle = bundle_of(&state, &req.skill_pack, req.profile.as_deref()).await?;
+    if bundle.sections.is_empty() {
+        return Err(CoordinatorError::Conflict(format!(
+            "main holds no verified skill for the rules of {} yet: run a learning run first (`make fleet`)",
+            bundle.profile
+        ))
+        .into());
+    }
     let run = HostRun::harden(&pack, &bundle, req.hosts, req.check_only, req.rollout);
     let hosts = run.items.len() as u64;
     let id = hosts::submit_and_release(&state.pool, &state.leases, &run).await?;
@@ -43,7 +50,7 @@ pub async fn check(
     ApiJson(req): ApiJson<SubmitCompose>,
 ) -> Result<(StatusCode, Json<HostRunSubmitted>), ApiFailure> {
     let pack = state.packs.get(&req.skill_pack)?;
-    let bundle = hosts::current_bundle(&state, &req.skill_pack, req.profile.as_deref()).await?;
+    let bundle = bundle_of(&state, &req.skill_pack, req.profile.as_deref()).await?;
     let run = HostRun::compose(&pack, &bundle, None);
     let id = hosts::submit_and_release(&state.pool, &state.leases, &run).await?;
     Ok((StatusCode::CREATED, Json(submitted(id, 1, &bundle))))
@@ -59,6 +66,16 @@ pub async fn list(
         return Err(CoordinatorError::NotFound.into());
     }
     Ok(Json(rows))
+}
+
+async fn bundle_of(
+    state: &AppState,
+    skill_pack: &str,
+    profile: Option<&str>,
+) -> Result<Bundle, CoordinatorError> {
+    let knowledge = state.dreamer.knowledge_dir();
+    let profile = profile.filter(|p| !p.is_empty());
+    hosts::current_bundle(&state.pool, &state.packs, knowledge, skill_pack, profile).await
 }
 
 fn submitted(run: RunId, hosts: u64, bundle: &Bundle) -> HostRunSubmitted {

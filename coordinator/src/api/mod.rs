@@ -11,6 +11,7 @@
 //! | `POST /api/v1/runs/{id}/dream[?dry_run=true]` | API token | `DreamReport` (409 while the run is running) |
 //! | `GET /api/v1/promotions[?open=true]` | — | `Vec<PromotionInfo>`, newest first |
 //! | `POST /api/v1/promotions/{id}/approve`, `…/reject` | API token | `LedgerLine` (409 unless an open escalation) |
+//! | `GET /api/v1/bundle?skill_pack=P[&profile=X]` | API token | `Bundle` (`main`'s skills for the profile, in the pack's order) |
 //! | `GET /api/v1/agents` | — | `Vec<AgentInfo>` |
 //! | `POST /api/v1/agents/register` | agent's own token or the enrollment token | `AgentConfig` (Redis URL with the agent's ACL user) |
 //! | `POST /api/v1/agents/{id}/tokens` | API token | 201 `IssuedAgentToken` (the token is shown only here) |
@@ -20,9 +21,11 @@
 
 mod agents;
 mod auth;
+mod bundle;
 mod dream;
 mod error;
 mod health;
+mod hosts;
 mod json;
 mod runs;
 
@@ -87,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/promotions", get(dream::list))
         .route("/api/v1/promotions/{id}/approve", post(dream::approve))
         .route("/api/v1/promotions/{id}/reject", post(dream::reject))
+        .route("/api/v1/bundle", get(bundle::bundle))
+        .route("/api/v1/bundle/check", post(hosts::check))
+        .route("/api/v1/harden", post(hosts::harden))
+        .route("/api/v1/runs/{id}/hosts", get(hosts::list))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/register", post(agents::register))
         .route("/api/v1/agents/{id}/tokens", post(agents::issue))

@@ -80,6 +80,22 @@ pub enum Command {
     /// touched. `--check` scans and prints what would be applied, changing
     /// nothing. Exits 1 when a host was not hardened.
     Harden(HardenArgs),
+    /// Show the bundle of a profile: `main`'s verified skills for its
+    /// rules, in the pack's order, each with its provenance.
+    ///
+    /// Prints one line per section (rule, commit, run, ledger) and a
+    /// summary line `bundle: skills=K main=<short commit>`; `--out FILE`
+    /// also writes the bundle's JSON, `--json` prints it instead.
+    Bundle(BundleArgs),
+    /// Export the bundle of a profile as a bash script or an Ansible
+    /// playbook, to review and apply elsewhere.
+    ///
+    /// bash: one script, a section per rule in its own bash process; a
+    /// failing section is reported on stderr and the others still run;
+    /// exit status 1 when any failed. ansible: one play on `all`, a `raw`
+    /// task per rule run by /bin/bash (hosts need no Python), tagged with
+    /// the rule id; a failing task fails that host's play.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -493,4 +509,57 @@ mod tests {
         assert!(Cli::try_parse_from(["fleet-coordinator", "report"]).is_err());
         assert!(Cli::try_parse_from(["fleet-coordinator", "report", "--run", "7", "8"]).is_err());
     }
+}
+
+#[derive(Debug, Args)]
+pub struct BundleSource {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// API token (required).
+    #[arg(long, env = "FLEET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Skill pack name (a directory under the coordinator's --skill-packs).
+    #[arg(long, env = "FLEET_SKILL_PACK")]
+    pub skill_pack: String,
+    /// Profile [default: the skill pack's].
+    #[arg(long, env = "FLEET_PROFILE")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub source: BundleSource,
+    /// Also write the bundle's JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the bundle's JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also check the bundle as a whole on a fresh target (an agent scans
+    /// the profile, applies every section in order with health checks,
+    /// scans again) and print `bundle: skills=K pass_before=B
+    /// pass_after=A interference=I health_failed=H`. Interfering or
+    /// health-breaking skills leave the bundle until an operator decides
+    /// (`promotions`).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Bash,
+    Ansible,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub source: BundleSource,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }

@@ -8,6 +8,7 @@ use fleet_common::api::{
     PromotionDecision, PromotionInfo, RunHistory, RunReport, RunStatus, SubmitRun,
     SubmitRunResponse,
 };
+use fleet_common::bundle::Bundle;
 use fleet_common::host::{HostRow, HostRunSubmitted, SubmitCompose, SubmitHarden};
 use fleet_common::RunId;
 use serde::de::DeserializeOwned;
@@ -115,6 +116,20 @@ impl Api {
     pub async fn revoke_agent(&self, token: &str, agent: &str) -> anyhow::Result<AgentRevoked> {
         self.send(self.post(&format!("/api/v1/agents/{agent}/revoke"), token))
             .await
+    }
+
+    pub async fn bundle(
+        &self,
+        token: &str,
+        skill_pack: &str,
+        profile: Option<&str>,
+    ) -> anyhow::Result<Bundle> {
+        let mut query = vec![("skill_pack", skill_pack)];
+        query.extend(profile.map(|p| ("profile", p)));
+        let url = format!("{}/api/v1/bundle", self.base);
+        // The first bundle of a pack parses its datastream.
+        let req = self.http.get(url).query(&query).bearer_auth(token);
+        self.send(req.timeout(Duration::from_secs(120))).await
     }
 
     fn post(&self, path: &str, token: &str) -> reqwest::RequestBuilder {

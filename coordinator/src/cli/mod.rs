@@ -1,8 +1,9 @@
 //! The client subcommands (`submit`, `watch`, `status`, `report`, `agents`,
-//! `dream`, `promotions`) and the
+//! `dream`, `promotions`, `bundle`, `export`) and the
 //! translation of `serve` flags into a `ServeConfig`.
 
 pub mod args;
+mod bundle;
 mod client;
 mod harden;
 mod html;
@@ -21,6 +22,7 @@ use args::{
     AgentCredentialArgs, AgentsArgs, AgentsCommand, DreamArgs, PromotionsCommand, ReportArgs,
     ServeArgs, StatusArgs, SubmitArgs, WatchArgs,
 };
+pub use bundle::{bundle, export};
 pub use client::Rejected;
 pub use harden::harden;
 

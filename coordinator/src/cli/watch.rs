@@ -71,3 +71,38 @@ pub async fn watch(api: &Api, run: RunId, interval: Duration) -> anyhow::Result<
         tokio::time::sleep(interval).await;
     }
 }
+
+/// Waits for `run` to complete behind a spinner on stderr (hidden when
+/// stderr is not a terminal); its final status.
+pub async fn wait_quietly(api: &Api, run: RunId) -> anyhow::Result<RunStatus> {
+    let spinner = if std::io::stderr().is_terminal() {
+        let s = ProgressBar::new_spinner();
+        s.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .expect("valid template"),
+        );
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    } else {
+        ProgressBar::hidden()
+    };
+    spinner.set_message(format!("run {run}"));
+    let mut failures = 0u32;
+    loop {
+        match api.run_status(run).await {
+            Ok(s) if s.status == "completed" => {
+                spinner.finish_and_clear();
+                return Ok(s);
+            }
+            Ok(_) => failures = 0,
+            Err(e) if e.downcast_ref::<Rejected>().is_some() => return Err(e),
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_FAILURES {
+                    return Err(e.context(format!("run {run}: the coordinator stopped answering")));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

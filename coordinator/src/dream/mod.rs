@@ -73,6 +73,11 @@ impl Dreamer {
         }
     }
 
+    /// The knowledge repo whose `main` the dream stage moves.
+    pub fn knowledge_dir(&self) -> &std::path::Path {
+        &self.knowledge_dir
+    }
+
     /// One pass over the completed run `run`.
     pub async fn dream(&self, run: RunId, dry_run: bool) -> Result<DreamReport, CoordinatorError> {
         let started = Instant::now();

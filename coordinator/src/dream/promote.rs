@@ -9,7 +9,9 @@
 use std::path::Path;
 
 use fleet_common::api::LedgerLine;
-use fleet_knowledge::{layout, LessonFile, LessonKind, MainTree, Provenance};
+use fleet_knowledge::{
+    layout, DreamAction, DreamTrailers, LessonFile, LessonKind, MainTree, Provenance,
+};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
@@ -226,11 +228,13 @@ pub(super) async fn promote(
         match decision.verdict {
             Verdict::Apply => {
                 if !dry_run {
-                    let message = format!(
-                        "dream: promote {} {} (ledger #{id}, run {run})",
-                        kind_str(p.candidate.kind),
-                        p.candidate.id
-                    );
+                    // Trailers let the bundle name run and ledger from git alone (H2).
+                    let message =
+                        DreamTrailers::new(DreamAction::Promote, run, id).message(&format!(
+                            "dream: promote {} {} (ledger #{id}, run {run})",
+                            kind_str(p.candidate.kind),
+                            p.candidate.id
+                        ));
                     let (before, after) =
                         git::write(dir, path.clone(), Some(bytes), message).await?;
                     set_commits(db, id, before.as_deref(), &after).await?;
@@ -334,13 +338,13 @@ pub(super) async fn decide_escalated(
     by: &str,
     dir: &Path,
 ) -> Result<LedgerLine, CoordinatorError> {
-    let row: Option<(String, bool, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT lesson_id, open, verdict, action, path FROM promotions WHERE id = $1 FOR UPDATE",
+    let row: Option<(String, bool, String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT lesson_id, open, verdict, action, path, run_id FROM promotions WHERE id = $1 FOR UPDATE",
     )
     .bind(ledger)
     .fetch_optional(&mut *db)
     .await?;
-    let Some((lesson, open, verdict, action, path)) = row else {
+    let Some((lesson, open, verdict, action, path, run)) = row else {
         return Err(CoordinatorError::NotFound);
     };
     if !open || verdict != "ESCALATE" {
@@ -353,7 +357,9 @@ pub(super) async fn decide_escalated(
         // A skill the composition check took out of the bundle (H3):
         // approve puts it back as it is; reject removes it from `main`.
         if let (false, Some(path)) = (approve, path) {
-            let message = format!("bundle: remove {lesson}, rejected by {by} (ledger #{ledger})");
+            let message = DreamTrailers::new(DreamAction::Revert, run, ledger).message(&format!(
+                "bundle: remove {lesson}, rejected by {by} (ledger #{ledger})"
+            ));
             let (before, after) = git::write(dir, path, None, message).await?;
             set_commits(db, ledger, before.as_deref(), &after).await?;
             commit = Some(after);
@@ -362,7 +368,9 @@ pub(super) async fn decide_escalated(
         let p = pending_by_id(db, &lesson).await?;
         let main = git::open_main(dir).await?;
         let (path, bytes) = file_of(&p, &main)?;
-        let message = format!("dream: promote {lesson} approved by {by} (ledger #{ledger})");
+        let message = DreamTrailers::new(DreamAction::Promote, run, ledger).message(&format!(
+            "dream: promote {lesson} approved by {by} (ledger #{ledger})"
+        ));
         let (before, after) = git::write(dir, path, Some(bytes), message).await?;
         set_commits(db, ledger, before.as_deref(), &after).await?;
         set_status(db, &lesson, "accepted").await?;

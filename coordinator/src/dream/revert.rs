@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use fleet_common::api::LedgerLine;
+use fleet_knowledge::{DreamAction, DreamTrailers};
 use sqlx::PgConnection;
 
 use super::compare::Comparison;
@@ -102,10 +103,10 @@ pub(super) async fn revert_regressed(
                 Some(c) => main.file_at(c, &path).map_err(git::error)?,
                 None => None,
             };
-            let message = format!(
+            let message = DreamTrailers::new(DreamAction::Revert, run, id).message(&format!(
                 "dream: revert {} (ledger #{}, by #{id}): {reason}",
                 a.lesson_id, a.id
-            );
+            ));
             let (before, after) = git::write(dir, path, old, message).await?;
             set_commits(db, id, before.as_deref(), &after).await?;
             commit = Some(after);

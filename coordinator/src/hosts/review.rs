@@ -194,7 +194,11 @@ mod tests {
         let x = exclusions(&report);
         let rules: Vec<&str> = x.iter().map(|e| e.rule.as_str()).collect();
         assert_eq!(rules, ["b", "c"], "the culprit b leaves, not its victim a");
-        assert!(x[0].reason.contains("applying b makes a fail"), "{}", x[0].reason);
+        assert!(
+            x[0].reason.contains("applying b makes a fail"),
+            "{}",
+            x[0].reason
+        );
         assert!(x[1].reason.contains("shell"));
         assert!(exclusions(&HostReport::default()).is_empty());
     }

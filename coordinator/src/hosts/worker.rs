@@ -1,6 +1,8 @@
 //! The background loop of host runs: release held hosts as the rollout
-//! allows, and review finished composition checks into the ledger.
+//! allows, check `main`'s bundle after each learning run's dream stage
+//! (DESIGN H3), and review finished composition checks into the ledger.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_common::lease::LeaseClient;
@@ -9,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::review::review_compose_runs;
 use super::rollout::{release, runs_with_held_hosts};
+use super::submit::{submit_and_release, HostRun};
 use crate::error::CoordinatorError;
+use crate::packs::SkillPacks;
 
 /// Hosts finish in seconds to minutes; half a second keeps a rollout from
 /// idling between them without loading Postgres.
@@ -18,6 +22,8 @@ const TICK: Duration = Duration::from_millis(500);
 pub struct HostWorker {
     pub pool: PgPool,
     pub leases: LeaseClient,
+    pub packs: SkillPacks,
+    pub knowledge_dir: PathBuf,
 }
 
 impl HostWorker {
@@ -38,7 +44,58 @@ impl HostWorker {
         for run in runs_with_held_hosts(&self.pool).await? {
             release(&self.pool, &self.leases, run).await?;
         }
+        self.compose_after_dreams().await?;
         review_compose_runs(&self.pool).await?;
         Ok(())
     }
+
+    /// The latest dreamt learning run of each (pack, profile) with SCAP
+    /// content gets one composition check of the bundle `main` now holds.
+    async fn compose_after_dreams(&self) -> Result<(), CoordinatorError> {
+        let due: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT r.id, r.skill_pack, r.profile FROM runs r
+             JOIN dream_runs d ON d.run_id = r.id AND d.status = 'done'
+             WHERE r.kind = 'learn'
+               AND r.id = (SELECT max(x.id) FROM runs x WHERE x.kind = 'learn'
+                           AND x.skill_pack = r.skill_pack AND x.profile = r.profile)
+               AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.kind = 'compose' AND c.after_run = r.id)
+             ORDER BY r.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (run, pack_name, profile) in due {
+            let Ok(pack) = self.packs.get(&pack_name) else {
+                continue;
+            };
+            if pack.checks.datastream.is_none() {
+                continue;
+            }
+            let bundle = super::current_bundle(
+                &self.pool,
+                &self.packs,
+                &self.knowledge_dir,
+                &pack_name,
+                Some(&profile),
+            )
+            .await?;
+            let check = HostRun::compose(&pack, &bundle, Some(fleet_common::RunId(run)));
+            match submit_and_release(&self.pool, &self.leases, &check).await {
+                Ok(id) => tracing::info!(
+                    after_run = run,
+                    run = id.0,
+                    skills = bundle.sections.len(),
+                    "composition check of main's bundle submitted"
+                ),
+                // Another coordinator submitted it first (unique index).
+                Err(CoordinatorError::Postgres(e)) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
