@@ -8,6 +8,15 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// The results `fleet_harden_hosts` counts hosts by.
+pub const HARDEN_RESULTS: [&str; 5] = [
+    "pending",
+    "fixed",
+    "already_passing",
+    "escalated",
+    "not_started",
+];
+
 /// Cheap to clone: every clone shares the same registry and collectors.
 #[derive(Clone)]
 pub struct Metrics {
@@ -46,6 +55,12 @@ pub struct Metrics {
     pub run_regression_ratio: GaugeVec,
     pub run_wins: GaugeVec,
     pub run_regressions: GaugeVec,
+    /// Hosts of the latest harden run by result (`pending`, `fixed`,
+    /// `already_passing`, `escalated`, `not_started`).
+    pub harden_hosts: IntGaugeVec,
+    /// The latest composition check's figures (`skills`, `pass_before`,
+    /// `pass_after`, `interference`, `health_failed`).
+    pub bundle_check: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -212,6 +227,16 @@ impl Metrics {
                 "Per-agent credential changes, by action (issued, revoked)",
                 &["action"],
             ),
+            harden_hosts: gauge_vec(
+                "fleet_harden_hosts",
+                "Hosts of the latest harden run, by result",
+                &["result"],
+            ),
+            bundle_check: gauge_vec(
+                "fleet_bundle_check",
+                "The latest composition check of main's bundle on a fresh target, by figure",
+                &["figure"],
+            ),
             registry,
         };
         m.preset_series();
@@ -229,6 +254,9 @@ impl Metrics {
         }
         for result in ["done", "failed"] {
             self.dreams.with_label_values(&[result]);
+        }
+        for result in HARDEN_RESULTS {
+            self.harden_hosts.with_label_values(&[result]);
         }
         for action in ["promote", "revert"] {
             for verdict in ["APPLY", "REJECT", "ESCALATE", "DEFER"] {

@@ -286,6 +286,7 @@ pub async fn serve_on(
         leases: leases.clone(),
         packs: packs.clone(),
         knowledge_dir: config.knowledge_dir.clone(),
+        metrics: metrics.clone(),
     };
     workers.spawn("hosts", move |stop| hosts.run(stop));
     // After a run completes: compare, revert, promote, rank (DESIGN D).

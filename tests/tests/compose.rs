@@ -130,11 +130,25 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     );
     assert_eq!(status.bundle.unwrap().interference, 1);
 
-    // The culprit leaves the bundle with an open ledger entry and evidence.
-    let (ok, out, err) = fleet.cli(&["promotions", "list", "--open"]);
-    assert!(ok, "{err}");
-    assert!(out.contains(second), "{out}");
+    // The culprit leaves the bundle with an open ledger entry and evidence
+    // (the coordinator reviews a finished check within a tick).
     let start = std::time::Instant::now();
+    loop {
+        let (ok, out, err) = fleet.cli(&["promotions", "list", "--open"]);
+        assert!(ok, "{err}");
+        if out.contains(second) {
+            assert!(
+                out.contains(&format!("applying {second} makes {first} fail")),
+                "{out}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no open entry for {second}: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     loop {
         let bundle: Bundle = fleet
             .api_get(&format!("/api/v1/bundle?skill_pack={PACK}"))

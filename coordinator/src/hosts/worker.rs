@@ -13,6 +13,7 @@ use super::review::review_compose_runs;
 use super::rollout::{release, runs_with_held_hosts};
 use super::submit::{submit_and_release, HostRun};
 use crate::error::CoordinatorError;
+use crate::metrics::{Metrics, HARDEN_RESULTS};
 use crate::packs::SkillPacks;
 
 /// Hosts finish in seconds to minutes; half a second keeps a rollout from
@@ -24,6 +25,7 @@ pub struct HostWorker {
     pub leases: LeaseClient,
     pub packs: SkillPacks,
     pub knowledge_dir: PathBuf,
+    pub metrics: Metrics,
 }
 
 impl HostWorker {
@@ -46,6 +48,54 @@ impl HostWorker {
         }
         self.compose_after_dreams().await?;
         review_compose_runs(&self.pool).await?;
+        self.publish_gauges().await
+    }
+
+    /// Hosts of the latest harden run by result; the latest composition
+    /// check's figures.
+    async fn publish_gauges(&self) -> Result<(), CoordinatorError> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT CASE WHEN w.state = 'pending' THEN 'pending'
+                         WHEN w.reason = $1 THEN $1 ELSE w.outcome END, count(*)
+             FROM work_items w
+             WHERE w.run_id = (SELECT max(id) FROM runs WHERE kind = 'harden')
+             GROUP BY 1",
+        )
+        .bind(super::NOT_STARTED)
+        .fetch_all(&self.pool)
+        .await?;
+        for result in HARDEN_RESULTS {
+            let n = counts
+                .iter()
+                .find(|(r, _)| r == result)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .harden_hosts
+                .with_label_values(&[result])
+                .set(n);
+        }
+        let latest: Option<i64> = sqlx::query_scalar(
+            "SELECT max(id) FROM runs WHERE kind = 'compose' AND status = 'completed'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if let Some(run) = latest {
+            let mut conn = self.pool.acquire().await?;
+            if let Some(b) = super::bundle_check(&mut conn, fleet_common::RunId(run)).await? {
+                for (figure, n) in [
+                    ("skills", b.skills),
+                    ("pass_before", b.pass_before),
+                    ("pass_after", b.pass_after),
+                    ("interference", b.interference),
+                    ("health_failed", b.health_failed),
+                ] {
+                    self.metrics
+                        .bundle_check
+                        .with_label_values(&[figure])
+                        .set(n as i64);
+                }
+            }
+        }
         Ok(())
     }
 
