@@ -196,6 +196,10 @@ impl SshHosts {
                   "mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys"],
                 Some(&client_pub),
             );
+            // `docker run` leaves /.dockerenv, which makes SSG content
+            // treat the host as a container (most rules `notapplicable`);
+            // a VM has none.
+            run(&["docker", "exec", &container, "rm", "-f", "/.dockerenv"], None);
             run(
                 &["docker", "exec", &container, "sh", "-c", START_SSHD],
                 None,
