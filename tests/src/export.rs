@@ -22,9 +22,26 @@ pub fn target_image() -> String {
     std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into())
 }
 
-/// A target container of its own (the sandbox's limits, no network).
+/// A target container of its own (the sandbox's limits, no network),
+/// removed even when the test panics.
 pub struct ExportTarget {
     pub target: DockerTarget,
+    removed: bool,
+}
+
+impl Drop for ExportTarget {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", self.target.container_name()])
+                .output();
+            if let Some(image) = self.target.baseline_image() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rmi", &image])
+                    .output();
+            }
+        }
+    }
 }
 
 impl ExportTarget {
@@ -46,7 +63,10 @@ impl ExportTarget {
                 )
             });
         target.baseline().await.expect("baseline");
-        Self { target }
+        Self {
+            target,
+            removed: false,
+        }
     }
 
     pub fn container(&self) -> &str {
@@ -94,8 +114,9 @@ impl ExportTarget {
             .collect()
     }
 
-    pub async fn remove(self) {
+    pub async fn remove(mut self) {
         self.target.remove().await.expect("remove the target");
+        self.removed = true;
     }
 }
 
@@ -112,12 +133,14 @@ pub fn ansible_playbook(inventory_dir: &Path, container: &str, args: &[&str]) ->
         ),
     )
     .expect("write the inventory");
+    let config = inventory_dir.join("ansible.cfg");
+    std::fs::write(&config, "[defaults]\n").expect("write ansible.cfg");
     std::process::Command::new("ansible-playbook")
         .arg("-i")
         .arg(&inventory)
         .args(args)
         // No user or system configuration changes what the test runs.
-        .env("ANSIBLE_CONFIG", "/dev/null")
+        .env("ANSIBLE_CONFIG", &config)
         .env("ANSIBLE_HOST_KEY_CHECKING", "False")
         .env("ANSIBLE_NOCOLOR", "1")
         .env("ANSIBLE_LOCAL_TEMP", inventory_dir.join("tmp"))

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use fleet_agent::sim::{behaviour, SimBehaviour};
 use fleet_common::api::{DreamReport, PromotionInfo};
+use fleet_knowledge::{DreamAction, DreamTrailers, MainTree};
 use fleet_tests::fleet::{Fleet, FleetOpts};
 
 /// Two `grub2_*` rules the simulation fixes, and some ordinary ones.
@@ -181,6 +182,27 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     assert!(ok, "{err}");
     assert!(on_main(&fleet, &format!("skills/{}.sh", grub[0])));
     assert!(!on_main(&fleet, &format!("skills/{}.sh", grub[1])));
+    // Each commit names its run and ledger entry in trailers, so a
+    // bundle's provenance is read from git alone (H2).
+    let tree = MainTree::open(&fleet.knowledge_dir()).unwrap();
+    let trailers = |rule: &str| {
+        tree.last_write(&format!("skills/{rule}.sh"))
+            .unwrap()
+            .unwrap()
+            .trailers
+    };
+    let promoted = |ledger| DreamTrailers::new(DreamAction::Promote, run.0, ledger);
+    assert_eq!(trailers(&grub[0]), promoted(approve));
+    let auto = fixed.iter().find(|r| !r.starts_with("grub2_")).unwrap();
+    let auto_ledger: i64 = sqlx::query_scalar(
+        "SELECT id FROM promotions WHERE run_id = $1 AND rule_id = $2 AND kind = 'skill' AND verdict = 'APPLY'",
+    )
+    .bind(run.0)
+    .bind(auto)
+    .fetch_one(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(trailers(auto), promoted(auto_ledger));
     // Decided entries are closed: deciding again is refused (exit 2).
     let (ok, _, err) = fleet.cli(&[
         "promotions",

@@ -162,6 +162,18 @@ async fn the_bundle_is_mains_skills_in_the_packs_order_with_provenance_and_the_s
         "the package family stays together: {packages:?}"
     );
     assert!(position(&bundle, HELD.0) > hi, "service after the packages");
+    let order: Vec<&str> = bundle.sections.iter().map(|s| s.rule.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "package_audit_installed",
+            "package_rsyslog_installed",
+            "package_cron_installed",
+            "file_permissions_etc_gshadow",
+            "service_cron_enabled",
+        ],
+        "the catalog's order within those constraints"
+    );
 
     // Provenance: the commit that wrote each, its blob, run and ledger.
     let tree = MainTree::open(&fleet.knowledge_dir()).unwrap();
