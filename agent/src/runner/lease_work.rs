@@ -33,7 +33,9 @@ use crate::events::LeaseEvents;
 use crate::heartbeat::Heartbeat;
 use crate::knowledge::{self, LeaseOrigin};
 use crate::metrics::LeaseResult;
-use crate::remediation::{remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation};
+use crate::remediation::{
+    remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation, Skill,
+};
 use crate::workbench::Workbench;
 
 /// After shutdown, how long a completion in progress may still take.
@@ -93,12 +95,14 @@ impl Runner {
             sent,
         );
         let started = Instant::now();
-        let (worktree, guidance) = match self.open_worktree(lease).await {
+        let (worktree, guidance, skill) = match self.open_worktree(lease).await {
             Some((wt, main)) => {
                 let guidance = Guidance::select(&lease.task, &main.ranking, main.lessons);
-                (Some(wt), guidance)
+                // Replayed before the brain is asked (DESIGN H1).
+                let skill = main.skill.and_then(Skill::from_fetched);
+                (Some(wt), guidance, skill)
             }
-            None => (None, Guidance::default()),
+            None => (None, Guidance::default(), None),
         };
         let log = LeaseLog::default();
         // Checked before every write to the target: after a pause past the
@@ -109,7 +113,7 @@ impl Runner {
             biased;
             _ = self.shutdown.cancelled() => Ended::Shutdown,
             reason = heartbeat.lost() => Ended::Lost(reason),
-            r = remediate_fenced(&lease.task, bench, &events, &self.metrics, &cancel, &guidance, &log, &fence) => match r {
+            r = remediate_fenced(&lease.task, bench, &events, &self.metrics, &cancel, &guidance, skill.as_ref(), &log, &fence) => match r {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
                 Remediation::Lost(reason) => Ended::Lost(reason),
@@ -170,6 +174,7 @@ impl Runner {
                 debug!(
                     branch = wt.branch(),
                     lessons_on_main = main.lessons.len(),
+                    skill_on_main = main.skill.is_some(),
                     "lease worktree ready"
                 );
                 Some((wt, main))
