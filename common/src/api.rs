@@ -154,6 +154,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The row of rule `id`, if the run has it.
+    pub fn rule(&self, id: &str) -> Option<&RuleReport> {
+        self.rules.iter().find(|r| r.rule == id)
+    }
+
     /// Totals with their rates; `rules` are sorted by rule id.
     pub fn new(totals: RunStatus, mut rules: Vec<RuleReport>) -> Self {
         rules.sort_by(|a, b| a.rule.cmp(&b.rule));

@@ -496,7 +496,10 @@ mod tests {
             }
         );
         let other = r#"{"v":1,"id":"x","run":1,"task":1,"rule":"r","agent":"a","incarnation":1,"epoch":1,"attempt":0,"seq":1,"ts_ms":0,"body":{"type":"lease_released"}}"#;
-        assert_eq!(Event::decode(other.as_bytes()).unwrap().body, EventBody::LeaseReleased);
+        assert_eq!(
+            Event::decode(other.as_bytes()).unwrap().body,
+            EventBody::LeaseReleased
+        );
     }
 
     #[test]

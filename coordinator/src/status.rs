@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use fleet_common::api::{
-    AgentInfo, FixSource, PointComparison, RuleOutcome, RuleReport, RunHistory, RunMeans, RunPoint, RunReport,
-    RunStatus,
+    AgentInfo, FixSource, PointComparison, RuleOutcome, RuleReport, RunHistory, RunMeans, RunPoint,
+    RunReport, RunStatus,
 };
 use fleet_common::event::COORDINATOR_AGENT;
 use fleet_common::lease::LeaseClient;

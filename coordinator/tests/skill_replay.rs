@@ -136,7 +136,15 @@ async fn replays_are_recorded_by_source_left_out_of_credit_and_reported() {
             on(a, evaluated(EvalStatus::Pass)),
         ],
     ];
-    report_lease(&env, run, a, attempts, Outcome::Fixed { attempt: 2 }, &mut seq).await;
+    report_lease(
+        &env,
+        run,
+        a,
+        attempts,
+        Outcome::Fixed { attempt: 2 },
+        &mut seq,
+    )
+    .await;
 
     // sshd_b: the replay fixes it.
     let b = &leases[1];
@@ -151,7 +159,15 @@ async fn replays_are_recorded_by_source_left_out_of_credit_and_reported() {
         ),
         on(b, evaluated(EvalStatus::Pass)),
     ]];
-    report_lease(&env, run, b, attempts, Outcome::Fixed { attempt: 1 }, &mut seq).await;
+    report_lease(
+        &env,
+        run,
+        b,
+        attempts,
+        Outcome::Fixed { attempt: 1 },
+        &mut seq,
+    )
+    .await;
 
     let ingester = Ingester::new(
         env.pool.clone(),

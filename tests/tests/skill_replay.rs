@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use fleet_common::api::{FixSource, RuleOutcome, RuleReport};
+use fleet_common::api::{FixSource, RuleOutcome, RunReport};
 use fleet_common::{Budgets, RunId};
 use fleet_tests::fake_llm::{FakeLlm, Reply};
 use fleet_tests::fleet::{Fleet, FleetOpts};
@@ -25,38 +25,14 @@ const REPLACEMENT: &str = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q 
 /// What the brain's prompt says about a failed replay.
 const FAILED_REPLAY: &str = "verified skill from main (skills/package_cron_installed.sh)";
 
-fn image() -> String {
-    std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into())
-}
-
 fn script(llm: &FakeLlm) {
     llm.on_all(&[CRON, FAILED_REPLAY], vec![Reply::script(REPLACEMENT)])
         .on(CRON, vec![Reply::script("apt-get install -y -q cron")])
-        .on(RSYSLOG, vec![Reply::script("apt-get install -y -q rsyslog")])
+        .on(
+            RSYSLOG,
+            vec![Reply::script("apt-get install -y -q rsyslog")],
+        )
         .otherwise(Reply::script("echo 'looked around, changed nothing'"));
-}
-
-/// Waits until the dream stage has handled `run` (it runs by itself).
-async fn dreamt(fleet: &Fleet, run: RunId) {
-    let start = std::time::Instant::now();
-    loop {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM dream_runs WHERE run_id = $1")
-                .bind(run.0)
-                .fetch_optional(&fleet.db.pool)
-                .await
-                .unwrap();
-        match status.as_deref() {
-            Some("done") => return,
-            Some(other) => panic!("dream over run {run}: {other}; see {}", fleet.logs.display()),
-            None => {}
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no dream over run {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// (lesson, kind, verdict) of the promotions ledger of `run`.
@@ -71,20 +47,16 @@ async fn ledger(fleet: &Fleet, run: RunId) -> Vec<(String, String, String)> {
     .unwrap()
 }
 
-fn rule<'a>(rules: &'a [RuleReport], id: &str) -> &'a RuleReport {
-    rules
-        .iter()
-        .find(|r| r.rule == id)
-        .unwrap_or_else(|| panic!("{id} not in the report"))
-}
-
-fn fixed_by(rules: &[RuleReport], id: &str) -> (RuleOutcome, Option<u32>, Option<FixSource>) {
-    let r = rule(rules, id);
+fn fixed_by(report: &RunReport, id: &str) -> (RuleOutcome, Option<u32>, Option<FixSource>) {
+    let r = report.rule(id).expect("in the report");
     (r.outcome, r.fixed_attempt, r.fixed_by)
 }
 
 fn skill_on_main(fleet: &Fleet, rule: &str) -> String {
-    fleet.knowledge_git(&["show", &format!("refs/heads/main:skills/{rule}.sh")], None)
+    fleet.knowledge_git(
+        &["show", &format!("refs/heads/main:skills/{rule}.sh")],
+        None,
+    )
 }
 
 async fn count(fleet: &Fleet, sql: &str, run: RunId) -> i64 {
@@ -99,13 +71,7 @@ async fn count(fleet: &Fleet, sql: &str, run: RunId) -> i64 {
 async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replaced() {
     let llm = FakeLlm::start().await;
     script(&llm);
-    let mut fleet = Fleet::start(FleetOpts {
-        agents: 1,
-        target_image: Some(image()),
-        llm_url: Some(llm.base_url.clone()),
-        ..Default::default()
-    })
-    .await;
+    let mut fleet = Fleet::start(FleetOpts::llm(&llm.base_url)).await;
     let budgets = Budgets {
         max_attempts: 2,
         wall_time_s: 300,
@@ -114,17 +80,22 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
 
     // Run 1: the brain fixes both; the dream stage promotes the skills.
     let first = fleet.submit_with(PACK, rules.clone(), budgets).await;
-    fleet.wait_completed(first.run, Duration::from_secs(300)).await;
+    fleet
+        .wait_completed(first.run, Duration::from_secs(300))
+        .await;
     let report = fleet.report(first.run).await;
     for r in [CRON, RSYSLOG] {
         assert_eq!(
-            fixed_by(&report.rules, r),
+            fixed_by(&report, r),
             (RuleOutcome::Fixed, Some(1), Some(FixSource::Brain)),
             "{r}"
         );
     }
-    dreamt(&fleet, first.run).await;
-    assert_eq!(skill_on_main(&fleet, CRON).trim(), "apt-get install -y -q cron");
+    fleet.wait_dreamt(first.run).await;
+    assert_eq!(
+        skill_on_main(&fleet, CRON).trim(),
+        "apt-get install -y -q cron"
+    );
     assert_eq!(
         skill_on_main(&fleet, RSYSLOG).trim(),
         "apt-get install -y -q rsyslog"
@@ -136,11 +107,13 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
         llm.requests_mentioning(RSYSLOG),
     );
     let second = fleet.submit_with(PACK, rules.clone(), budgets).await;
-    fleet.wait_completed(second.run, Duration::from_secs(300)).await;
+    fleet
+        .wait_completed(second.run, Duration::from_secs(300))
+        .await;
     let report = fleet.report(second.run).await;
     for r in [CRON, RSYSLOG] {
         assert_eq!(
-            fixed_by(&report.rules, r),
+            fixed_by(&report, r),
             (RuleOutcome::Fixed, Some(1), Some(FixSource::Skill)),
             "{r}"
         );
@@ -164,7 +137,10 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
         "a replay shows no lessons"
     );
     // The attempt names the blob it replayed, the one on main.
-    let blob = fleet.knowledge_git(&["rev-parse", &format!("refs/heads/main:skills/{CRON}.sh")], None);
+    let blob = fleet.knowledge_git(
+        &["rev-parse", &format!("refs/heads/main:skills/{CRON}.sh")],
+        None,
+    );
     let recorded: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT a.script_source, a.skill_blob FROM attempts a JOIN work_items w ON w.id = a.work_item_id
          WHERE w.run_id = $1 AND w.rule_id = $2",
@@ -174,9 +150,12 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
     .fetch_all(&fleet.db.pool)
     .await
     .unwrap();
-    assert_eq!(recorded, vec![("skill".to_owned(), Some(blob.trim().to_owned()))]);
+    assert_eq!(
+        recorded,
+        vec![("skill".to_owned(), Some(blob.trim().to_owned()))]
+    );
     // Nothing new to promote: the replayed scripts are on main already.
-    dreamt(&fleet, second.run).await;
+    fleet.wait_dreamt(second.run).await;
     let entries = ledger(&fleet, second.run).await;
     assert!(
         entries.iter().all(|e| e.1 != "skill"),
@@ -189,11 +168,15 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
         &[(&format!("skills/{CRON}.sh"), BROKEN.as_bytes())],
         "test: the cron skill goes stale",
     );
-    let third = fleet.submit_with(PACK, vec![CRON.to_owned()], budgets).await;
-    fleet.wait_completed(third.run, Duration::from_secs(300)).await;
+    let third = fleet
+        .submit_with(PACK, vec![CRON.to_owned()], budgets)
+        .await;
+    fleet
+        .wait_completed(third.run, Duration::from_secs(300))
+        .await;
     let report = fleet.report(third.run).await;
     assert_eq!(
-        fixed_by(&report.rules, CRON),
+        fixed_by(&report, CRON),
         (RuleOutcome::Fixed, Some(2), Some(FixSource::Brain))
     );
     let prompts = llm.prompts();
@@ -202,7 +185,10 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
         .find(|p| p.contains(FAILED_REPLAY))
         .unwrap_or_else(|| panic!("no prompt showed the failed replay: {prompts:#?}"));
     assert!(shown.contains("attempt 1: Fail"), "{shown}");
-    assert!(shown.contains(BROKEN.trim()), "the failed script is shown: {shown}");
+    assert!(
+        shown.contains(BROKEN.trim()),
+        "the failed script is shown: {shown}"
+    );
     // No Reflector for a replay: no lesson from attempt 1.
     assert_eq!(
         count(
@@ -214,7 +200,7 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
         .await,
         0
     );
-    dreamt(&fleet, third.run).await;
+    fleet.wait_dreamt(third.run).await;
     let entries = ledger(&fleet, third.run).await;
     assert!(
         entries.iter().any(|e| e.1 == "skill" && e.2 == "APPLY"),
@@ -226,18 +212,9 @@ async fn skills_on_main_are_replayed_before_the_brain_and_a_broken_one_is_replac
         "apt-get install -y -q rsyslog",
         "untouched"
     );
-    let history = fleet.knowledge_git(
-        &["rev-list", "--first-parent", "--count", "refs/heads/main"],
-        None,
-    );
-    let all = fleet.knowledge_git(&["rev-list", "--count", "refs/heads/main"], None);
-    assert_eq!(history, all, "main only fast-forwards");
+    assert!(fleet.main_only_fast_forwards(), "main only fast-forwards");
 
-    let agent = fleet.agents[0].take().unwrap();
-    let exit = agent.terminate(Duration::from_secs(60)).await;
-    assert!(exit.is_some_and(|s| s.success()), "agent exit: {exit:?}");
-    for run in [first.run, second.run, third.run] {
-        let (_, missing) = fleet.missing_lease_branches(run).await;
-        assert!(missing.is_empty(), "missing lease branches: {missing:?}");
-    }
+    fleet
+        .stop_agent_and_check_branches(0, &[first.run, second.run, third.run])
+        .await;
 }

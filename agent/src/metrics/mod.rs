@@ -256,12 +256,16 @@ impl AgentMetrics {
     }
 
     pub fn skill_replayed(&self, result: ReplayResult) {
-        self.skill_replays.with_label_values(&[result.as_str()]).inc();
+        self.skill_replays
+            .with_label_values(&[result.as_str()])
+            .inc();
     }
 
     /// Replays so far that ended with `result`.
     pub fn skill_replays(&self, result: ReplayResult) -> u64 {
-        self.skill_replays.with_label_values(&[result.as_str()]).get()
+        self.skill_replays
+            .with_label_values(&[result.as_str()])
+            .get()
     }
 
     pub fn lease_ended(&self, result: LeaseResult) {

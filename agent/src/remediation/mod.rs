@@ -126,7 +126,10 @@ pub async fn remediate_with(
     log: &LeaseLog,
 ) -> Remediation {
     let fence = LeaseFence::unfenced();
-    remediate_fenced(task, bench, events, metrics, cancel, guidance, None, log, &fence).await
+    remediate_fenced(
+        task, bench, events, metrics, cancel, guidance, None, log, &fence,
+    )
+    .await
 }
 
 /// [`remediate_with`], replaying `skill` (the rule's skill on `main`) as
@@ -266,7 +269,10 @@ impl RuleLoop<'_> {
                         } else {
                             ReplayResult::Failed
                         };
-                        warn!(result = result.as_str(), "the skill on main did not fix the rule; asking the brain");
+                        warn!(
+                            result = result.as_str(),
+                            "the skill on main did not fix the rule; asking the brain"
+                        );
                         self.metrics.skill_replayed(result);
                         None
                     } else {
@@ -323,7 +329,11 @@ impl RuleLoop<'_> {
         self.events.emit(n, EventBody::AttemptStarted);
         let (script, source) = match proposer {
             Proposer::Replay(skill) => {
-                info!(blob = skill.blob, commit = skill.commit, "replaying the skill on main");
+                info!(
+                    blob = skill.blob,
+                    commit = skill.commit,
+                    "replaying the skill on main"
+                );
                 (cap_script(skill.script.clone()), skill.source())
             }
             Proposer::Brain => match self.propose(n, prior, first_details).await {

@@ -33,9 +33,7 @@ use crate::events::LeaseEvents;
 use crate::heartbeat::Heartbeat;
 use crate::knowledge::{self, LeaseOrigin};
 use crate::metrics::LeaseResult;
-use crate::remediation::{
-    remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation, Skill,
-};
+use crate::remediation::{remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation, Skill};
 use crate::workbench::Workbench;
 
 /// After shutdown, how long a completion in progress may still take.

@@ -149,7 +149,9 @@ impl<'a> AttemptBatch<'a> {
             scripts.push(f.script);
             sources.push(f.source.map(ScriptSource::as_str));
             let (blob, commit) = match f.source {
-                Some(ScriptSource::Skill { blob, commit }) => (Some(blob.as_str()), Some(commit.as_str())),
+                Some(ScriptSource::Skill { blob, commit }) => {
+                    (Some(blob.as_str()), Some(commit.as_str()))
+                }
                 _ => (None, None),
             };
             blobs.push(blob);

@@ -229,7 +229,10 @@ mod tests {
         match decode(&entry_of(v.to_string().as_bytes())) {
             Decoded::Event(d) => assert!(matches!(
                 &d.event.body,
-                EventBody::ScriptProposed { source: ScriptSource::Brain, .. }
+                EventBody::ScriptProposed {
+                    source: ScriptSource::Brain,
+                    ..
+                }
             )),
             _ => panic!("a version 1 event was not applied"),
         }
