@@ -18,8 +18,9 @@
 //!                     decides whether it reaches `main`
 //! ```
 //!
-//! At the start of a lease the family's lessons and the ranking are read
-//! from the same fetched `main` the worktree starts at.
+//! At the start of a lease the family's lessons, the ranking and the rule's
+//! skill (replayed before the brain is asked, DESIGN H1) are read from the
+//! same fetched `main` the worktree starts at.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,17 +31,20 @@ use backon::{BlockingRetryable, ExponentialBuilder};
 use fleet_common::lesson::CandidateKind;
 use fleet_common::Outcome;
 use fleet_knowledge::{
-    AgentCheckout, AgentCredentials, KnowledgeError, LeaseWorktree, LessonFile, LessonKind,
-    Provenance, Ranking,
+    AgentCheckout, AgentCredentials, FetchedSkill, KnowledgeError, LeaseWorktree, LessonFile,
+    LessonKind, Provenance, Ranking,
 };
 
 use crate::remediation::LeaseRecord;
 
-/// What `main` held for a lease's family when its worktree was made.
+/// What `main` held for a lease's family and rule when its worktree was
+/// made.
 #[derive(Debug, Default)]
 pub struct MainKnowledge {
     pub ranking: Ranking,
     pub lessons: Vec<LessonFile>,
+    /// `skills/<rule>.sh`, with its blob and commit.
+    pub skill: Option<FetchedSkill>,
 }
 
 /// Where an agent keeps its cache unless `--work-dir` says otherwise.
@@ -111,7 +115,8 @@ impl Knowledge {
     }
 
     /// Fetches `main`, creates this lease's worktree on its own branch and
-    /// reads `family`'s lessons and the ranking from that same `main`.
+    /// reads `family`'s lessons, the ranking and `rule`'s skill from that
+    /// same `main`.
     pub async fn start_lease(
         &self,
         run: String,
@@ -121,7 +126,7 @@ impl Knowledge {
     ) -> Result<(LeaseWorktree, MainKnowledge), KnowledgeError> {
         let checkout = self.checkout.clone();
         blocking(move || {
-            // One lock for all three: another slot's fetch must not move
+            // One lock for all of it: another slot's fetch must not move
             // the fetched `main` in between.
             let c = checkout.lock().unwrap_or_else(|p| p.into_inner());
             c.fetch_main()?;
@@ -129,6 +134,7 @@ impl Knowledge {
             let main = MainKnowledge {
                 ranking: c.ranking()?,
                 lessons: c.fetched_lessons(&family)?,
+                skill: c.fetched_skill(&rule)?,
             };
             Ok((wt, main))
         })

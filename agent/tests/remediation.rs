@@ -88,7 +88,7 @@ async fn a_rule_fixed_on_attempt_three_emits_three_attempts_in_order() {
             other => panic!("expected prompt_assembled, got {other:?}"),
         }
         match &chunk[2].body {
-            EventBody::ScriptProposed { script } => {
+            EventBody::ScriptProposed { script, .. } => {
                 assert_eq!(*script, sim::script_for(&rule, attempt))
             }
             other => panic!("expected script_proposed, got {other:?}"),
@@ -290,6 +290,7 @@ async fn the_lease_fence_stops_the_next_write_once_the_deadline_passed() {
                 &AgentMetrics::new(),
                 &CancellationToken::new(),
                 &Guidance::default(),
+                None,
                 &LeaseLog::default(),
                 &fence,
             )

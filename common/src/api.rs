@@ -162,6 +162,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The row of rule `id`, if the run has it.
+    pub fn rule(&self, id: &str) -> Option<&RuleReport> {
+        self.rules.iter().find(|r| r.rule == id)
+    }
+
     /// Totals with their rates; `rules` are sorted by rule id.
     pub fn new(totals: RunStatus, mut rules: Vec<RuleReport>) -> Self {
         rules.sort_by(|a, b| a.rule.cmp(&b.rule));
@@ -248,6 +253,37 @@ pub struct RuleReport {
     pub wall_ms: Option<u64>,
     /// The attempt that fixed it.
     pub fixed_attempt: Option<u32>,
+    /// Where the fixing script came from (DESIGN H1); `None` unless fixed,
+    /// and for fixes recorded before sources were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_by: Option<FixSource>,
+}
+
+/// Where a fixing script came from: `attempts.script_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixSource {
+    /// The rule's skill on `main`, replayed: no LLM call.
+    Skill,
+    /// A script the brain proposed.
+    Brain,
+}
+
+impl FixSource {
+    pub fn from_column(source: &str) -> Option<Self> {
+        match source {
+            "skill" => Some(Self::Skill),
+            "brain" => Some(Self::Brain),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skill => "skill",
+            Self::Brain => "brain",
+        }
+    }
 }
 
 /// Where a rule of a run stands: `Outcome`'s kinds, or not finished yet.
@@ -513,6 +549,7 @@ mod tests {
             attempts,
             wall_ms,
             fixed_attempt: None,
+            fixed_by: None,
         }
     }
 

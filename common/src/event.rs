@@ -2,7 +2,7 @@
 //! sorts what arrives on the stream into events or quarantine (DESIGN E3).
 //!
 //! Wire form: one JSON object per stream entry under field `e`:
-//! `{"v":1,"id":..,"run":..,"task":..,"rule":..,"agent":..,"incarnation":..,
+//! `{"v":2,"id":..,"run":..,"task":..,"rule":..,"agent":..,"incarnation":..,
 //!   "epoch":..,"attempt":..,"seq":..,"ts_ms":..,"body":{"type":..,..}}`.
 //! A completion the lease script refused carries a second field `rejected`
 //! with the reason; it is recorded but never counted (DESIGN L3). So does an
@@ -15,8 +15,17 @@ use crate::ids::{AgentId, Epoch, EventId, RunId, TaskId};
 use crate::lesson::{CandidateLesson, ReflectionFailure};
 use crate::task::Outcome;
 
-/// The version this build writes and reads. A reader quarantines any other.
-pub const EVENT_VERSION: u16 = 1;
+/// The version this build writes. A reader takes it and every version in
+/// [`READABLE_VERSIONS`], and quarantines any other (DESIGN E1, E3).
+///
+/// - 1: the first wire form.
+/// - 2: `script_proposed` says where its script came from (`source`, DESIGN
+///   H1). A version-1 `script_proposed` reads as written by the brain.
+pub const EVENT_VERSION: u16 = 2;
+
+/// Versions this build decodes: the current one and the older ones whose
+/// events still mean the same thing read with today's defaults.
+pub const READABLE_VERSIONS: [u16; 2] = [1, EVENT_VERSION];
 
 /// Larger entries are quarantined unread (DESIGN E3). Scripts are capped well
 /// below this by the agent.
@@ -85,6 +94,36 @@ pub enum AbandonReason {
     LocalDeadline,
 }
 
+/// Where an attempt's script came from (DESIGN H1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScriptSource {
+    /// Proposed by the brain for this attempt's prompt.
+    #[default]
+    Brain,
+    /// `skills/<rule>.sh` replayed from the `main` the lease fetched.
+    Skill {
+        /// Git blob id of the file on that `main`.
+        blob: String,
+        /// The `main` commit it was read from.
+        commit: String,
+    },
+}
+
+impl ScriptSource {
+    /// Stable name stored in `attempts.script_source`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Brain => "brain",
+            Self::Skill { .. } => "skill",
+        }
+    }
+
+    pub fn is_skill(&self) -> bool {
+        matches!(self, Self::Skill { .. })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EventBody {
@@ -99,6 +138,10 @@ pub enum EventBody {
     },
     ScriptProposed {
         script: String,
+        /// Where the script came from; absent in version 1, which only had
+        /// the brain.
+        #[serde(default)]
+        source: ScriptSource,
     },
     AttemptEvaluated {
         status: EvalStatus,
@@ -281,7 +324,7 @@ impl Event {
         let probe: VersionProbe =
             serde_json::from_slice(raw).map_err(|e| QuarantineReason::Malformed(e.to_string()))?;
         match probe.v {
-            Some(v) if v == u64::from(EVENT_VERSION) => {}
+            Some(v) if READABLE_VERSIONS.iter().any(|&r| u64::from(r) == v) => {}
             Some(v) => return Err(QuarantineReason::UnknownVersion(v)),
             None => return Err(QuarantineReason::Malformed("missing field `v`".into())),
         }
@@ -304,6 +347,20 @@ impl Event {
         }
         if self.run.0 <= 0 || self.task.0 <= 0 {
             return bad("run and task ids must be positive");
+        }
+        if let EventBody::ScriptProposed { source, .. } = &self.body {
+            if self.v < 2 && source.is_skill() {
+                return bad("version 1 has no script source");
+            }
+            if let ScriptSource::Skill { blob, commit } = source {
+                // SHA-1 or SHA-256 repositories.
+                let oid = |s: &str| {
+                    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+                };
+                if !oid(blob) || !oid(commit) {
+                    return bad("a skill's blob and commit must be git object ids");
+                }
+            }
         }
         Ok(())
     }
@@ -371,6 +428,14 @@ mod tests {
             },
             EventBody::ScriptProposed {
                 script: "echo hi".into(),
+                source: ScriptSource::Brain,
+            },
+            EventBody::ScriptProposed {
+                script: "apt-get install -y -q cron".into(),
+                source: ScriptSource::Skill {
+                    blob: "a".repeat(40),
+                    commit: "b".repeat(40),
+                },
             },
             EventBody::AttemptEvaluated {
                 status: EvalStatus::Fail,
@@ -420,9 +485,64 @@ mod tests {
     fn unknown_version_is_reported_as_such() {
         let mut v: serde_json::Value =
             serde_json::from_str(&sample(EventBody::AttemptStarted).to_json()).unwrap();
-        v["v"] = 2.into();
+        v["v"] = 3.into();
         let err = Event::decode(v.to_string().as_bytes()).unwrap_err();
-        assert_eq!(err, QuarantineReason::UnknownVersion(2));
+        assert_eq!(err, QuarantineReason::UnknownVersion(3));
+        v["v"] = 0.into();
+        let err = Event::decode(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err, QuarantineReason::UnknownVersion(0));
+    }
+
+    /// Written by a version-1 agent, before scripts had a source: still
+    /// decoded, as the brain's (DESIGN E1, H1).
+    #[test]
+    fn a_version_1_script_proposal_reads_as_the_brains() {
+        let raw = r#"{"v":1,"id":"0193a8f2-7c1e-7b3a-9f00-5d2c1e0a4b11","run":3,"task":17,"rule":"package_audit_installed","agent":"agent-1","incarnation":2,"epoch":1048577,"attempt":1,"seq":5,"ts_ms":1700000000000,"body":{"type":"script_proposed","script":"apt-get install -y auditd\n"}}"#;
+        let e = Event::decode(raw.as_bytes()).unwrap();
+        assert_eq!(e.v, 1);
+        assert_eq!(
+            e.body,
+            EventBody::ScriptProposed {
+                script: "apt-get install -y auditd\n".into(),
+                source: ScriptSource::Brain,
+            }
+        );
+        let other = r#"{"v":1,"id":"x","run":1,"task":1,"rule":"r","agent":"a","incarnation":1,"epoch":1,"attempt":0,"seq":1,"ts_ms":0,"body":{"type":"lease_released"}}"#;
+        assert_eq!(
+            Event::decode(other.as_bytes()).unwrap().body,
+            EventBody::LeaseReleased
+        );
+    }
+
+    #[test]
+    fn a_skill_source_needs_version_2_and_object_ids() {
+        let skill = |blob: &str| {
+            sample(EventBody::ScriptProposed {
+                script: "true".into(),
+                source: ScriptSource::Skill {
+                    blob: blob.into(),
+                    commit: "c".repeat(40),
+                },
+            })
+        };
+        let good = skill(&"a".repeat(40));
+        let json = good.to_json();
+        assert!(json.contains(r#""source":{"kind":"skill","#), "{json}");
+        assert_eq!(Event::decode(json.as_bytes()).unwrap(), good);
+        let mut v1 = good.clone();
+        v1.v = 1;
+        assert_eq!(
+            Event::decode(v1.to_json().as_bytes()).unwrap_err().label(),
+            "malformed"
+        );
+        for bad in ["", "xyz", "../../etc/passwd"] {
+            let e = skill(bad);
+            assert_eq!(
+                Event::decode(e.to_json().as_bytes()).unwrap_err().label(),
+                "malformed",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@ fn event_decoder_corpus_and_regressions_replay() {
 }
 
 /// The seeds are real events, so the fuzzer starts from inputs that get
-/// past the JSON and version checks.
+/// past the JSON and version checks: version 1 (`script_proposed.json`
+/// and most others, from before script sources) and version 2.
 #[test]
 fn event_decoder_seeds_decode_as_named() {
     use fleet_common::event::{Delivered, Event, QuarantineReason};
@@ -31,6 +32,8 @@ fn event_decoder_seeds_decode_as_named() {
         "lesson_proposed.json",
         "prompt_assembled.json",
         "script_proposed.json",
+        "script_proposed_skill.json",
+        "script_proposed_brain_v2.json",
     ] {
         if let Err(e) = Event::decode(&seed(name)) {
             panic!("{name}: {e}");
@@ -42,6 +45,6 @@ fn event_decoder_seeds_decode_as_named() {
     assert!(delivered.rejected.is_some());
     assert_eq!(
         Event::decode(&seed("future_version.json")),
-        Err(QuarantineReason::UnknownVersion(2))
+        Err(QuarantineReason::UnknownVersion(3))
     );
 }

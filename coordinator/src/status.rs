@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use fleet_common::api::{
-    AgentInfo, PointComparison, RuleOutcome, RuleReport, RunHistory, RunMeans, RunPoint, RunReport,
-    RunStatus,
+    AgentInfo, FixSource, PointComparison, RuleOutcome, RuleReport, RunHistory, RunMeans, RunPoint,
+    RunReport, RunStatus,
 };
 use fleet_common::event::COORDINATOR_AGENT;
 use fleet_common::lease::LeaseClient;
@@ -135,6 +135,7 @@ struct RuleRow {
     attempts: Option<i32>,
     duration_ms: Option<i64>,
     fixed_attempt: Option<i32>,
+    fixed_by: Option<String>,
 }
 
 /// A run's totals and one row per rule, sorted by rule id; `NotFound` if
@@ -148,10 +149,14 @@ pub async fn run_report(pool: &PgPool, run: RunId) -> Result<RunReport, Coordina
         .await?;
     let mut totals = run_status_on(&mut tx, run).await?;
     let rows: Vec<RuleRow> = sqlx::query_as(
-        "SELECT rule_id, family, outcome, reason, fixed_attempt,
-                CASE WHEN accepted_agent = $2 THEN NULL ELSE attempts END AS attempts,
-                CASE WHEN accepted_agent = $2 THEN NULL ELSE duration_ms END AS duration_ms
-         FROM work_items WHERE run_id = $1 ORDER BY rule_id",
+        "SELECT w.rule_id, w.family, w.outcome, w.reason, w.fixed_attempt,
+                CASE WHEN w.accepted_agent = $2 THEN NULL ELSE w.attempts END AS attempts,
+                CASE WHEN w.accepted_agent = $2 THEN NULL ELSE w.duration_ms END AS duration_ms,
+                a.script_source AS fixed_by
+         FROM work_items w
+         LEFT JOIN attempts a ON w.outcome = 'fixed' AND a.work_item_id = w.id
+              AND a.epoch = w.accepted_epoch AND a.attempt = w.fixed_attempt
+         WHERE w.run_id = $1 ORDER BY w.rule_id",
     )
     .bind(run.0)
     .bind(COORDINATOR_AGENT)
@@ -178,6 +183,7 @@ pub async fn run_report(pool: &PgPool, run: RunId) -> Result<RunReport, Coordina
                 attempts: r.attempts.map(|n| n.max(0) as u32),
                 wall_ms: r.duration_ms.map(|n| n.max(0) as u64),
                 fixed_attempt: r.fixed_attempt.map(|n| n.max(0) as u32),
+                fixed_by: r.fixed_by.as_deref().and_then(FixSource::from_column),
             })
         })
         .collect::<Result<Vec<_>, CoordinatorError>>()?;

@@ -131,6 +131,7 @@ async fn an_attempt_and_its_outcome_reach_postgres_in_any_order() {
         },
         EventBody::ScriptProposed {
             script: "echo fix".into(),
+            source: Default::default(),
         },
         EventBody::AttemptStarted,
     ];

@@ -23,7 +23,8 @@
 //! - `serve.rs`: K2, git smart HTTP (`git http-backend` as CGI) behind an
 //!   axum router with per-agent HMAC passwords.
 //! - `worktree.rs`: K3, the agent side — `AgentCheckout` (local cache,
-//!   fetch, leftovers) and `LeaseWorktree` (write, commit, push, remove).
+//!   fetch, leftovers, what the fetched `main` holds for a lease: lessons,
+//!   ranking, a rule's skill) and `LeaseWorktree` (write, commit, push, remove).
 //! - `lock.rs`: the cross-process lock around worktree add/remove.
 //! - `error.rs`: `KnowledgeError`.
 
@@ -46,4 +47,6 @@ pub use main_ref::{commit_files_on_main, tree_with_file, update_main, MAIN_REF, 
 pub use main_tree::{commit_changes, Committed, FileChange, FileWrite, MainTree};
 pub use serve::{agent_git_password, router, AgentCheck, GitHttpState};
 pub use trailers::{DreamAction, DreamTrailers};
-pub use worktree::{push_refspec, AgentCheckout, AgentCredentials, LeaseWorktree, FETCHED_MAIN};
+pub use worktree::{
+    push_refspec, AgentCheckout, AgentCredentials, FetchedSkill, LeaseWorktree, FETCHED_MAIN,
+};

@@ -70,6 +70,17 @@ fn callbacks(creds: &AgentCredentials) -> RemoteCallbacks<'_> {
     cb
 }
 
+/// A skill as the fetched `main` holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedSkill {
+    /// The file's bytes, as committed.
+    pub script: Vec<u8>,
+    /// Its git blob id (hex).
+    pub blob: String,
+    /// The `main` commit it was read from (hex).
+    pub commit: String,
+}
+
 /// An agent's local cache of the knowledge repo.
 pub struct AgentCheckout {
     cache_dir: PathBuf,
@@ -270,6 +281,26 @@ impl AgentCheckout {
             return Ok(None);
         };
         Ok(Some(blob.content().to_vec()))
+    }
+
+    /// `skills/<rule>.sh` on the fetched `main` with its blob id and the
+    /// commit it was read from (DESIGN H1); `None` when there is none.
+    pub fn fetched_skill(&self, rule: &str) -> Result<Option<FetchedSkill>, KnowledgeError> {
+        let path = crate::layout::skill_path(rule)?;
+        let commit = self.repo.find_reference(FETCHED_MAIN)?.peel_to_commit()?;
+        let entry = match commit.tree()?.get_path(Path::new(&path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(blob) = entry.to_object(&self.repo)?.into_blob() else {
+            return Ok(None);
+        };
+        Ok(Some(FetchedSkill {
+            script: blob.content().to_vec(),
+            blob: blob.id().to_string(),
+            commit: commit.id().to_string(),
+        }))
     }
 
     /// The ranking published on the fetched `main` (K4: agents rank lessons

@@ -111,6 +111,13 @@ impl FakeLlm {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests so far whose prompt contains `needle` (say, a rule id):
+    /// how often the brain or the Reflector was asked about it.
+    pub fn requests_mentioning(&self, needle: &str) -> usize {
+        let prompts = self.shared.prompts.lock().unwrap();
+        prompts.iter().filter(|p| p.contains(needle)).count()
+    }
+
     /// Every last user message received, in order.
     pub fn prompts(&self) -> Vec<String> {
         self.shared.prompts.lock().unwrap().clone()

@@ -41,6 +41,21 @@ pub struct FleetOpts {
     pub redis_url: Option<String>,
 }
 
+impl FleetOpts {
+    /// One agent with the `openai` brain on `llm_url`, on Docker targets of
+    /// `FLEET_TARGET_IMAGE` (default `fleet-target:bullseye`).
+    pub fn llm(llm_url: &str) -> Self {
+        let image =
+            std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into());
+        Self {
+            agents: 1,
+            target_image: Some(image),
+            llm_url: Some(llm_url.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for FleetOpts {
     fn default() -> Self {
         Self {
@@ -386,6 +401,56 @@ impl Fleet {
             .expect("git merge-base")
             .success();
         (committers, ancestor)
+    }
+
+    /// Stops agent `i` with SIGTERM, which must end it cleanly, then checks
+    /// that every outcome it got accepted in `runs` has its lease branch
+    /// (K3).
+    pub async fn stop_agent_and_check_branches(&mut self, i: usize, runs: &[RunId]) {
+        let agent = self.agents[i].take().expect("agent running");
+        let exit = agent.terminate(Duration::from_secs(60)).await;
+        assert!(exit.is_some_and(|s| s.success()), "agent exit: {exit:?}");
+        for &run in runs {
+            let (_, missing) = self.missing_lease_branches(run).await;
+            assert!(missing.is_empty(), "missing lease branches: {missing:?}");
+        }
+    }
+
+    /// Whether `main` of the knowledge repo only ever moved forward (K1):
+    /// its first-parent history is all of its history.
+    pub fn main_only_fast_forwards(&self) -> bool {
+        let count = |first_parent: bool| {
+            let mut args = vec!["rev-list", "--count", "refs/heads/main"];
+            if first_parent {
+                args.insert(1, "--first-parent");
+            }
+            self.knowledge_git(&args, None)
+        };
+        count(true) == count(false)
+    }
+
+    /// Waits until the dream stage, which runs by itself after a run
+    /// completes, has handled `run`; a failed pass fails the test.
+    pub async fn wait_dreamt(&self, run: RunId) {
+        let start = Instant::now();
+        loop {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM dream_runs WHERE run_id = $1")
+                    .bind(run.0)
+                    .fetch_optional(&self.db.pool)
+                    .await
+                    .unwrap();
+            match status.as_deref() {
+                Some("done") => return,
+                Some(other) => panic!("dream over run {run}: {other}; see {}", self.logs.display()),
+                None => {}
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no dream over run {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Commits `files` (path, contents) on top of the knowledge repo's

@@ -242,6 +242,7 @@ pub fn event_mix(
                 },
                 EventBody::ScriptProposed {
                     script: SCRIPT.to_owned(),
+                    source: Default::default(),
                 },
             ];
             let passed = attempt == tries && matches!(outcome, Outcome::Fixed { .. });

@@ -199,7 +199,10 @@ impl SshHosts {
             // `docker run` leaves /.dockerenv, which makes SSG content
             // treat the host as a container (most rules `notapplicable`);
             // a VM has none.
-            run(&["docker", "exec", &container, "rm", "-f", "/.dockerenv"], None);
+            run(
+                &["docker", "exec", &container, "rm", "-f", "/.dockerenv"],
+                None,
+            );
             run(
                 &["docker", "exec", &container, "sh", "-c", START_SSHD],
                 None,

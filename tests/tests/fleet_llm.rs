@@ -11,13 +11,14 @@
 //! ranking published (D1, D7). A lesson is then put on `main` with a score
 //! in `ranking.json`; run 2 shows it to the Worker, which now fixes the
 //! rule, and Postgres records the lesson's rank and score for the attempt
-//! (E4); the comparison with run 1 counts the win (D6). In run 3 the
-//! endpoint gets the rule wrong again: the regression reverts the skill
-//! promoted after run 2 by a new fast-forward commit (D8).
+//! (E4); the comparison with run 1 counts the win (D6). In run 3 the skill
+//! on `main` no longer works (the test breaks it, so its replay fails, H1)
+//! and the endpoint gets the rule wrong again: the regression reverts the
+//! skill promoted after run 2 by a new fast-forward commit (D8).
 
 use std::time::Duration;
 
-use fleet_common::api::{RuleOutcome, RuleReport};
+use fleet_common::api::RuleOutcome;
 use fleet_common::Budgets;
 use fleet_knowledge::{LessonFile, LessonKind, Provenance, RankedLesson, Ranking};
 use fleet_tests::fake_llm::{FakeLlm, Reply};
@@ -26,10 +27,6 @@ use fleet_tests::fleet::{Fleet, FleetOpts};
 const PACK: &str = "ssg-debian11-standard";
 const REFLECTOR: &str = "Answer with JSON only";
 const LESSON_ID: &str = "audit-needs-auditd";
-
-fn image() -> String {
-    std::env::var("FLEET_TARGET_IMAGE").unwrap_or_else(|_| "fleet-target:bullseye".into())
-}
 
 /// The endpoint's script: cron right away, rsyslog once the Reflector's
 /// lesson is in the prompt, audit only with the lesson from `main`.
@@ -65,32 +62,6 @@ fn script(llm: &FakeLlm) {
     .otherwise(Reply::script("echo 'looked around, changed nothing'"));
 }
 
-/// Waits until the dream stage has handled `run` (it runs by itself).
-async fn dreamt(fleet: &Fleet, run: fleet_common::RunId) {
-    let start = std::time::Instant::now();
-    loop {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM dream_runs WHERE run_id = $1")
-                .bind(run.0)
-                .fetch_optional(&fleet.db.pool)
-                .await
-                .unwrap();
-        match status.as_deref() {
-            Some("done") => return,
-            Some(other) => panic!(
-                "dream over run {run}: {other}; see {}",
-                fleet.logs.display()
-            ),
-            None => {}
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no dream over run {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// (lesson, kind, action, verdict) of the ledger entries of `run`.
 async fn ledger(fleet: &Fleet, run: fleet_common::RunId) -> Vec<(String, String, String, String)> {
     sqlx::query_as(
@@ -108,13 +79,6 @@ fn on_main(fleet: &Fleet, path: &str) -> bool {
         .knowledge_git(&["ls-tree", "--name-only", "refs/heads/main", path], None)
         .trim()
         .is_empty()
-}
-
-fn rule<'a>(rules: &'a [RuleReport], id: &str) -> &'a RuleReport {
-    rules
-        .iter()
-        .find(|r| r.rule == id)
-        .unwrap_or_else(|| panic!("{id} not in the report"))
 }
 
 fn lesson_on_main() -> (Vec<u8>, Vec<u8>) {
@@ -148,13 +112,7 @@ fn lesson_on_main() -> (Vec<u8>, Vec<u8>) {
 async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_outcome() {
     let llm = FakeLlm::start().await;
     script(&llm);
-    let mut fleet = Fleet::start(FleetOpts {
-        agents: 1,
-        target_image: Some(image()),
-        llm_url: Some(llm.base_url.clone()),
-        ..Default::default()
-    })
-    .await;
+    let mut fleet = Fleet::start(FleetOpts::llm(&llm.base_url)).await;
     let budgets = Budgets {
         max_attempts: 2,
         wall_time_s: 300,
@@ -167,18 +125,24 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
         .wait_completed(first.run, Duration::from_secs(900))
         .await;
     let report = fleet.report(first.run).await;
-    let cron = rule(&report.rules, "package_cron_installed");
+    let cron = report
+        .rule("package_cron_installed")
+        .expect("in the report");
     assert_eq!(
         (cron.outcome, cron.fixed_attempt),
         (RuleOutcome::Fixed, Some(1))
     );
-    let rsyslog = rule(&report.rules, "package_rsyslog_installed");
+    let rsyslog = report
+        .rule("package_rsyslog_installed")
+        .expect("in the report");
     assert_eq!(
         (rsyslog.outcome, rsyslog.fixed_attempt),
         (RuleOutcome::Fixed, Some(2)),
         "fixed once the reflection was in the prompt"
     );
-    let audit = rule(&report.rules, "package_audit_installed");
+    let audit = report
+        .rule("package_audit_installed")
+        .expect("in the report");
     assert_eq!(audit.outcome, RuleOutcome::Escalated);
     assert_eq!(audit.reason.as_deref(), Some("attempt_budget"));
     assert_eq!(audit.attempts, Some(2));
@@ -258,7 +222,7 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
     // The dream stage over run 1: the lesson that led to rsyslog's fix and
     // the two passing scripts go onto main; audit's lessons wait (no fix
     // followed them).
-    dreamt(&fleet, first.run).await;
+    fleet.wait_dreamt(first.run).await;
     let entries = ledger(&fleet, first.run).await;
     let verdict_of = |lesson: &str| {
         entries
@@ -294,12 +258,7 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
         published.priors.contains_key("package_installed"),
         "{published:?}"
     );
-    let history = fleet.knowledge_git(
-        &["rev-list", "--first-parent", "--count", "refs/heads/main"],
-        None,
-    );
-    let all = fleet.knowledge_git(&["rev-list", "--count", "refs/heads/main"], None);
-    assert_eq!(history, all, "main only fast-forwards");
+    assert!(fleet.main_only_fast_forwards(), "main only fast-forwards");
 
     // Run 2: the same rule with a ranked lesson on main.
     let (lesson, ranking) = lesson_on_main();
@@ -317,7 +276,9 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
         .wait_completed(second.run, Duration::from_secs(300))
         .await;
     let report = fleet.report(second.run).await;
-    let audit = rule(&report.rules, "package_audit_installed");
+    let audit = report
+        .rule("package_audit_installed")
+        .expect("in the report");
     assert_eq!(
         (audit.outcome, audit.fixed_attempt),
         (RuleOutcome::Fixed, Some(1)),
@@ -333,15 +294,20 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
     .await
     .unwrap();
     assert_eq!(attributed, vec![(LESSON_ID.to_owned(), 1, 0.8)]);
-    dreamt(&fleet, second.run).await;
+    fleet.wait_dreamt(second.run).await;
     let status = fleet.status(second.run).await;
     let comparison = status.comparison.expect("run 1 is comparable");
     assert_eq!(comparison.previous_run, first.run);
     assert_eq!((comparison.wins, comparison.regressions), (1, 0));
     assert!(on_main(&fleet, "skills/package_audit_installed.sh"));
 
-    // Run 3: the endpoint forgets how; the rule regresses, and the skill
-    // promoted after run 2 is reverted.
+    // Run 3: the skill stops working (its replay fails) and the endpoint
+    // forgets how; the rule regresses, and the skill promoted after run 2
+    // is reverted.
+    fleet.commit_on_main(
+        &[("skills/package_audit_installed.sh", b"exit 1\n")],
+        "test: the audit skill goes stale",
+    );
     llm.reset()
         .otherwise(Reply::script("echo 'looked around, changed nothing'"));
     let third = fleet
@@ -350,7 +316,7 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
     fleet
         .wait_completed(third.run, Duration::from_secs(300))
         .await;
-    dreamt(&fleet, third.run).await;
+    fleet.wait_dreamt(third.run).await;
     let comparison = fleet
         .status(third.run)
         .await
@@ -372,18 +338,12 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
         on_main(&fleet, "skills/package_cron_installed.sh"),
         "untouched"
     );
-    let history = fleet.knowledge_git(
-        &["rev-list", "--first-parent", "--count", "refs/heads/main"],
-        None,
+    assert!(
+        fleet.main_only_fast_forwards(),
+        "the revert is a fast-forward too"
     );
-    let all = fleet.knowledge_git(&["rev-list", "--count", "refs/heads/main"], None);
-    assert_eq!(history, all, "the revert is a fast-forward too");
 
-    let agent = fleet.agents[0].take().unwrap();
-    let exit = agent.terminate(Duration::from_secs(60)).await;
-    assert!(exit.is_some_and(|s| s.success()), "agent exit: {exit:?}");
-    for run in [first.run, second.run, third.run] {
-        let (_, missing) = fleet.missing_lease_branches(run).await;
-        assert!(missing.is_empty(), "missing lease branches: {missing:?}");
-    }
+    fleet
+        .stop_agent_and_check_branches(0, &[first.run, second.run, third.run])
+        .await;
 }

@@ -142,6 +142,7 @@ fn attempt_events(run: RunId, task: TaskId, rule: &str) -> Vec<Event> {
             3,
             EventBody::ScriptProposed {
                 script: "echo fix".into(),
+                source: Default::default(),
             },
         ),
         event(
@@ -327,6 +328,7 @@ async fn batches_read_ahead_apply_each_event_once_and_check_every_owner() {
         30_000,
         EventBody::ScriptProposed {
             script: script.into(),
+            source: Default::default(),
         },
     );
     tricky.attempt = 30_000;

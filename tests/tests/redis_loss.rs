@@ -177,6 +177,7 @@ async fn the_sender_replays_what_an_empty_restart_lost() {
         1,
         EventBody::ScriptProposed {
             script: "echo fix".into(),
+            source: Default::default(),
         },
     );
     sink.flush().await.unwrap();

@@ -135,6 +135,7 @@ fn row(
         attempts,
         wall_ms,
         fixed_attempt,
+        fixed_by: None,
     }
 }
 
@@ -294,17 +295,18 @@ async fn the_report_shows_each_rule_and_the_run_totals_in_the_api_and_the_cli() 
     };
     assert_eq!(
         line("rule "),
-        "rule family outcome reason attempts wall time"
+        "rule family outcome reason attempts wall time fixed by"
     );
-    assert_eq!(line("sshd_b "), "sshd_b sshd fixed - 2 3.0 s");
-    assert_eq!(line("sshd_c "), "sshd_c sshd escalated lease_lost - -");
+    // No attempt events here: where the fix came from is not known.
+    assert_eq!(line("sshd_b "), "sshd_b sshd fixed - 2 3.0 s -");
+    assert_eq!(line("sshd_c "), "sshd_c sshd escalated lease_lost - - -");
     assert_eq!(
         line("audit_rules_dac_modification_chmod "),
-        "audit_rules_dac_modification_chmod audit_rules_dac_modification escalated attempt_budget 3 6.0 s"
+        "audit_rules_dac_modification_chmod audit_rules_dac_modification escalated attempt_budget 3 6.0 s -"
     );
     assert_eq!(
         line("accounts_password_pam_minlen "),
-        "accounts_password_pam_minlen accounts_password_pam already_passing - 0 400 ms"
+        "accounts_password_pam_minlen accounts_password_pam already_passing - 0 400 ms -"
     );
     assert_eq!(
         line("fix rate "),

@@ -5,6 +5,8 @@ mod server;
 
 use fleet_common::lesson::ReflectionFailure;
 use fleet_common::Outcome;
+
+use crate::remediation::ReplayResult;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -59,6 +61,8 @@ pub struct AgentMetrics {
     pub text_withheld: IntCounter,
     /// Reflections that yielded no lesson, by `reason`.
     reflections_failed: IntCounterVec,
+    /// Skills from `main` replayed as attempt 1 (DESIGN H1), by `result`.
+    skill_replays: IntCounterVec,
     /// Wall time of one attempt: prompt, script, evaluation, health.
     pub attempt_duration: Histogram,
     /// Wall time of one rule, by accepted outcome kind.
@@ -173,6 +177,20 @@ impl AgentMetrics {
         registry
             .register(Box::new(reflections_failed.clone()))
             .expect("unique metric");
+        let skill_replays = IntCounterVec::new(
+            Opts::new(
+                "fleet_agent_skill_replays_total",
+                "Skills from main replayed before asking the brain, by result (fixed, failed, refused)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for r in ReplayResult::ALL {
+            skill_replays.with_label_values(&[r.as_str()]);
+        }
+        registry
+            .register(Box::new(skill_replays.clone()))
+            .expect("unique metric");
         for c in [
             &attempts,
             &scripts_refused,
@@ -225,6 +243,7 @@ impl AgentMetrics {
             lessons_proposed,
             text_withheld,
             reflections_failed,
+            skill_replays,
             attempt_duration,
             rule_duration,
             outcomes,
@@ -252,6 +271,19 @@ impl AgentMetrics {
     pub fn reflections_failed(&self, reason: ReflectionFailure) -> u64 {
         self.reflections_failed
             .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
+    pub fn skill_replayed(&self, result: ReplayResult) {
+        self.skill_replays
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// Replays so far that ended with `result`.
+    pub fn skill_replays(&self, result: ReplayResult) -> u64 {
+        self.skill_replays
+            .with_label_values(&[result.as_str()])
             .get()
     }
 

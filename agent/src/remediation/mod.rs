@@ -4,7 +4,12 @@
 //! It emits `AttemptStarted`, `PromptAssembled`, `ScriptProposed` and
 //! `AttemptEvaluated` per attempt — and, after a failed one, the
 //! Reflector's `LessonProposed` or `ReflectionFailed` — and returns the
-//! outcome; the caller completes the lease. When `cancel` fires it returns at once without
+//! outcome; the caller completes the lease.
+//!
+//! With a skill for the rule on `main` (DESIGN H1), attempt 1 replays it
+//! instead of asking the brain: no `PromptAssembled`, no Reflector, and
+//! everything from `ScriptProposed` on is the same path as any attempt. A
+//! failed replay is shown to the brain's first prompt as a prior attempt. When `cancel` fires it returns at once without
 //! reverting: the caller, which knows why (lost lease, shutdown), reverts.
 //!
 //! Every write to the target (the script's exec) first checks the lease's
@@ -15,11 +20,12 @@ mod guidance;
 mod health;
 mod prompt;
 mod reflect;
+mod replay;
 mod screen;
 
 use std::time::Duration;
 
-use fleet_common::event::{AbandonReason, EvalStatus, EventBody};
+use fleet_common::event::{AbandonReason, EvalStatus, EventBody, ScriptSource};
 use fleet_common::lesson::{CandidateKind, CandidateLesson, ReflectionFailure};
 use fleet_common::{EscalationReason, Outcome, RuleTask};
 use tokio::time::{timeout_at, Instant};
@@ -30,6 +36,7 @@ pub use guidance::{Guidance, ShownBan, ShownLesson, DEFAULT_PRIOR, MAX_BANS, MAX
 pub use health::check as health_check;
 pub use prompt::assemble as assemble_prompt;
 pub use reflect::{parse_reflection, reflector_prompt, Reflection, ReflectionError};
+pub use replay::{ReplayResult, Skill};
 pub use screen::{screen, Refusal};
 
 use crate::error::AgentError;
@@ -120,10 +127,14 @@ pub async fn remediate_with(
     log: &LeaseLog,
 ) -> Remediation {
     let fence = LeaseFence::unfenced();
-    remediate_fenced(task, bench, events, metrics, cancel, guidance, log, &fence).await
+    remediate_fenced(
+        task, bench, events, metrics, cancel, guidance, None, log, &fence,
+    )
+    .await
 }
 
-/// [`remediate_with`], checking `fence` before every write to the target.
+/// [`remediate_with`], replaying `skill` (the rule's skill on `main`) as
+/// attempt 1 and checking `fence` before every write to the target.
 #[allow(clippy::too_many_arguments)]
 pub async fn remediate_fenced(
     task: &RuleTask,
@@ -132,6 +143,7 @@ pub async fn remediate_fenced(
     metrics: &AgentMetrics,
     cancel: &CancellationToken,
     guidance: &Guidance,
+    skill: Option<&Skill>,
     log: &LeaseLog,
     fence: &LeaseFence,
 ) -> Remediation {
@@ -142,6 +154,7 @@ pub async fn remediate_fenced(
         events,
         metrics,
         guidance,
+        skill,
         log,
         fence,
         deadline: Instant::now() + wall,
@@ -159,9 +172,18 @@ struct RuleLoop<'a> {
     events: &'a LeaseEvents,
     metrics: &'a AgentMetrics,
     guidance: &'a Guidance,
+    /// Replayed as attempt 1 when present (DESIGN H1).
+    skill: Option<&'a Skill>,
     log: &'a LeaseLog,
     fence: &'a LeaseFence,
     deadline: Instant,
+}
+
+/// Where an attempt's script comes from.
+#[derive(Clone, Copy)]
+enum Proposer<'a> {
+    Brain,
+    Replay(&'a Skill),
 }
 
 /// How one attempt ended.
@@ -178,6 +200,8 @@ struct Failed {
     prior: PriorAttempt,
     script: String,
     output: String,
+    /// The screen or a ban refused the script; it never ran.
+    refused: bool,
 }
 
 fn finished(outcome: Outcome, attempts: u32) -> Remediation {
@@ -217,28 +241,51 @@ impl RuleLoop<'_> {
                 return escalated(EscalationReason::TimeBudget, attempt - 1);
             }
             self.metrics.attempts.inc();
-            let span = tracing::info_span!("attempt", attempt);
+            let proposer = match (attempt, self.skill) {
+                (1, Some(skill)) => Proposer::Replay(skill),
+                _ => Proposer::Brain,
+            };
+            let replay = matches!(proposer, Proposer::Replay(_));
+            let span = tracing::info_span!("attempt", attempt, replay);
             let step = timeout_at(
                 self.deadline,
-                self.attempt(attempt, &prior, &first.details)
+                self.attempt(attempt, &prior, &first.details, proposer)
                     .instrument(span),
             )
             .await;
             match step {
                 Ok(Step::Fixed) => {
-                    info!(attempt, "rule fixed");
+                    info!(attempt, replay, "rule fixed");
+                    if replay {
+                        self.metrics.skill_replayed(ReplayResult::Fixed);
+                    }
                     return finished(Outcome::Fixed { attempt }, attempt);
                 }
                 Ok(Step::Failed(failed)) => {
-                    // The Reflector shares the wall-time budget.
-                    let lesson =
+                    // A replay showed no lessons and draws none: what failed
+                    // is a verified fix, and the brain is told so instead.
+                    let lesson = if replay {
+                        let result = if failed.refused {
+                            ReplayResult::Refused
+                        } else {
+                            ReplayResult::Failed
+                        };
+                        warn!(
+                            result = result.as_str(),
+                            "the skill on main did not fix the rule; asking the brain"
+                        );
+                        self.metrics.skill_replayed(result);
+                        None
+                    } else {
+                        // The Reflector shares the wall-time budget.
                         match timeout_at(self.deadline, self.reflect(attempt, &failed)).await {
                             Ok(lesson) => lesson,
                             Err(_) => {
                                 self.revert().await;
                                 return escalated(EscalationReason::TimeBudget, attempt);
                             }
-                        };
+                        }
+                    };
                     if !self.revert().await {
                         return escalated(EscalationReason::Health, attempt);
                     }
@@ -269,14 +316,49 @@ impl RuleLoop<'_> {
         escalated(reason, self.task.budgets.max_attempts)
     }
 
-    async fn attempt(&self, n: u32, prior: &[PriorAttempt], first_details: &str) -> Step {
+    /// One attempt: a script from `proposer`, then the one path every
+    /// script takes (record, screen and bans, fence, exec, Evaluator,
+    /// health).
+    async fn attempt(
+        &self,
+        n: u32,
+        prior: &[PriorAttempt],
+        first_details: &str,
+        proposer: Proposer<'_>,
+    ) -> Step {
         let started = Instant::now();
         self.events.emit(n, EventBody::AttemptStarted);
+        let (script, source) = match proposer {
+            Proposer::Replay(skill) => {
+                info!(
+                    blob = skill.blob,
+                    commit = skill.commit,
+                    "replaying the skill on main"
+                );
+                (cap_script(skill.script.clone()), skill.source())
+            }
+            Proposer::Brain => match self.propose(n, prior, first_details).await {
+                Ok(script) => (script, ScriptSource::Brain),
+                Err(reason) => return Step::Escalate(reason),
+            },
+        };
+        self.run_script(n, started, script, source).await
+    }
+
+    /// The brain's script for attempt `n`, after emitting what its prompt
+    /// showed (E4).
+    async fn propose(
+        &self,
+        n: u32,
+        prior: &[PriorAttempt],
+        first_details: &str,
+    ) -> Result<String, EscalationReason> {
         // The freshest look at the failing check: after the last attempt,
         // or the first evaluation.
         let details = prior.last().map_or(first_details, |p| p.details.as_str());
         let prompt = prompt::assemble(self.task, n, prior, details, self.guidance);
-        if n == 1 {
+        // Once per lease: its first prompt (only a replay came before).
+        if prior.iter().all(|p| p.skill.is_some()) {
             let withheld = u64::from(prompt.withheld) + self.guidance.withheld as u64;
             self.metrics.text_withheld.inc_by(withheld);
         }
@@ -287,22 +369,36 @@ impl RuleLoop<'_> {
                 prompt_chars: u32::try_from(prompt.text.chars().count()).unwrap_or(u32::MAX),
             },
         );
-        let script = match self.bench.brain.propose(&prompt).await {
-            Ok(s) => cap_script(s),
+        match self.bench.brain.propose(&prompt).await {
+            Ok(s) => Ok(cap_script(s)),
             Err(AgentError::NoFixAvailable) => {
                 info!("the brain has no fix for this rule");
-                return Step::Escalate(EscalationReason::NoFixAvailable);
+                Err(EscalationReason::NoFixAvailable)
             }
             Err(e) => {
                 warn!(error = %e, "brain unavailable");
-                return Step::Escalate(EscalationReason::LlmUnavailable);
+                Err(EscalationReason::LlmUnavailable)
             }
-        };
+        }
+    }
+
+    /// Records `script` and runs it through the screen, the bans, the
+    /// fence, the target, the Evaluator and the health checks.
+    async fn run_script(
+        &self,
+        n: u32,
+        started: Instant,
+        script: String,
+        source: ScriptSource,
+    ) -> Step {
+        // A replayed skill is shown to the next prompt with its failure.
+        let replayed = source.is_skill().then(|| script.clone());
         self.log.record_script(&script);
         self.events.emit(
             n,
             EventBody::ScriptProposed {
                 script: script.clone(),
+                source,
             },
         );
 
@@ -330,9 +426,11 @@ impl RuleLoop<'_> {
                     health_ok: true,
                     details: refusal.to_string(),
                     lesson: None,
+                    skill: replayed,
                 },
                 output: refusal.to_string(),
                 script,
+                refused: true,
             });
         }
 
@@ -440,9 +538,11 @@ impl RuleLoop<'_> {
                     health_ok,
                     details,
                     lesson: None,
+                    skill: replayed,
                 },
                 script,
                 output,
+                refused: false,
             })
         }
     }

@@ -27,6 +27,8 @@ Why the check fails now:
 /// Details of earlier attempts are cut here: three attempts of 8 KiB each
 /// would crowd out the rule itself.
 const MAX_PRIOR_DETAILS: usize = 2048;
+/// A failed replay's script is shown up to this size.
+const MAX_REPLAYED_SCRIPT: usize = 2048;
 
 pub fn assemble(
     task: &RuleTask,
@@ -56,7 +58,7 @@ pub fn assemble(
         ("profile", task.profile.clone()),
         ("attempt", attempt.to_string()),
         ("check_details", or_none(check_details)),
-        ("prior_attempts", prior_attempts(prior)),
+        ("prior_attempts", prior_attempts(&task.rule, prior)),
         ("lessons", lessons(guidance)),
         ("bans", bans(guidance)),
     ];
@@ -141,7 +143,7 @@ fn bans(g: &Guidance) -> String {
     text
 }
 
-fn prior_attempts(prior: &[PriorAttempt]) -> String {
+fn prior_attempts(rule: &str, prior: &[PriorAttempt]) -> String {
     if prior.is_empty() {
         return String::new();
     }
@@ -153,6 +155,18 @@ fn prior_attempts(prior: &[PriorAttempt]) -> String {
             "target unhealthy"
         };
         let _ = writeln!(text, "- attempt {}: {:?}, {health}", p.attempt, p.status);
+        if let Some(script) = &p.skill {
+            // The brain must not take a verified fix that just failed here
+            // for a safe starting point.
+            let mut s = script.trim_end().to_owned();
+            crate::workbench::truncate_utf8(&mut s, MAX_REPLAYED_SCRIPT);
+            let _ = writeln!(
+                text,
+                "  This was the verified skill from main (skills/{}.sh), replayed as is; it failed on this machine. Its script:\n  ```\n  {}\n  ```",
+                rule,
+                s.replace('\n', "\n  ")
+            );
+        }
         if !p.details.is_empty() {
             let mut d = p.details.clone();
             crate::workbench::truncate_utf8(&mut d, MAX_PRIOR_DETAILS);
@@ -195,6 +209,7 @@ mod tests {
             health_ok: true,
             details: "criterion: -e 2 not found in /etc/audit/rules.d".into(),
             lesson: Some("Write the rule to /etc/audit/rules.d, not audit.rules.".into()),
+            skill: None,
         }];
         let p = assemble(
             &task(),
@@ -211,6 +226,25 @@ mod tests {
             .text
             .contains("Lesson drawn: Write the rule to /etc/audit/rules.d"));
         assert!(p.lessons.is_empty());
+    }
+
+    #[test]
+    fn a_failed_replay_is_shown_as_the_verified_skill_from_main() {
+        let prior = [PriorAttempt {
+            attempt: 1,
+            status: EvalStatus::Fail,
+            health_ok: true,
+            details: "package cron is not installed".into(),
+            lesson: None,
+            skill: Some("apt-get install -y -q cronie\n".into()),
+        }];
+        let p = assemble(&task(), 2, &prior, "", &Guidance::default());
+        assert!(p.text.contains("attempt 1: Fail"), "{}", p.text);
+        assert!(p.text.contains(
+            "verified skill from main (skills/audit_rules_immutable.sh), replayed as is; it failed"
+        ));
+        assert!(p.text.contains("  apt-get install -y -q cronie\n"));
+        assert!(p.text.contains("package cron is not installed"));
     }
 
     #[test]

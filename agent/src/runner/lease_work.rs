@@ -34,7 +34,7 @@ use crate::heartbeat::{Heartbeat, LeaseFence};
 use crate::hosts;
 use crate::knowledge::{self, LeaseOrigin};
 use crate::metrics::LeaseResult;
-use crate::remediation::{remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation};
+use crate::remediation::{remediate_fenced, Guidance, LeaseLog, LeaseRecord, Remediation, Skill};
 use crate::workbench::Workbench;
 
 /// After shutdown, how long a completion in progress may still take.
@@ -100,12 +100,14 @@ impl Runner {
             None => self.open_worktree(lease).await,
             Some(_) => None,
         };
-        let (worktree, guidance) = match worktree {
+        let (worktree, guidance, skill) = match worktree {
             Some((wt, main)) => {
                 let guidance = Guidance::select(&lease.task, &main.ranking, main.lessons);
-                (Some(wt), guidance)
+                // Replayed before the brain is asked (DESIGN H1).
+                let skill = main.skill.and_then(Skill::from_fetched);
+                (Some(wt), guidance, skill)
             }
-            None => (None, Guidance::default()),
+            None => (None, Guidance::default(), None),
         };
         let log = LeaseLog::default();
         // Checked before every write to the target: after a pause past the
@@ -116,7 +118,7 @@ impl Runner {
             biased;
             _ = self.shutdown.cancelled() => Ended::Shutdown,
             reason = heartbeat.lost() => Ended::Lost(reason),
-            r = self.work(bench, lease, &events, &cancel, &guidance, &log, &fence) => match r {
+            r = self.work(bench, lease, &events, &cancel, &guidance, skill.as_ref(), &log, &fence) => match r {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
                 Remediation::Lost(reason) => Ended::Lost(reason),
@@ -162,6 +164,7 @@ impl Runner {
         events: &LeaseEvents,
         cancel: &CancellationToken,
         guidance: &Guidance,
+        skill: Option<&Skill>,
         log: &LeaseLog,
         fence: &LeaseFence,
     ) -> Remediation {
@@ -179,6 +182,7 @@ impl Runner {
                     &self.metrics,
                     cancel,
                     guidance,
+                    skill,
                     log,
                     fence,
                 )
@@ -211,6 +215,7 @@ impl Runner {
                 debug!(
                     branch = wt.branch(),
                     lessons_on_main = main.lessons.len(),
+                    skill_on_main = main.skill.is_some(),
                     "lease worktree ready"
                 );
                 Some((wt, main))

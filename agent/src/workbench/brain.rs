@@ -18,6 +18,9 @@ pub struct PriorAttempt {
     pub details: String,
     /// What the Reflector drew from this attempt, if anything.
     pub lesson: Option<String>,
+    /// The script, when this attempt replayed the rule's verified skill
+    /// from `main` (DESIGN H1) rather than a script of the brain's.
+    pub skill: Option<String>,
 }
 
 /// One prompt as handed to the brain. `lessons` is exactly what the text

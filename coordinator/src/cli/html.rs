@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use fleet_common::api::{RuleOutcome, RunComparison, RunHistory, RunReport};
+use fleet_common::api::{FixSource, RuleOutcome, RunComparison, RunHistory, RunReport};
 
 use super::table::wall;
 
@@ -768,7 +768,7 @@ fn rules_table(r: &RunReport) -> String {
     let mut out = format!(
         "<h2>Rules ({})</h2>\n<table class=\"rules\">\n<thead><tr><th>rule</th><th>family</th>\
          <th>outcome</th><th>reason</th><th>attempts</th><th>fixed on attempt</th>\
-         <th>wall time</th><th>change</th></tr></thead>\n<tbody>\n",
+         <th>fixed by</th><th>wall time</th><th>change</th></tr></thead>\n<tbody>\n",
         r.rules.len()
     );
     for rule in &r.rules {
@@ -777,13 +777,15 @@ fn rules_table(r: &RunReport) -> String {
         let _ = writeln!(
             out,
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"{outcome}\">{outcome}</td>\
-             <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"{}\">{}</td></tr>",
+             <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td>\
+             <td class=\"n\">{}</td><td class=\"{}\">{}</td></tr>",
             esc(&rule.rule),
             esc(&rule.family),
             esc(rule.reason.as_deref().unwrap_or("–")),
             rule.attempts.map_or_else(dash, |n| n.to_string()),
             rule.fixed_attempt.map_or_else(dash, |n| n.to_string()),
+            // A replayed skill from `main`, or the brain (DESIGN H1).
+            rule.fixed_by.map_or("–", FixSource::as_str),
             rule.wall_ms.map_or_else(dash, |ms| wall(ms as f64)),
             match change {
                 "regression" => "regression",

@@ -304,6 +304,7 @@ pub fn report(r: &RunReport) -> String {
                 rule.reason.clone().unwrap_or_else(dash),
                 rule.attempts.map_or_else(dash, |n| n.to_string()),
                 rule.wall_ms.map_or_else(dash, |ms| wall(ms as f64)),
+                rule.fixed_by.map_or_else(dash, |s| s.as_str().to_owned()),
             ]
         })
         .collect();
@@ -315,6 +316,7 @@ pub fn report(r: &RunReport) -> String {
             "reason",
             "attempts",
             "wall time",
+            "fixed by",
         ],
         &rows,
         4,

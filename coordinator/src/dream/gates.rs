@@ -11,7 +11,9 @@
 //! 2. `duplicates`: a near-duplicate of something accepted (same kind and
 //!    family, for skills the same rule; equal normalized text or word
 //!    2-shingle Jaccard ≥ [`NEAR_DUPLICATE_JACCARD`]; for bans also an
-//!    equal pattern) is REJECTed as merged into it.
+//!    equal pattern) is REJECTed as merged into it. A skill whose lease
+//!    replayed the rule's skill on `main` and saw it fail (DESIGN H1) is not
+//!    compared with that skill: it replaces it.
 //! 3. `injection`: instruction-like text ([`fleet_common::injection`]).
 //! 4. `size_and_specificity`: lessons and bans are short but concrete;
 //!    a ban's pattern compiles as agents compile it and matches no ordinary
@@ -133,6 +135,9 @@ pub struct Candidate {
     pub evidence: bool,
     /// How many times it was DEFERred before.
     pub deferrals: u32,
+    /// Skills only: the script of `main`'s skill that this candidate's
+    /// lease replayed and saw fail (DESIGN H1).
+    pub refuted_skill: Option<String>,
 }
 
 /// Something already accepted: on `main`, or APPLIED earlier in this pass.
@@ -298,8 +303,18 @@ fn duplicates(c: &Candidate, existing: &[Existing]) -> (GateResult, Option<Strin
         .as_deref()
         .map(str::trim)
         .filter(|p| !p.is_empty());
+    // What failed on a target is no standard to merge a working fix into.
+    let refuted = c.refuted_skill.as_deref().map(normalized_words);
+    let is_refuted = |e: &Existing| {
+        e.kind == CandidateKind::Skill && refuted.as_ref() == Some(&normalized_words(&e.text))
+    };
+    let mut replaces = None;
     let mut best: Option<(f64, &Existing, &'static str)> = None;
     for e in existing.iter().filter(|e| comparable(c, e)) {
+        if is_refuted(e) {
+            replaces = Some(e.id.as_str());
+            continue;
+        }
         let (similarity, why) = if c.kind == CandidateKind::Ban
             && pattern.is_some()
             && pattern == e.pattern.as_deref().map(str::trim)
@@ -340,10 +355,13 @@ fn duplicates(c: &Candidate, existing: &[Existing]) -> (GateResult, Option<Strin
             ),
             Some(e.id.clone()),
         ),
-        None => (
-            GateResult::new(GATE, GateOutcome::Pass, "no near-duplicate accepted"),
-            None,
-        ),
+        None => {
+            let detail = match replaces {
+                Some(id) => format!("replaces {id}, which failed its replay in this lease"),
+                None => "no near-duplicate accepted".to_owned(),
+            };
+            (GateResult::new(GATE, GateOutcome::Pass, detail), None)
+        }
     }
 }
 

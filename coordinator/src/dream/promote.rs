@@ -44,6 +44,7 @@ struct Row {
     attempt: Option<i32>,
     accepted: Option<bool>,
     evidence: bool,
+    refuted_skill: Option<String>,
 }
 
 fn kind_of(s: &str) -> CandidateKind {
@@ -63,7 +64,8 @@ fn kind_str(k: CandidateKind) -> &'static str {
 }
 
 /// Each fixed rule of `run` whose outcome an agent got accepted becomes a
-/// skill candidate: the script of its fixing attempt.
+/// skill candidate: the script of its fixing attempt. A fix by replaying
+/// the skill already on `main` (DESIGN H1) proposes nothing new.
 pub(super) async fn register_skills(db: &mut PgConnection, run: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO lessons (id, family, kind, scope, body, provenance, created_run_id,
@@ -76,6 +78,7 @@ pub(super) async fn register_skills(db: &mut PgConnection, run: i64) -> Result<u
          FROM work_items w JOIN attempts a
            ON a.work_item_id = w.id AND a.epoch = w.accepted_epoch AND a.attempt = w.fixed_attempt
          WHERE w.run_id = $1 AND w.outcome = 'fixed' AND a.script IS NOT NULL
+           AND a.script_source IS DISTINCT FROM 'skill'
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(run)
@@ -98,7 +101,13 @@ pub(super) async fn pending(db: &mut PgConnection, run: i64) -> Result<Vec<Pendi
                        SELECT 1 FROM attempts a WHERE a.work_item_id = l.work_item_id
                           AND a.epoch = l.epoch AND a.attempt > l.attempt
                           AND a.eval_status = 'pass' AND a.health_ok)
-                END AS evidence
+                END AS evidence,
+                CASE WHEN l.kind = 'skill' THEN (
+                       SELECT r.script FROM attempts r WHERE r.work_item_id = l.work_item_id
+                          AND r.epoch = l.epoch AND r.script_source = 'skill'
+                          AND NOT COALESCE(r.eval_status = 'pass' AND r.health_ok, false)
+                       ORDER BY r.attempt LIMIT 1)
+                END AS refuted_skill
          FROM lessons l LEFT JOIN work_items w ON w.id = l.work_item_id
          WHERE (l.status = 'candidate' AND l.created_run_id = $1) OR l.status = 'deferred'
          ORDER BY l.created_run_id, l.id",
@@ -136,6 +145,7 @@ fn pending_of(r: Row) -> Pending {
             provenance,
             evidence: r.evidence,
             deferrals: u32::try_from(r.deferrals).unwrap_or(0),
+            refuted_skill: r.refuted_skill,
         },
         scope: r.scope,
         branch,
@@ -400,7 +410,8 @@ async fn pending_by_id(db: &mut PgConnection, lesson: &str) -> Result<Pending, C
     let row: Option<Row> = sqlx::query_as(
         "SELECT l.id, l.kind, l.family, COALESCE(l.rule_id, w.rule_id) AS rule_id, l.body, l.pattern,
                 l.scope, l.deferrals, w.run_id, w.accepted_agent AS agent, l.epoch, l.attempt,
-                (w.state = 'done' AND w.accepted_epoch = l.epoch) AS accepted, true AS evidence
+                (w.state = 'done' AND w.accepted_epoch = l.epoch) AS accepted, true AS evidence,
+                NULL::text AS refuted_skill
          FROM lessons l LEFT JOIN work_items w ON w.id = l.work_item_id WHERE l.id = $1",
     )
     .bind(lesson)

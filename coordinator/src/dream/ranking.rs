@@ -14,15 +14,17 @@ use super::credit::{self, Credit, Trial};
 use super::git;
 use crate::CoordinatorError;
 
-/// Every evaluated attempt with the lessons its prompt showed.
-pub(super) async fn trials(db: &mut PgConnection) -> Result<Vec<Trial>, sqlx::Error> {
+/// Every evaluated attempt with the lessons its prompt showed. A replay of
+/// a skill from `main` (DESIGN H1) had no prompt: it is evidence neither
+/// for nor against any lesson, and is no trial on either side.
+pub async fn trials(db: &mut PgConnection) -> Result<Vec<Trial>, sqlx::Error> {
     let rows: Vec<(String, String, bool, Vec<String>)> = sqlx::query_as(
         "SELECT w.rule_id, w.family,
                 COALESCE(a.eval_status = 'pass' AND a.health_ok, false),
                 COALESCE(array_agg(la.lesson_id) FILTER (WHERE la.lesson_id IS NOT NULL), '{}')
          FROM attempts a JOIN work_items w ON w.id = a.work_item_id
          LEFT JOIN lesson_attributions la ON la.attempt_id = a.id
-         WHERE a.eval_status IS NOT NULL
+         WHERE a.eval_status IS NOT NULL AND a.script_source IS DISTINCT FROM 'skill'
          GROUP BY a.id, w.rule_id, w.family",
     )
     .fetch_all(&mut *db)

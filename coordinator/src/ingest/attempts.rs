@@ -1,6 +1,6 @@
 //! The attempt rows of one batch, folded in stream order and written with a
 //! fixed number of statements whatever the batch size: one upsert of every
-//! touched attempt, one `started_at` correction for rows that existed
+//! touched attempt (with its script's source, skill or brain: DESIGN H1), one `started_at` correction for rows that existed
 //! already, one insert of every prompt's lesson attributions.
 //!
 //! Events of one attempt may arrive in any order and across batches, so the
@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use fleet_common::event::{Delivered, EventBody, LessonRef};
+use fleet_common::event::{Delivered, EventBody, LessonRef, ScriptSource};
 use sqlx::PgConnection;
 
 /// (work item, epoch, attempt): the `attempts` row's unique key.
@@ -25,6 +25,8 @@ struct Fold<'a> {
     /// Earliest `attempt_started` of the batch.
     started: Option<DateTime<Utc>>,
     script: Option<&'a str>,
+    /// Where `script` came from (DESIGN H1); set with it.
+    source: Option<&'a ScriptSource>,
     eval: Option<Eval<'a>>,
     reflection: Option<&'static str>,
     lessons: Vec<&'a LessonRef>,
@@ -68,6 +70,7 @@ impl<'a> AttemptBatch<'a> {
                 first_ts: ts,
                 started: None,
                 script: None,
+                source: None,
                 eval: None,
                 reflection: None,
                 lessons: Vec::new(),
@@ -80,7 +83,10 @@ impl<'a> AttemptBatch<'a> {
                 f.started = Some(f.started.map_or(ts, |s| s.min(ts)));
             }
             EventBody::PromptAssembled { lessons, .. } => f.lessons.extend(lessons.iter()),
-            EventBody::ScriptProposed { script } => f.script = Some(script),
+            EventBody::ScriptProposed { script, source } => {
+                f.script = Some(script);
+                f.source = Some(source);
+            }
             EventBody::AttemptEvaluated {
                 status,
                 health_ok,
@@ -120,6 +126,11 @@ impl<'a> AttemptBatch<'a> {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut sources, mut blobs, mut commits) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let (mut statuses, mut health_ok, mut evaluated_at, mut health_failed, mut reflections) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -136,6 +147,15 @@ impl<'a> AttemptBatch<'a> {
             // `attempt_started`, as if each event had been applied in turn.
             started.push(f.started.map_or(f.first_ts, |s| s.min(f.first_ts)));
             scripts.push(f.script);
+            sources.push(f.source.map(ScriptSource::as_str));
+            let (blob, commit) = match f.source {
+                Some(ScriptSource::Skill { blob, commit }) => {
+                    (Some(blob.as_str()), Some(commit.as_str()))
+                }
+                _ => (None, None),
+            };
+            blobs.push(blob);
+            commits.push(commit);
             statuses.push(f.eval.as_ref().and_then(|e| e.status.clone()));
             health_ok.push(f.eval.as_ref().map(|e| e.health_ok));
             evaluated_at.push(f.eval.as_ref().map(|e| e.at));
@@ -148,14 +168,22 @@ impl<'a> AttemptBatch<'a> {
         }
         let rows: Vec<(i64, i64, i64, i32, bool)> = sqlx::query_as(
             "INSERT INTO attempts AS a (work_item_id, epoch, attempt, agent_id, started_at, script,
-                                        eval_status, health_ok, evaluated_at, health_failed, reflection)
+                                        eval_status, health_ok, evaluated_at, health_failed, reflection,
+                                        script_source, skill_blob, skill_commit)
              SELECT u.item, u.epoch, u.attempt, u.agent, u.started, u.script, u.status, u.health_ok,
-                    u.evaluated_at, ARRAY(SELECT jsonb_array_elements_text(u.hf::jsonb)), u.reflection
+                    u.evaluated_at, ARRAY(SELECT jsonb_array_elements_text(u.hf::jsonb)), u.reflection,
+                    u.source, u.blob, u.commit
              FROM UNNEST($1::int8[], $2::int8[], $3::int4[], $4::text[], $5::timestamptz[], $6::text[],
-                         $7::text[], $8::bool[], $9::timestamptz[], $10::text[], $11::text[])
-                  AS u(item, epoch, attempt, agent, started, script, status, health_ok, evaluated_at, hf, reflection)
+                         $7::text[], $8::bool[], $9::timestamptz[], $10::text[], $11::text[],
+                         $12::text[], $13::text[], $14::text[])
+                  AS u(item, epoch, attempt, agent, started, script, status, health_ok, evaluated_at, hf,
+                       reflection, source, blob, commit)
              ON CONFLICT (work_item_id, epoch, attempt) DO UPDATE SET
                 script = COALESCE(EXCLUDED.script, a.script),
+                -- The source travels with the script: both or neither.
+                script_source = CASE WHEN EXCLUDED.script IS NULL THEN a.script_source ELSE EXCLUDED.script_source END,
+                skill_blob = CASE WHEN EXCLUDED.script IS NULL THEN a.skill_blob ELSE EXCLUDED.skill_blob END,
+                skill_commit = CASE WHEN EXCLUDED.script IS NULL THEN a.skill_commit ELSE EXCLUDED.skill_commit END,
                 eval_status = CASE WHEN EXCLUDED.evaluated_at IS NULL THEN a.eval_status ELSE EXCLUDED.eval_status END,
                 health_ok = CASE WHEN EXCLUDED.evaluated_at IS NULL THEN a.health_ok ELSE EXCLUDED.health_ok END,
                 health_failed = CASE WHEN EXCLUDED.evaluated_at IS NULL THEN a.health_failed ELSE EXCLUDED.health_failed END,
@@ -174,6 +202,9 @@ impl<'a> AttemptBatch<'a> {
         .bind(&evaluated_at)
         .bind(&health_failed)
         .bind(&reflections)
+        .bind(&sources)
+        .bind(&blobs)
+        .bind(&commits)
         .fetch_all(&mut *tx)
         .await?;
 

@@ -147,8 +147,15 @@ pub(crate) fn sanitize(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_common::event::EVENT_VERSION;
+    use fleet_common::event::{ScriptSource, EVENT_VERSION};
     use fleet_common::{AgentId, Epoch, EventId, RunId, TaskId};
+
+    fn entry_of(json: &[u8]) -> StreamEntry {
+        StreamEntry {
+            id: "1-0".into(),
+            fields: Some(vec![(FIELD_EVENT.as_bytes().to_vec(), json.to_vec())]),
+        }
+    }
 
     fn event(body: EventBody) -> Event {
         Event {
@@ -178,10 +185,12 @@ mod tests {
         assert!(check_storable(&e, true).is_err());
         let e = event(EventBody::ScriptProposed {
             script: "echo \0".into(),
+            source: ScriptSource::Brain,
         });
         assert!(check_storable(&e, true).unwrap_err().contains("NUL"));
         let e = event(EventBody::ScriptProposed {
             script: "literal \\u0000 is fine".into(),
+            source: ScriptSource::Brain,
         });
         assert!(check_storable(&e, true).is_ok());
     }
@@ -194,6 +203,7 @@ mod tests {
                 FIELD_EVENT.as_bytes().to_vec(),
                 event(EventBody::ScriptProposed {
                     script: script.into(),
+                    source: ScriptSource::Brain,
                 })
                 .to_json()
                 .into_bytes(),
@@ -202,6 +212,35 @@ mod tests {
         assert!(matches!(decode(&entry("echo \0")), Decoded::Bad { .. }));
         assert!(matches!(decode(&entry("echo \\u0000")), Decoded::Event(_)));
         assert!(matches!(decode(&entry("echo fine")), Decoded::Event(_)));
+    }
+
+    /// DESIGN E1, E3: version 1 (before script sources) is still applied,
+    /// its scripts as the brain's; a version this build does not know is
+    /// quarantined as such.
+    #[test]
+    fn version_1_entries_are_applied_and_unknown_versions_quarantined() {
+        let mut v: serde_json::Value = serde_json::to_value(event(EventBody::ScriptProposed {
+            script: "apt-get install -y -q cron".into(),
+            source: ScriptSource::Brain,
+        }))
+        .unwrap();
+        v["v"] = 1.into();
+        v["body"].as_object_mut().unwrap().remove("source");
+        match decode(&entry_of(v.to_string().as_bytes())) {
+            Decoded::Event(d) => assert!(matches!(
+                &d.event.body,
+                EventBody::ScriptProposed {
+                    source: ScriptSource::Brain,
+                    ..
+                }
+            )),
+            _ => panic!("a version 1 event was not applied"),
+        }
+        v["v"] = 3.into();
+        match decode(&entry_of(v.to_string().as_bytes())) {
+            Decoded::Bad { reason, .. } => assert_eq!(reason, "unknown_version"),
+            _ => panic!("a version 3 event was applied"),
+        }
     }
 
     #[test]

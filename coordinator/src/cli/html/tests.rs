@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use fleet_common::api::{PointComparison, RuleChange, RuleReport, RunPoint, RunStatus};
+use fleet_common::api::{FixSource, PointComparison, RuleChange, RuleReport, RunPoint, RunStatus};
 use fleet_common::RunId;
 
 use super::*;
@@ -24,6 +24,13 @@ fn rule(
         attempts,
         wall_ms,
         fixed_attempt: (outcome == RuleOutcome::Fixed).then_some(attempts.unwrap_or(1)),
+        fixed_by: (outcome == RuleOutcome::Fixed).then(|| {
+            if attempts == Some(1) {
+                FixSource::Skill
+            } else {
+                FixSource::Brain
+            }
+        }),
     }
 }
 
@@ -217,6 +224,10 @@ fn the_page_has_every_rule_the_totals_and_three_charts() {
     assert!(page.contains("3 fixed of 7 fixed or escalated"));
     assert!(page.contains("66.7%"), "first-try rate");
     assert!(page.contains("wall time per fixed"));
+    // Where each fix came from: sshd_a replayed its skill, sshd_b the brain.
+    assert!(page.contains("<th>fixed by</th>"));
+    assert!(page.contains("<td class=\"n\">1</td><td>skill</td>"));
+    assert!(page.contains("<td class=\"n\">2</td><td>brain</td>"));
     assert!(page.contains("1.67"), "mean attempts 10/6");
     // The charts.
     assert_eq!(count(&page, "<svg "), 3);

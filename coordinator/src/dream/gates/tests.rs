@@ -21,6 +21,7 @@ fn lesson(text: &str) -> Candidate {
         }),
         evidence: true,
         deferrals: 0,
+        refuted_skill: None,
     }
 }
 
@@ -180,6 +181,44 @@ fn skills_are_duplicates_only_for_the_same_rule() {
         d.merged_into.as_deref(),
         Some("skill:sshd_disable_root_login")
     );
+}
+
+/// DESIGN H1: the skill on `main` failed its replay, and the brain fixed
+/// the rule with a similar script: that script replaces the skill rather
+/// than being merged into it. Without the failed replay it is merged.
+#[test]
+fn a_skill_that_failed_its_replay_is_replaced_not_merged_into() {
+    let script = |value: &str| {
+        format!(
+            "cp /etc/ssh/sshd_config /etc/ssh/sshd_config.bak\n\
+             sed -i 's/^#\\?PermitRootLogin.*/PermitRootLogin {value}/' /etc/ssh/sshd_config\n\
+             grep -q '^PermitRootLogin' /etc/ssh/sshd_config\n\
+             systemctl restart sshd\n"
+        )
+    };
+    let (broken, fix) = (&script("nope"), &script("no"));
+    let mut on_main = existing("skill:sshd_disable_root_login", &skill(broken));
+    on_main.family = String::new();
+    let d = decide(&skill(fix), std::slice::from_ref(&on_main), &never);
+    assert_eq!(d.verdict, Verdict::Reject, "near-duplicate: {d:#?}");
+
+    let c = Candidate {
+        refuted_skill: Some(broken.clone()),
+        ..skill(fix)
+    };
+    let d = decide(&c, std::slice::from_ref(&on_main), &never);
+    assert_eq!(d.verdict, Verdict::Apply, "{d:#?}");
+    assert_eq!(
+        gate(&d, "duplicates").detail,
+        "replaces skill:sshd_disable_root_login, which failed its replay in this lease"
+    );
+    // The same script as the one that failed is still a duplicate of
+    // nothing else, and another rule's skill is no reason either.
+    let mut other_rule = on_main.clone();
+    other_rule.id = "skill:other".into();
+    other_rule.rule = Some("sshd_other".into());
+    let d = decide(&c, &[other_rule, on_main], &never);
+    assert_eq!(d.verdict, Verdict::Apply, "{d:#?}");
 }
 
 #[test]
