@@ -117,35 +117,40 @@ async fn rollout_hardens_hosts_reverts_a_broken_one_and_honours_check_and_canary
     assert_eq!(rules.len(), 3, "{rules:?}");
 
     let tag = &fleet.db.schema[2..14];
-    let set = SshHosts::start(tag, &image(), &["web1", "web2", "fragile"]);
-    let fragile = set.host("fragile");
-    fragile.exec("touch /etc/fleet-fragile && cp -a /etc/shadow /root/shadow.orig");
+    let set = SshHosts::start(tag, &image(), &["web1", "web2", "fragile", "canary"]);
     // The operator's revert, run on the agent's host (like virsh).
-    let revert = format!(
-        "revert = [\"docker\", \"exec\", \"{}\", \"cp\", \"-a\", \"/root/shadow.orig\", \"/etc/shadow\"]\nlabels = {{ role = \"fragile\" }}",
-        fragile.container
-    );
+    let revert = |name: &str| {
+        let host = set.host(name);
+        host.exec("touch /etc/fleet-fragile && cp -a /etc/shadow /root/shadow.orig");
+        format!(
+            "revert = [\"docker\", \"exec\", \"{}\", \"cp\", \"-a\", \"/root/shadow.orig\", \"/etc/shadow\"]\nlabels = {{ role = \"fragile\" }}",
+            host.container
+        )
+    };
+    let fragile = set.host("fragile");
+    let (revert_fragile, revert_canary) = (revert("fragile"), revert("canary"));
     let inventory = set.inventory(
         "inventory.toml",
         &[
             set.entry("web1", "labels = { role = \"web\" }"),
             set.entry("web2", "labels = { role = \"web\" }"),
-            set.entry("fragile", &revert),
+            set.entry("fragile", &revert_fragile),
         ],
     );
 
     // --check: scans, says what it would apply, changes nothing.
-    let before: Vec<String> = set.hosts.iter().map(|h| h.checksums(TOUCHED)).collect();
+    let hosts3 = &set.hosts[..3];
+    let before: Vec<String> = hosts3.iter().map(|h| h.checksums(TOUCHED)).collect();
     let (ok, _, err) = harden(&fleet, &inventory, &["--check", "--concurrency", "3"]);
     assert!(ok, "check failed: {err}");
     let checked = hosts(&fleet, run_of(&err)).await;
-    for h in &set.hosts {
+    for h in hosts3 {
         let r = row(&checked, &h.name);
         let report = r.report.as_ref().expect("check report");
         assert!(report.check_only && report.sections.is_empty(), "{r:?}");
         assert_eq!(report.would_apply.len(), 3, "{r:?}");
     }
-    let after: Vec<String> = set.hosts.iter().map(|h| h.checksums(TOUCHED)).collect();
+    let after: Vec<String> = hosts3.iter().map(|h| h.checksums(TOUCHED)).collect();
     assert_eq!(before, after, "--check changed a host");
 
     // The rollout: web1 and web2 hardened, fragile reverted and escalated.
@@ -224,13 +229,13 @@ async fn rollout_hardens_hosts_reverts_a_broken_one_and_honours_check_and_canary
     // A failing canary stops the rollout: web2 is never leased.
     let canary = set.inventory(
         "canary.toml",
-        &[set.entry("fragile", &revert), set.entry("web2", "")],
+        &[set.entry("canary", &revert_canary), set.entry("web2", "")],
     );
     let (ok, _, err) = harden(&fleet, &canary, &["--canary", "1", "--concurrency", "2"]);
     assert!(!ok);
     let run = run_of(&err);
     let rows = hosts(&fleet, run).await;
-    assert_eq!(row(&rows, "fragile").reason.as_deref(), Some("health"));
+    assert_eq!(row(&rows, "canary").reason.as_deref(), Some("health"));
     let w = row(&rows, "web2");
     assert_eq!(
         (w.outcome.as_str(), w.reason.as_deref()),
