@@ -141,6 +141,9 @@ pub struct HostReport {
     pub revert_configured: bool,
     #[serde(default)]
     pub check_only: bool,
+    /// Wall time of each full-profile scan, ms, in order (before, after).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scan_ms: Vec<u64>,
     /// Where the before-scan's ARF was kept on the agent's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arf_before: Option<String>,

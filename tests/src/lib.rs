@@ -19,6 +19,8 @@
 //! - [`prometheus`]: a real Prometheus with the shipped config, and queries.
 //! - [`security`]: hostile inputs for `make security` (text, access).
 //! - [`bench_target`]: revert, exec and rule-evaluation costs on a Docker target.
+//! - [`bench_harden`]: a rollout to 8 sshd hosts by 2 agents against one host alone.
+//! - [`ssh_hosts`]: inventory hosts (sshd containers on an internal network).
 //! - [`bench_fixrate`]: the `ssg` brain's fix rate against `oscap --remediate`.
 //! - [`security_sandbox`]: attacks a Worker script might make, each checked
 //!   contained on a real Docker target (`make security`).
@@ -35,6 +37,7 @@
 
 pub mod api;
 pub mod bench_fixrate;
+pub mod bench_harden;
 pub mod bench_ingest;
 pub mod bench_learning;
 pub mod bench_scale;

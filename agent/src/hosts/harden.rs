@@ -84,6 +84,7 @@ async fn run(
         access.arf_path(job.task, &host.name, &format!("{phase}-e{}", job.epoch))
     };
     let before_arf = arf("before");
+    let started = std::time::Instant::now();
     let before = match scan(target, checks, &job.bundle.profile, None, Some(&before_arf)).await {
         Ok(s) => s,
         Err(e) => {
@@ -91,6 +92,7 @@ async fn run(
             return HostEnd::ScannerError;
         }
     };
+    report.scan_ms.push(elapsed_ms(started));
     report.arf_before = Some(before_arf.display().to_string());
     report.passing_before = before.passing();
     report.skipped_passing = job
@@ -141,6 +143,7 @@ async fn run(
         }
     }
     let after_arf = arf("after");
+    let started = std::time::Instant::now();
     let after = match scan(target, checks, &job.bundle.profile, None, Some(&after_arf)).await {
         Ok(s) => s,
         Err(e) => {
@@ -148,6 +151,7 @@ async fn run(
             return HostEnd::ScannerError;
         }
     };
+    report.scan_ms.push(elapsed_ms(started));
     report.arf_after = Some(after_arf.display().to_string());
     report.passing_after = after.passing();
     report.failing_after = after.failing();
@@ -159,4 +163,8 @@ async fn run(
         "host hardened"
     );
     HostEnd::Reported(Box::new(report))
+}
+
+fn elapsed_ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

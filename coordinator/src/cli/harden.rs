@@ -124,7 +124,7 @@ fn progress(r: &HostRow) -> String {
 }
 
 /// One line per host: passing before and after, applied, failed, reverted.
-fn table(rows: &[HostRow]) -> String {
+pub fn table(rows: &[HostRow]) -> String {
     use std::fmt::Write;
     let mut out = format!(
         "{:<20} {:<16} {:>6} {:>6} {:>7} {:>6} {:<9} {}\n",

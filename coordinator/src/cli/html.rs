@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use fleet_common::api::{FixSource, RuleOutcome, RunComparison, RunHistory, RunReport};
 
 use super::table::wall;
+use fleet_common::host::HostRow;
 
 const FIXED: &str = "#2e7d32";
 const ESCALATED: &str = "#c62828";
@@ -93,7 +94,7 @@ td code,li code{font-size:.95em;word-break:break-all}
 ";
 
 /// The whole page.
-pub fn render(report: &RunReport, history: &RunHistory) -> String {
+pub fn render(report: &RunReport, history: &RunHistory, hosts: &[HostRow]) -> String {
     let t = &report.totals;
     let mut out = String::new();
     let _ = write!(
@@ -122,6 +123,8 @@ pub fn render(report: &RunReport, history: &RunHistory) -> String {
     }
     out.push_str("</p>\n");
     out.push_str(&totals(report));
+    out.push_str(&hosts::bundle_section(t.bundle.as_ref()));
+    out.push_str(&hosts::hosts_table(hosts));
 
     out.push_str("<h2>Across runs</h2>\n");
     let _ = writeln!(
@@ -801,3 +804,5 @@ fn rules_table(r: &RunReport) -> String {
 
 #[cfg(test)]
 mod tests;
+
+mod hosts;

@@ -178,9 +178,13 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
     let api = client::Api::new(&a.client.api)?;
     let run = RunId(a.run());
     let r = api.run_report(run).await?;
+    let hosts = match r.totals.kind.as_str() {
+        "learn" => Vec::new(),
+        _ => api.hosts(run).await?,
+    };
     if let Some(path) = &a.html {
         let history = api.run_history(run).await?;
-        std::fs::write(path, html::render(&r, &history))
+        std::fs::write(path, html::render(&r, &history, &hosts))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote the report of run {run} to {}", path.display());
     }
@@ -188,6 +192,9 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!("{}", table::report(&r));
+        if !hosts.is_empty() {
+            print!("\n{}", harden::table(&hosts));
+        }
     }
     Ok(())
 }

@@ -22,6 +22,10 @@
 //! task at 10,000 and 100,000 tasks (goal: equal), the coordinator's RSS
 //! (goal: end within 20 % of start).
 //!
+//! `bench harden`: `harden` of 8 sshd hosts by 2 agents (S) against one
+//! host alone (T) in the same run; R = S / ((hosts / agents) × T), goal
+//! R ≤ 1.2; with the p50 of a full-profile scan and of one section.
+//!
 //! `BENCH_QUICK=1` shortens `ingest` and `scale` for iterating.
 //!
 //! `bench learning`: a simulated campaign (in process, no services) played
@@ -57,6 +61,8 @@ enum Which {
     Ingest,
     /// Simulated agents against the real coordinator, 1 to 1,024 of them.
     Scale,
+    /// A rollout to 8 sshd hosts by 2 agents against one host alone.
+    Harden,
 }
 
 #[derive(Parser)]
@@ -156,6 +162,12 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let figures = fleet_tests::bench_scale::bench_scale(&cfg).await?;
         eprintln!("bench scale: took {:.0}s", started.elapsed().as_secs_f64());
+        println!("{}", figures.line());
+    }
+    if matches!(args.which, Which::All | Which::Harden) {
+        let started = Instant::now();
+        let figures = fleet_tests::bench_harden::bench_harden(&args.target_image, 8, 2).await?;
+        eprintln!("bench harden: took {:.0}s", started.elapsed().as_secs_f64());
         println!("{}", figures.line());
     }
     if matches!(args.which, Which::All | Which::Learning) {

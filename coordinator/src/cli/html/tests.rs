@@ -206,7 +206,7 @@ fn assert_balanced(page: &str) {
 
 #[test]
 fn the_page_has_every_rule_the_totals_and_three_charts() {
-    let page = render(&report(Some(comparison())), &history());
+    let page = render(&report(Some(comparison())), &history(), &[]);
     for r in rules() {
         assert!(
             page.contains(&format!("<code>{}</code>", esc(&r.rule))),
@@ -248,7 +248,7 @@ fn the_page_has_every_rule_the_totals_and_three_charts() {
 
 #[test]
 fn text_from_outside_is_escaped() {
-    let page = render(&report(Some(comparison())), &history());
+    let page = render(&report(Some(comparison())), &history(), &[]);
     assert!(!page.contains(HOSTILE));
     assert!(!page.contains("<script"));
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -266,7 +266,7 @@ fn text_from_outside_is_escaped() {
 
 #[test]
 fn the_page_is_self_contained() {
-    let page = render(&report(Some(comparison())), &history());
+    let page = render(&report(Some(comparison())), &history(), &[]);
     for external in [
         "http://", "https://", "url(", "@import", "<script", "<link", "<img",
     ] {
@@ -287,7 +287,7 @@ fn empty_and_first_runs_render() {
     // A first run: no comparison, a history of one point.
     let mut h = history();
     h.runs = vec![point(12, Some(0.4), None)];
-    let page = render(&report(None), &h);
+    let page = render(&report(None), &h, &[]);
     assert_eq!(count(&page, "<svg "), 3);
     assert!(page.contains("no comparison yet"));
     assert!(!page.contains("Against run"));
@@ -298,7 +298,7 @@ fn empty_and_first_runs_render() {
     r.fix_rate = None;
     r.first_try_rate = None;
     h.runs.clear();
-    let page = render(&r, &h);
+    let page = render(&r, &h, &[]);
     assert!(page.contains("No rules."));
     assert!(page.contains("No fixed or escalated rule with attempts yet."));
     assert!(!page.contains("NaN") && !page.contains("inf"));
@@ -308,7 +308,7 @@ fn empty_and_first_runs_render() {
 /// `FLEET_SAMPLE_HTML=/path cargo test … html` leaves a sample page there.
 #[test]
 fn a_sample_page() {
-    let page = render(&report(Some(comparison())), &history());
+    let page = render(&report(Some(comparison())), &history(), &[]);
     if let Ok(path) = std::env::var("FLEET_SAMPLE_HTML") {
         std::fs::write(path, &page).unwrap();
     }
