@@ -152,6 +152,16 @@ pub struct HostReport {
 }
 
 impl HostReport {
+    /// Whether the host was reverted, in a word for tables.
+    pub fn revert_state(&self) -> &'static str {
+        match (self.reverted, self.revert_configured, &self.health_failed) {
+            (Some(true), ..) => "yes",
+            (Some(false), ..) => "revert failed",
+            (None, false, Some(_)) => "no revert configured",
+            _ => "-",
+        }
+    }
+
     /// Sections whose rules pass after (applied and verified).
     pub fn applied_passing(&self) -> usize {
         self.sections

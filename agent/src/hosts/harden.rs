@@ -4,7 +4,6 @@
 //! checks, then scan after. A lost lease is resumed by the next holder
 //! from a fresh scan, so a passing rule never gets its section again.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_common::bundle::Bundle;
@@ -15,7 +14,7 @@ use tracing::{info, warn};
 
 use super::access::HostAccess;
 use super::apply::{apply, report as emit_section, Applied};
-use super::scan::scan;
+use super::scan::{scan, Scan};
 use super::HostEnd;
 use crate::events::LeaseEvents;
 use crate::heartbeat::LeaseFence;
@@ -80,20 +79,10 @@ async fn run(
         report.health_failed = Some(format!("before: {}", health.failed.join(",")));
         return HostEnd::Reported(Box::new(report));
     }
-    let arf = |phase: &str| -> PathBuf {
-        access.arf_path(job.task, &host.name, &format!("{phase}-e{}", job.epoch))
+    let Some((before, arf)) = kept_scan(job, access, target, "before", &mut report).await else {
+        return HostEnd::ScannerError;
     };
-    let before_arf = arf("before");
-    let started = std::time::Instant::now();
-    let before = match scan(target, checks, &job.bundle.profile, None, Some(&before_arf)).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(host = %host.name, error = %e, "scan before failed");
-            return HostEnd::ScannerError;
-        }
-    };
-    report.scan_ms.push(elapsed_ms(started));
-    report.arf_before = Some(before_arf.display().to_string());
+    report.arf_before = Some(arf);
     report.passing_before = before.passing();
     report.skipped_passing = job
         .bundle
@@ -142,17 +131,10 @@ async fn run(
             return HostEnd::Reported(Box::new(report));
         }
     }
-    let after_arf = arf("after");
-    let started = std::time::Instant::now();
-    let after = match scan(target, checks, &job.bundle.profile, None, Some(&after_arf)).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(host = %host.name, error = %e, "scan after failed");
-            return HostEnd::ScannerError;
-        }
+    let Some((after, arf)) = kept_scan(job, access, target, "after", &mut report).await else {
+        return HostEnd::ScannerError;
     };
-    report.scan_ms.push(elapsed_ms(started));
-    report.arf_after = Some(after_arf.display().to_string());
+    report.arf_after = Some(arf);
     report.passing_after = after.passing();
     report.failing_after = after.failing();
     info!(
@@ -165,6 +147,37 @@ async fn run(
     HostEnd::Reported(Box::new(report))
 }
 
-fn elapsed_ms(since: std::time::Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// A full-profile scan whose ARF is kept on the agent's host as
+/// `<phase>-e<epoch>.arf.xml`; its time goes into the report. `None`
+/// (logged) when oscap failed.
+async fn kept_scan(
+    job: &HardenJob<'_>,
+    access: &HostAccess,
+    target: &dyn Target,
+    phase: &str,
+    report: &mut HostReport,
+) -> Option<(Scan, String)> {
+    let name = format!("{phase}-e{}", job.epoch);
+    let path = access.arf_path(job.task, &job.host.name, &name);
+    let started = std::time::Instant::now();
+    match scan(
+        target,
+        &job.task.checks,
+        &job.bundle.profile,
+        None,
+        Some(&path),
+    )
+    .await
+    {
+        Ok(s) => {
+            report
+                .scan_ms
+                .push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            Some((s, path.display().to_string()))
+        }
+        Err(e) => {
+            warn!(host = %job.host.name, phase, error = %e, "full-profile scan failed");
+            None
+        }
+    }
 }

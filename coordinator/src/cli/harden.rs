@@ -127,7 +127,7 @@ fn progress(r: &HostRow) -> String {
 pub fn table(rows: &[HostRow]) -> String {
     use std::fmt::Write;
     let mut out = format!(
-        "{:<20} {:<16} {:>6} {:>6} {:>7} {:>6} {:<9} {}\n",
+        "{:<20} {:<16} {:>6} {:>6} {:>7} {:>6} {:<20} {}\n",
         "host", "result", "before", "after", "applied", "failed", "reverted", "note"
     );
     for r in rows {
@@ -145,12 +145,7 @@ pub fn table(rows: &[HostRow]) -> String {
                     .filter(|s| s.exit_code != Some(0))
                     .count()
                     .to_string(),
-                match (rep.reverted, rep.revert_configured, &rep.health_failed) {
-                    (Some(true), ..) => "yes".to_owned(),
-                    (Some(false), ..) => "FAILED".to_owned(),
-                    (None, false, Some(_)) => "none".to_owned(),
-                    _ => "-".to_owned(),
-                },
+                rep.revert_state().to_owned(),
                 match (&rep.health_failed, rep.check_only) {
                     (Some(section), _) => format!("health failed after {section}"),
                     (None, true) => format!("would apply {}", rep.would_apply.join(" ")),
@@ -161,7 +156,7 @@ pub fn table(rows: &[HostRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:<16} {:>6} {:>6} {:>7} {:>6} {:<9} {}",
+            "{:<20} {:<16} {:>6} {:>6} {:>7} {:>6} {:<20} {}",
             r.host, result, before, after, applied, failed, reverted, note
         );
         if let Some(rep) = &r.report {

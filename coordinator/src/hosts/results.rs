@@ -11,6 +11,11 @@ use sqlx::PgPool;
 
 use crate::error::CoordinatorError;
 
+/// A host work item's report from its accepted epoch (a lost lease's
+/// report never counts); `w` is the work item.
+pub(super) const ACCEPTED_REPORT: &str = "(SELECT e.body -> 'report' FROM run_events e \
+     WHERE e.work_item_id = w.id AND e.kind = 'host_reported' AND e.epoch = w.accepted_epoch LIMIT 1)";
+
 type Row = (
     String,
     String,
@@ -24,17 +29,15 @@ type Row = (
 
 /// The hosts of `run` in inventory order.
 pub async fn host_rows(pool: &PgPool, run: RunId) -> Result<Vec<HostRow>, CoordinatorError> {
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT w.rule_id, w.state, w.outcome, w.reason, w.held, w.job,
                 (SELECT count(*) FROM run_events s
                  WHERE s.work_item_id = w.id AND s.kind = 'section_applied'
                    AND s.epoch = (SELECT max(m.epoch) FROM run_events m
                                   WHERE m.work_item_id = w.id AND m.kind = 'section_applied')),
-                (SELECT e.body -> 'report' FROM run_events e
-                 WHERE e.work_item_id = w.id AND e.kind = 'host_reported'
-                   AND e.epoch = w.accepted_epoch LIMIT 1)
-         FROM work_items w WHERE w.run_id = $1 ORDER BY w.ordinal",
-    )
+                {ACCEPTED_REPORT}
+         FROM work_items w WHERE w.run_id = $1 ORDER BY w.ordinal"
+    ))
     .bind(run.0)
     .fetch_all(pool)
     .await?;
@@ -67,15 +70,13 @@ pub async fn bundle_check(
     conn: &mut sqlx::PgConnection,
     run: RunId,
 ) -> Result<Option<BundleCheck>, CoordinatorError> {
-    let row: Option<(i64, Json<HostJob>, Option<Json<HostReport>>)> = sqlx::query_as(
+    let row: Option<(i64, Json<HostJob>, Option<Json<HostReport>>)> = sqlx::query_as(&format!(
         "SELECT r.id, w.job,
-                (SELECT e.body -> 'report' FROM run_events e
-                 WHERE e.work_item_id = w.id AND e.kind = 'host_reported'
-                   AND e.epoch = w.accepted_epoch LIMIT 1)
+                {ACCEPTED_REPORT}
          FROM runs r JOIN work_items w ON w.run_id = r.id
          WHERE r.kind = 'compose' AND r.status = 'completed' AND (r.id = $1 OR r.after_run = $1)
-         ORDER BY r.id DESC LIMIT 1",
-    )
+         ORDER BY r.id DESC LIMIT 1"
+    ))
     .bind(run.0)
     .fetch_optional(conn)
     .await?;

@@ -14,6 +14,7 @@ use serde_json::json;
 use sqlx::types::Json;
 use sqlx::PgPool;
 
+use super::results::ACCEPTED_REPORT;
 use crate::error::CoordinatorError;
 
 /// Ledger action of a skill taken out of the bundle.
@@ -78,15 +79,13 @@ pub fn exclusions(report: &HostReport) -> Vec<Exclusion> {
 /// Reviews every finished compose run not reviewed yet; returns how many
 /// ledger entries were opened.
 pub async fn review_compose_runs(pool: &PgPool) -> Result<usize, CoordinatorError> {
-    let runs: Vec<(i64, Json<HostJob>, Option<Json<HostReport>>)> = sqlx::query_as(
+    let runs: Vec<(i64, Json<HostJob>, Option<Json<HostReport>>)> = sqlx::query_as(&format!(
         "SELECT r.id, w.job,
-                (SELECT e.body -> 'report' FROM run_events e
-                 WHERE e.work_item_id = w.id AND e.kind = 'host_reported'
-                   AND e.epoch = w.accepted_epoch LIMIT 1)
+                {ACCEPTED_REPORT}
          FROM runs r JOIN work_items w ON w.run_id = r.id
          WHERE r.kind = 'compose' AND r.status = 'completed' AND r.reviewed_at IS NULL
-         ORDER BY r.id",
-    )
+         ORDER BY r.id"
+    ))
     .fetch_all(pool)
     .await?;
     let mut opened = 0;

@@ -48,12 +48,7 @@ pub fn hosts_table(rows: &[HostRow]) -> String {
                     .filter(|s| s.exit_code != Some(0) || !s.health_failed.is_empty())
                     .count()
                     .to_string(),
-                match (rep.reverted, rep.revert_configured, &rep.health_failed) {
-                    (Some(true), ..) => "yes".into(),
-                    (Some(false), ..) => "revert failed".into(),
-                    (None, false, Some(_)) => "no revert configured".into(),
-                    _ => "–".into(),
-                },
+                rep.revert_state().into(),
                 rep.failing_after.join(" "),
             ],
             None => Default::default(),
