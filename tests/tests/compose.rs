@@ -2,19 +2,23 @@
 //! and an agent binary on a Docker target, `main` holding skills.
 //!
 //! - a clean bundle: every section's rule passes after the whole bundle,
-//!   so pass_after ≥ pass_before + skills, and nothing is excluded;
+//!   so pass_after ≥ pass_before + skills, and nothing is excluded; its
+//!   bash export fixes the same rules on another fresh target (H6);
 //! - two skills that interfere (each removes the package the other
 //!   installs): the first one's rule passes right after its section and
 //!   fails after the bundle; the check names the second as the culprit,
 //!   opens a `bundle_exclude` ledger entry, and the next bundle leaves the
 //!   culprit out until an operator decides.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fleet_common::api::RunStatus;
 use fleet_common::bundle::Bundle;
 use fleet_common::host::{HostRow, HostRunSubmitted, SubmitCompose};
 use fleet_common::RunId;
+use fleet_scap::RuleStatus;
+use fleet_tests::export::ExportTarget;
 use fleet_tests::fleet::{Fleet, FleetOpts};
 
 const PACK: &str = "ssg-debian11-standard";
@@ -92,6 +96,30 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     assert!(b.pass_after >= b.pass_before + b.skills, "{}", b.line());
     let (ok, out, _) = fleet.cli(&["status", &run.to_string()]);
     assert!(ok && out.contains(&b.line()), "{out}");
+
+    // H6: the bash export fixes on a fresh target the rules the check saw
+    // fixed by the bundle.
+    let fixed_by_bundle: BTreeSet<String> = report
+        .passing_after
+        .iter()
+        .filter(|r| !report.passing_before.contains(r))
+        .cloned()
+        .collect();
+    let (ok, script, err) = fleet.cli(&["export", "--skill-pack", PACK, "--format", "bash"]);
+    assert!(ok, "{err}");
+    let target = ExportTarget::start("compose").await;
+    let rules = ["package_cron_installed", "package_rsyslog_installed", "package_audit_installed"];
+    let before = target.scan(&rules).await;
+    let ran = target.exec(&script).await;
+    assert_eq!(ran.exit_code, Some(0), "{}", ran.output);
+    let after = target.scan(&rules).await;
+    let fixed_by_export: BTreeSet<String> = rules
+        .iter()
+        .filter(|r| before[**r] != RuleStatus::Pass && after[**r] == RuleStatus::Pass)
+        .map(|r| r.to_string())
+        .collect();
+    target.remove().await;
+    assert_eq!(fixed_by_export, fixed_by_bundle, "the export and the bundle check differ");
 
     // Interfering: whichever comes second removes the first one's package.
     let bundle: Bundle = fleet
