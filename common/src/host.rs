@@ -24,7 +24,7 @@ pub enum HostJob {
     },
     Harden {
         bundle: Bundle,
-        host: InventoryHost,
+        host: Box<InventoryHost>,
         /// Scan and report what would be applied; change nothing.
         #[serde(default)]
         check_only: bool,

@@ -108,7 +108,11 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
     let (ok, script, err) = fleet.cli(&["export", "--skill-pack", PACK, "--format", "bash"]);
     assert!(ok, "{err}");
     let target = ExportTarget::start("compose").await;
-    let rules = ["package_cron_installed", "package_rsyslog_installed", "package_audit_installed"];
+    let rules = [
+        "package_cron_installed",
+        "package_rsyslog_installed",
+        "package_audit_installed",
+    ];
     let before = target.scan(&rules).await;
     let ran = target.exec(&script).await;
     assert_eq!(ran.exit_code, Some(0), "{}", ran.output);
@@ -119,7 +123,10 @@ async fn a_clean_bundle_passes_and_an_interfering_skill_is_named_and_taken_out()
         .map(|r| r.to_string())
         .collect();
     target.remove().await;
-    assert_eq!(fixed_by_export, fixed_by_bundle, "the export and the bundle check differ");
+    assert_eq!(
+        fixed_by_export, fixed_by_bundle,
+        "the export and the bundle check differ"
+    );
 
     // Interfering: whichever comes second removes the first one's package.
     let bundle: Bundle = fleet

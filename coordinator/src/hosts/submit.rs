@@ -79,7 +79,7 @@ impl HostRun<'_> {
                 let name = host.name.clone();
                 let job = HostJob::Harden {
                     bundle: bundle.clone(),
-                    host,
+                    host: Box::new(host),
                     check_only,
                 };
                 (name, job)
