@@ -76,6 +76,9 @@ pub struct ServeConfig {
     /// Run the dream stage by itself when a run completes (else only by
     /// hand: `dream --run`).
     pub auto_dream: bool,
+    /// Check `main`'s bundle on a fresh target after each learning run's
+    /// dream stage (DESIGN H3).
+    pub auto_bundle_check: bool,
     /// Give each agent its own Redis ACL user confined to `key_prefix`
     /// (needs a Redis user allowed `ACL SETUSER`); `false`: agents get the
     /// advertised Redis URL as is.
@@ -103,6 +106,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("knowledge_dir", &self.knowledge_dir)
             .field("advertise_url", &self.advertise_url)
             .field("auto_dream", &self.auto_dream)
+            .field("auto_bundle_check", &self.auto_bundle_check)
             .field("agent_redis_acl", &self.agent_redis_acl)
             .finish_non_exhaustive()
     }
@@ -133,6 +137,7 @@ impl ServeConfig {
             git_secret: String::new(),
             advertise_url: None,
             auto_dream: true,
+            auto_bundle_check: true,
             agent_redis_acl: true,
         }
     }
@@ -287,6 +292,7 @@ pub async fn serve_on(
         packs: packs.clone(),
         knowledge_dir: config.knowledge_dir.clone(),
         metrics: metrics.clone(),
+        compose_after_dreams: config.auto_bundle_check,
     };
     workers.spawn("hosts", move |stop| hosts.run(stop));
     // After a run completes: compare, revert, promote, rank (DESIGN D).

@@ -129,6 +129,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         target_image: None,
         llm_url: None,
         auto_dream: true,
+        auto_bundle_check: false,
         json_logs: false,
         // Agents on their own tokens and Redis users, as in production.
         per_agent_tokens: true,

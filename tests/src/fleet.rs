@@ -31,6 +31,10 @@ pub struct FleetOpts {
     pub llm_url: Option<String>,
     /// The coordinator dreams by itself after each run (else by hand).
     pub auto_dream: bool,
+    /// After a dream, the coordinator checks main's bundle on a fresh
+    /// target (a compose task an agent takes first); off by default so a
+    /// test's own runs are not queued behind it.
+    pub auto_bundle_check: bool,
     /// Every process logs JSON lines (`--log-format json`).
     pub json_logs: bool,
     /// The coordinator has no enrollment token: each agent registers with
@@ -65,6 +69,7 @@ impl Default for FleetOpts {
             target_image: None,
             llm_url: None,
             auto_dream: true,
+            auto_bundle_check: false,
             json_logs: false,
             per_agent_tokens: false,
             redis_url: None,
@@ -155,6 +160,8 @@ impl Fleet {
             .arg(self.opts.lease_loss_budget.to_string())
             .arg("--auto-dream")
             .arg(self.opts.auto_dream.to_string())
+            .arg("--auto-bundle-check")
+            .arg(self.opts.auto_bundle_check.to_string())
             .env(
                 "FLEET_LOG_FORMAT",
                 if self.opts.json_logs { "json" } else { "text" },

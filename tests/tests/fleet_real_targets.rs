@@ -19,6 +19,7 @@ async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
     let mut fleet = Fleet::start(FleetOpts {
         agents: 2,
         target_image: Some(image()),
+        auto_bundle_check: true,
         ..Default::default()
     })
     .await;
@@ -65,6 +66,35 @@ async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
             );
         }
     }
+
+    // After the dream stage, main's bundle is checked on a fresh target
+    // by itself (DESIGN H3), as `make fleet` shows.
+    let started = std::time::Instant::now();
+    let check = loop {
+        if let Some(b) = fleet.status(resp.run).await.bundle {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no composition check after the dream stage; see {}",
+            fleet.logs.display()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(check.skills >= 1, "{}", check.line());
+    assert!(
+        check.pass_after >= check.pass_before + check.skills,
+        "{}",
+        check.line()
+    );
+    assert_eq!(
+        (check.interference, check.health_failed),
+        (0, 0),
+        "{}",
+        check.line()
+    );
+    let (ok, line, err) = fleet.cli(&["status", &resp.run.to_string(), "--summary-line"]);
+    assert!(ok && line.contains(&check.line()), "{line}{err}");
 
     for slot in &mut fleet.agents {
         let agent = slot.take().unwrap();

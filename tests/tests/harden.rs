@@ -217,6 +217,39 @@ async fn rollout_hardens_hosts_reverts_a_broken_one_and_honours_check_and_canary
         out.contains("health failed after package_audit_installed"),
         "{out}"
     );
+    // What still fails is listed per host, and one command learns it.
+    let mut failing: Vec<String> = ["web1", "web2"]
+        .iter()
+        .flat_map(|h| row(&rows, h).report.as_ref().unwrap().failing_after.clone())
+        .collect();
+    failing.sort();
+    failing.dedup();
+    assert!(
+        !failing.is_empty(),
+        "the containers fail some rules of the profile"
+    );
+    assert!(out.contains("still failing:"), "{out}");
+    let (ok, learn, err) = fleet.cli(&[
+        "submit",
+        "--skill-pack",
+        PACK,
+        "--failing-from",
+        &run.to_string(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let learn: i64 = learn.trim().parse().expect("a run id");
+    let mut submitted: Vec<String> =
+        sqlx::query_scalar("SELECT rule_id FROM work_items WHERE run_id = $1")
+            .bind(learn)
+            .fetch_all(&fleet.db.pool)
+            .await
+            .unwrap();
+    submitted.sort();
+    assert_eq!(
+        submitted, failing,
+        "the learning run covers what still fails"
+    );
 
     // --check on a hardened host: nothing would be applied.
     let web1_only = set.inventory("web1.toml", &[set.entry("web1", "")]);

@@ -263,6 +263,11 @@ pub struct ServeArgs {
     /// hand (`fleet-coordinator dream --run ID`).
     #[arg(long, env = "FLEET_AUTO_DREAM", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_dream: bool,
+    /// After each learning run's dream stage, check `main`'s bundle as a
+    /// whole on a fresh target (a compose task for an agent on real
+    /// targets); `false`: only by hand (`bundle --check`).
+    #[arg(long, env = "FLEET_AUTO_BUNDLE_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_bundle_check: bool,
     /// Give each agent its own Redis ACL user, confined to --key-prefix and
     /// without administrative commands (the coordinator's Redis user must be
     /// allowed ACL SETUSER); `false`: agents get the Redis URL as is.

@@ -89,6 +89,7 @@ pub fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
         )?,
         advertise_url: a.advertise_url.filter(|s| !s.is_empty()),
         auto_dream: a.auto_dream,
+        auto_bundle_check: a.auto_bundle_check,
         agent_redis_acl: a.agent_redis_acl,
     })
 }

@@ -26,6 +26,8 @@ pub struct HostWorker {
     pub packs: SkillPacks,
     pub knowledge_dir: PathBuf,
     pub metrics: Metrics,
+    /// Check `main`'s bundle after each learning run's dream stage.
+    pub compose_after_dreams: bool,
 }
 
 impl HostWorker {
@@ -46,7 +48,9 @@ impl HostWorker {
         for run in runs_with_held_hosts(&self.pool).await? {
             release(&self.pool, &self.leases, run).await?;
         }
-        self.compose_after_dreams().await?;
+        if self.compose_after_dreams {
+            self.compose_after_dreams().await?;
+        }
         review_compose_runs(&self.pool).await?;
         self.publish_gauges().await
     }
