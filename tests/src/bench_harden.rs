@@ -1,7 +1,8 @@
 //! `bench harden`: a rollout of `main`'s bundle to 8 inventory hosts
 //! (containers of the target image running sshd, reached through the
 //! agents' SSH sandboxes) by 2 agents, against one agent hardening one host
-//! alone in the same run. R = S / ((hosts / agents) × T); goal R ≤ 1.2.
+//! alone in the same run (T: the median of three such hosts, one after the
+//! other). R = S / ((hosts / agents) × T); goal R ≤ 1.2.
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use crate::ssh_hosts::SshHosts;
 
 const PACK: &str = "ssg-debian11-standard";
 const GOAL_RATIO: f64 = 1.2;
+/// Hosts hardened alone for T (its median).
+const SOLO_ROUNDS: usize = 3;
 
 pub struct HardenFigures {
     pub hosts: usize,
@@ -80,7 +83,8 @@ pub async fn bench_harden(
     let files: Vec<(&str, &[u8])> = skills.iter().map(|(p, s)| (*p, s.as_bytes())).collect();
     fleet.commit_on_main(&files, "bench: verified skills");
 
-    let names: Vec<String> = (0..=hosts).map(|i| format!("h{i}")).collect();
+    // SOLO_ROUNDS hosts hardened alone, one after the other, then the rest.
+    let names: Vec<String> = (0..hosts + SOLO_ROUNDS).map(|i| format!("h{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let tag = fleet.db.schema[2..14].to_owned();
     let set = tokio::task::spawn_blocking({
@@ -93,11 +97,23 @@ pub async fn bench_harden(
     })
     .await?;
 
-    // T: one host alone (one agent takes it; the other idles).
-    let solo = set.inventory("solo.toml", &[set.entry("h0", "")]);
-    let (one_host_seconds, solo_rows) = rollout(&fleet, &solo, 1).await?;
+    // T: one host alone (one agent takes it; the other idles), the median
+    // of a few: one sample on a shared 2-core machine varies by half.
+    let mut solo_seconds = Vec::new();
+    let mut solo_rows = Vec::new();
+    for name in &names[..SOLO_ROUNDS] {
+        let solo = set.inventory(&format!("solo-{name}.toml"), &[set.entry(name, "")]);
+        let (s, rows) = rollout(&fleet, &solo, 1).await?;
+        solo_seconds.push(s);
+        solo_rows.extend(rows);
+    }
+    solo_seconds.sort_by(f64::total_cmp);
+    let one_host_seconds = solo_seconds[SOLO_ROUNDS / 2];
     // S: the other hosts, every agent busy.
-    let entries: Vec<String> = names[1..].iter().map(|n| set.entry(n, "")).collect();
+    let entries: Vec<String> = names[SOLO_ROUNDS..]
+        .iter()
+        .map(|n| set.entry(n, ""))
+        .collect();
     let many = set.inventory("many.toml", &entries);
     let (seconds, rows) = rollout(&fleet, &many, hosts).await?;
 
