@@ -336,3 +336,63 @@ async fn the_lease_fence_stops_the_next_write_once_the_deadline_passed() {
     );
     assert_eq!(started.len(), 2);
 }
+
+/// The sim target, except that it cannot be reverted: a dead target.
+struct Unrevertable(std::sync::Arc<dyn fleet_agent::workbench::Target>);
+
+impl fleet_agent::workbench::Target for Unrevertable {
+    fn baseline(
+        &self,
+    ) -> fleet_agent::workbench::BoxFuture<'_, Result<(), fleet_agent::AgentError>> {
+        self.0.baseline()
+    }
+    fn exec<'a>(
+        &'a self,
+        script: &'a str,
+        timeout: Duration,
+    ) -> fleet_agent::workbench::BoxFuture<
+        'a,
+        Result<fleet_agent::workbench::ExecResult, fleet_agent::AgentError>,
+    > {
+        self.0.exec(script, timeout)
+    }
+    fn revert(&self) -> fleet_agent::workbench::BoxFuture<'_, Result<(), fleet_agent::AgentError>> {
+        Box::pin(async { Err(fleet_agent::AgentError::Target("the target is gone".into())) })
+    }
+    fn health(&self) -> fleet_agent::workbench::BoxFuture<'_, bool> {
+        self.0.health()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_that_cannot_be_reverted_escalates_as_infrastructure() {
+    let rule = rule_with(SimBehaviour::FixedOnAttempt(3));
+    let task = rule_task(11, &rule, Budgets::default());
+    let mut bench = sim::workbench(WORK);
+    bench.target = std::sync::Arc::new(Unrevertable(bench.target.clone()));
+    bench.target.baseline().await.unwrap();
+    let (sink, _rx) = EventSink::in_memory(AgentId::parse("agent-test").unwrap(), 1);
+    let events = sink.for_lease(&sample_lease(task.clone()));
+    let r = remediate(
+        &task,
+        &bench,
+        &events,
+        &AgentMetrics::new(),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        r,
+        Remediation::Finished {
+            outcome: Outcome::Escalated {
+                reason: EscalationReason::TargetError
+            },
+            attempts: 1
+        }
+    );
+    assert_eq!(
+        EscalationReason::TargetError.class(),
+        fleet_common::ReasonClass::Infrastructure,
+        "never compared as a regression (DESIGN D6)"
+    );
+}

@@ -109,6 +109,19 @@ pub struct RunComparison {
     /// showed in this run.
     #[serde(default)]
     pub changes: Vec<RuleChange>,
+    /// This run's rules whose outcome says nothing about knowledge (an
+    /// infrastructure reason: an outage, a dead target, a lost lease), by
+    /// reason; left out of wins, regressions and reverts (DESIGN D6).
+    #[serde(default)]
+    pub not_comparable: std::collections::BTreeMap<String, u64>,
+    /// Rules left out because their outcome in the previous run was not
+    /// comparable.
+    #[serde(default)]
+    pub previous_not_comparable: u64,
+    /// Why this run reverts nothing (too many rules not comparable), when
+    /// that is so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_withheld: Option<String>,
 }
 
 /// One rule whose outcome changed against the previous comparable run.
@@ -134,6 +147,29 @@ impl RunComparison {
             wins: self.wins,
             regressions: self.regressions,
         }
+    }
+
+    /// This run's rules left out as not comparable.
+    pub fn not_comparable_total(&self) -> u64 {
+        self.not_comparable.values().sum()
+    }
+
+    /// `not_comparable=N (reason=n, …)`, the figure `status` and `report`
+    /// print; `None` when every rule was comparable.
+    pub fn not_comparable_text(&self) -> Option<String> {
+        let n = self.not_comparable_total() + self.previous_not_comparable;
+        if n == 0 {
+            return None;
+        }
+        let mut parts: Vec<String> = self
+            .not_comparable
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        if self.previous_not_comparable > 0 {
+            parts.push(format!("previous_run={}", self.previous_not_comparable));
+        }
+        Some(format!("not_comparable={n} ({})", parts.join(", ")))
     }
 
     /// Change in fix rate since the previous run.

@@ -39,4 +39,6 @@ pub mod task;
 
 pub use event::{Event, EventBody};
 pub use ids::{AgentId, Epoch, EventId, RunId, TaskId};
-pub use task::{Budgets, Checks, EscalationReason, HealthCheck, Outcome, RuleTask, RuleText};
+pub use task::{
+    Budgets, Checks, EscalationReason, HealthCheck, Outcome, ReasonClass, RuleTask, RuleText,
+};

@@ -138,10 +138,26 @@ pub enum EscalationReason {
     /// The lease-loss budget was spent (DESIGN L5).
     LeaseLost,
     LlmUnavailable,
+    /// The target or its sandbox failed under the agent: it stopped
+    /// answering, or could not be reverted.
+    TargetError,
+}
+
+/// What an escalation says about the fleet's knowledge (DESIGN D6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonClass {
+    /// The fleet really tried and its knowledge fell short: the outcome
+    /// may be compared with another run's.
+    Knowledge,
+    /// The fleet could not really try (an outage, a dead target, a lost
+    /// lease): the outcome says nothing about knowledge and is never
+    /// compared.
+    Infrastructure,
 }
 
 impl EscalationReason {
-    pub const ALL: [EscalationReason; 8] = [
+    pub const ALL: [EscalationReason; 9] = [
         Self::AttemptBudget,
         Self::TimeBudget,
         Self::Health,
@@ -150,6 +166,7 @@ impl EscalationReason {
         Self::NoFixAvailable,
         Self::LeaseLost,
         Self::LlmUnavailable,
+        Self::TargetError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +179,28 @@ impl EscalationReason {
             Self::NoFixAvailable => "no_fix_available",
             Self::LeaseLost => "lease_lost",
             Self::LlmUnavailable => "llm_unavailable",
+            Self::TargetError => "target_error",
+        }
+    }
+
+    /// The stored label back; `None` for a label this build does not know.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Whether the escalation is a verdict on knowledge or an accident of
+    /// infrastructure. `not_applicable` and `no_fix_available` are facts
+    /// about the rule on this target: comparable, like a fix.
+    pub fn class(self) -> ReasonClass {
+        match self {
+            Self::AttemptBudget
+            | Self::TimeBudget
+            | Self::Health
+            | Self::NotApplicable
+            | Self::NoFixAvailable => ReasonClass::Knowledge,
+            Self::ScannerError | Self::LeaseLost | Self::LlmUnavailable | Self::TargetError => {
+                ReasonClass::Infrastructure
+            }
         }
     }
 }
@@ -217,6 +256,21 @@ mod tests {
     fn escalation_reason_labels_match_serde() {
         for r in EscalationReason::ALL {
             assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert_eq!(EscalationReason::parse(r.as_str()), Some(r));
         }
+        assert_eq!(EscalationReason::parse("from_the_future"), None);
+    }
+
+    #[test]
+    fn outages_dead_targets_and_lost_leases_are_infrastructure() {
+        use EscalationReason::*;
+        let infra: Vec<_> = EscalationReason::ALL
+            .into_iter()
+            .filter(|r| r.class() == ReasonClass::Infrastructure)
+            .collect();
+        assert_eq!(
+            infra,
+            [ScannerError, LeaseLost, LlmUnavailable, TargetError]
+        );
     }
 }

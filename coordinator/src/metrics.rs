@@ -44,6 +44,8 @@ pub struct Metrics {
     pub dream_duration: Histogram,
     /// Ledger entries by action (`promote`, `revert`) and verdict.
     pub promotions: IntCounterVec,
+    /// Candidates a pass DEFERred for its budget (`promotions`, `wall_time`).
+    pub dream_budget_deferrals: IntCounterVec,
     /// Per-agent credentials by action (`issued`, `revoked`) and refused
     /// registrations by reason.
     pub agent_credentials: IntCounterVec,
@@ -55,6 +57,11 @@ pub struct Metrics {
     pub run_regression_ratio: GaugeVec,
     pub run_wins: GaugeVec,
     pub run_regressions: GaugeVec,
+    /// The last dreamt run's rules left out of the comparison as not
+    /// comparable, per (skill, profile, reason); and 1 when that run
+    /// withheld its reverts (DESIGN D6).
+    pub run_not_comparable: IntGaugeVec,
+    pub run_reverts_withheld: GaugeVec,
     /// Hosts of the latest harden run by result (`pending`, `fixed`,
     /// `already_passing`, `escalated`, `not_started`).
     pub harden_hosts: IntGaugeVec,
@@ -222,10 +229,24 @@ impl Metrics {
                 "Promotion ledger entries, by action and verdict",
                 &["action", "verdict"],
             ),
+            dream_budget_deferrals: counter_vec(
+                "fleet_dream_budget_deferrals_total",
+                "Candidates a dream pass deferred because its budget was spent, by budget (promotions, wall_time)",
+                &["budget"],
+            ),
             agent_credentials: counter_vec(
                 "fleet_agent_credentials_total",
                 "Per-agent credential changes, by action (issued, revoked)",
                 &["action"],
+            ),
+            run_not_comparable: gauge_vec(
+                "fleet_run_not_comparable",
+                "Rules of the last dreamt run left out of wins and regressions: an infrastructure outcome (outage, dead target, lost lease), by reason",
+                &["skill", "profile", "reason"],
+            ),
+            run_reverts_withheld: float_gauge_vec(
+                "fleet_run_reverts_withheld",
+                "1 when the last dreamt run reverted nothing because too many of its rules were not comparable",
             ),
             harden_hosts: gauge_vec(
                 "fleet_harden_hosts",

@@ -43,6 +43,8 @@ pub struct FleetOpts {
     /// The Redis the coordinator and the test's `LeaseClient` use (agents
     /// get it from the coordinator); `None`: the shared one.
     pub redis_url: Option<String>,
+    /// The coordinator's skill-pack directory; `None`: the repo's.
+    pub skill_packs: Option<PathBuf>,
 }
 
 impl FleetOpts {
@@ -73,6 +75,7 @@ impl Default for FleetOpts {
             json_logs: false,
             per_agent_tokens: false,
             redis_url: None,
+            skill_packs: None,
         }
     }
 }
@@ -153,7 +156,13 @@ impl Fleet {
                     &self.agent_token
                 },
             )
-            .env("FLEET_SKILL_PACKS", repo_root().join("skill-packs"))
+            .env(
+                "FLEET_SKILL_PACKS",
+                self.opts
+                    .skill_packs
+                    .clone()
+                    .unwrap_or_else(|| repo_root().join("skill-packs")),
+            )
             .env("FLEET_GIT_SECRET", &self.git_secret)
             .env("FLEET_KNOWLEDGE_DIR", self.knowledge_dir())
             .arg("--lease-loss-budget")

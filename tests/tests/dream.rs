@@ -232,3 +232,113 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     assert!(!ok && err.contains("still running"), "{err}");
     fleet.shutdown().await;
 }
+
+/// The repo's skill packs, with `extra` appended to `sim-demo`'s pack file.
+fn packs_with(extra: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(fleet_tests::services::unique("packs"));
+    let src = fleet_tests::procs::repo_root().join("skill-packs");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pack = dir.join("sim-demo/pack.toml");
+    let text = std::fs::read_to_string(&pack).unwrap();
+    std::fs::write(&pack, format!("{text}\n{extra}\n")).unwrap();
+    dir
+}
+
+/// The Dream Daemon's bound: a pass applies at most `max_promotions`, the
+/// rest DEFER with the `budget` gate named in the ledger (and counted in
+/// the metrics), and the next pass takes them up, strongest evidence first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_applies_at_most_its_budget_and_the_next_pass_takes_up_the_rest() {
+    let mut fleet = Fleet::start(FleetOpts {
+        agents: 1,
+        auto_dream: false,
+        skill_packs: Some(packs_with("[dream]\nmax_promotions = 3")),
+        ..Default::default()
+    })
+    .await;
+    let rules: Vec<String> = (0..12).map(|i| format!("sshd_sim_option_{i}")).collect();
+    let run = fleet.submit(rules).await;
+    let status = fleet.wait_completed(run, Duration::from_secs(120)).await;
+    assert!(status.fixed > 3, "more fixes than the budget: {status:?}");
+    let main_before = fleet.knowledge_main();
+
+    let (ok, out, err) = fleet.cli(&["dream", "--run", &run.to_string(), "--json"]);
+    assert!(ok, "{err}");
+    let report: DreamReport = serde_json::from_str(&out).unwrap();
+    let applied = report
+        .promotions
+        .iter()
+        .filter(|l| l.verdict == "APPLY")
+        .count();
+    let budgeted: Vec<_> = report
+        .promotions
+        .iter()
+        .filter(|l| l.verdict == "DEFER" && l.reason.contains("budget of 3 promotions"))
+        .collect();
+    assert_eq!(applied, 3, "{:#?}", report.promotions);
+    assert_eq!(
+        budgeted.len(),
+        status.fixed as usize - 3,
+        "every other fix waits: {:#?}",
+        report.promotions
+    );
+    let gates: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT gates FROM promotions WHERE run_id = $1 AND verdict = 'DEFER' ORDER BY id",
+    )
+    .bind(run.0)
+    .fetch_all(&fleet.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        gates
+            .iter()
+            .filter(|g| g.to_string().contains("\"budget\""))
+            .count()
+            == budgeted.len(),
+        "the ledger names the budget gate: {gates:?}"
+    );
+    let commits: usize = fleet
+        .knowledge_git(
+            &[
+                "rev-list",
+                "--count",
+                &format!("{main_before}..refs/heads/main"),
+            ],
+            None,
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(commits, 3 + 1, "three promotions and the ranking");
+    let metrics = reqwest::get(format!("{}/metrics", fleet.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "fleet_dream_budget_deferrals_total{{budget=\"promotions\"}} {}",
+        budgeted.len()
+    );
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+
+    // The next run's pass takes the deferred fixes up, three at a time.
+    let next = fleet.submit(vec!["sshd_sim_option_99".into()]).await;
+    fleet.wait_completed(next, Duration::from_secs(60)).await;
+    let (ok, out, err) = fleet.cli(&["dream", "--run", &next.to_string(), "--json"]);
+    assert!(ok, "{err}");
+    let report: DreamReport = serde_json::from_str(&out).unwrap();
+    let taken_up = report
+        .promotions
+        .iter()
+        .filter(|l| l.verdict == "APPLY" && budgeted.iter().any(|b| b.lesson == l.lesson))
+        .count();
+    assert_eq!(taken_up, 3.min(budgeted.len()), "{:#?}", report.promotions);
+    fleet.shutdown().await;
+}

@@ -286,8 +286,10 @@ impl RuleLoop<'_> {
                             }
                         }
                     };
+                    // A target that cannot be put back is the
+                    // infrastructure failing, not the knowledge (DESIGN D6).
                     if !self.revert().await {
-                        return escalated(EscalationReason::Health, attempt);
+                        return escalated(EscalationReason::TargetError, attempt);
                     }
                     prior.push(PriorAttempt {
                         lesson,

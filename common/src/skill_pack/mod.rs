@@ -9,6 +9,8 @@
 //! `after` have at most `remaining` unfinished, e.g. `audit_rules_immutable`
 //! only after the rest of the audit rules.
 
+mod dream;
+
 use std::path::{Path, PathBuf};
 
 use glob::Pattern;
@@ -16,6 +18,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::task::{Checks, HealthCheck};
+
+pub use dream::DreamSettings;
 
 #[derive(Debug, Error)]
 pub enum SkillPackError {
@@ -49,6 +53,8 @@ struct PackFile {
     /// Rule globs whose fixes a human always decides (e.g. boot loader).
     #[serde(default)]
     always_escalate: Vec<String>,
+    #[serde(default)]
+    dream: DreamSettings,
 }
 
 /// `[content]`: the SCAP source datastream the pack's rules come from.
@@ -118,6 +124,8 @@ pub struct SkillPack {
     pub prompts: PromptTemplates,
     always_escalate: Vec<Pattern>,
     prompt_files: PromptsFile,
+    /// Limits of a dream pass over the pack's runs.
+    pub dream: DreamSettings,
 }
 
 /// Where a rule sits in the queue's ordering.
@@ -179,6 +187,7 @@ impl SkillPack {
             .iter()
             .map(|p| pattern(p))
             .collect::<Result<Vec<_>, String>>()?;
+        file.dream.check()?;
         let mut names = std::collections::HashSet::new();
         for h in &file.health {
             if h.command.trim().is_empty() || !names.insert(h.name.as_str()) {
@@ -209,6 +218,7 @@ impl SkillPack {
             prompts: PromptTemplates::default(),
             always_escalate,
             prompt_files: file.prompts,
+            dream: file.dream,
         })
     }
 
@@ -346,5 +356,18 @@ command = "true"
     #[test]
     fn unknown_fields_are_an_error() {
         assert!(SkillPack::parse("name='x'\nprofile='p'\nsurprise=1").is_err());
+    }
+
+    #[test]
+    fn dream_limits_default_and_are_checked() {
+        let p = SkillPack::parse("name='x'\nprofile='p'").unwrap();
+        assert_eq!(p.dream, DreamSettings::default());
+        assert_eq!(p.dream.max_not_comparable, 0.2);
+        assert_eq!(p.dream.max_promotions, 25);
+        let set = SkillPack::parse("name='x'\nprofile='p'\n[dream]\nmax_promotions = 3").unwrap();
+        assert_eq!(set.dream.max_promotions, 3);
+        assert_eq!(set.dream.max_not_comparable, 0.2, "the rest stay default");
+        let bad = SkillPack::parse("name='x'\nprofile='p'\n[dream]\nmax_not_comparable = 20");
+        assert!(bad.unwrap_err().contains("between 0 and 1"));
     }
 }

@@ -726,6 +726,19 @@ fn changes(c: &RunComparison) -> String {
         pct(c.previous_first_try_rate),
         pct(c.first_try_rate),
     );
+    if let Some(text) = c.not_comparable_text() {
+        out.push_str(&format!(
+            "<p class=\"note\">Left out as not comparable (the fleet could not really try them in \
+             one of the runs: an outage, a dead target, a lost lease): {}.</p>\n",
+            esc(&text)
+        ));
+    }
+    if let Some(why) = &c.revert_withheld {
+        out.push_str(&format!(
+            "<p class=\"note\">Reverts withheld: {}.</p>\n",
+            esc(why)
+        ));
+    }
     if c.changes.is_empty() {
         out.push_str("<p class=\"note\">No rule changed its outcome.</p>\n");
         return out;

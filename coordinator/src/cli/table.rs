@@ -179,6 +179,16 @@ pub fn comparison(c: &RunComparison) -> String {
                 "first-try rate change".into(),
                 delta(c.first_try_rate_delta()),
             ],
+            vec![
+                "not comparable (left out)".into(),
+                c.not_comparable_text().unwrap_or_else(|| "0".into()),
+            ],
+            vec![
+                "reverts".into(),
+                c.revert_withheld
+                    .as_ref()
+                    .map_or_else(|| "on".into(), |why| format!("withheld: {why}")),
+            ],
         ],
         2,
     )

@@ -13,14 +13,18 @@
 //! writes are idempotent (an unchanged tree makes no commit), so a pass
 //! whose transaction failed after moving `main` is simply redone.
 //!
+//! - `comparable.rs`: which outcomes may be compared; the pure judgement.
 //! - `compare.rs`: previous comparable run, wins, regressions, stored.
 //! - `revert.rs`: D8 reverts as new fast-forward commits.
 //! - `promote.rs`: candidates (lessons, bans, skills), the ledger, APPLY.
 //! - `gates.rs`: the deterministic gate stack.
+//! - `budget.rs`: at most N promotions and a wall time per pass.
 //! - `credit.rs`: Beta-Bernoulli credit per (family, lesson) and (rule, lesson).
 //! - `ranking.rs`: trials from Postgres, `lesson_credit`, `ranking.json`.
 //! - `git.rs`: git2 work off the async threads.
 
+mod budget;
+pub mod comparable;
 pub mod compare;
 pub mod credit;
 pub mod gates;
@@ -105,9 +109,11 @@ impl Dreamer {
         let dir = self.knowledge_dir.as_path();
         let main_before = git::open_main(dir).await?.commit();
 
+        let settings = pack.as_ref().map(|p| p.dream).unwrap_or_default();
         let comparison = match compare::previous_comparable(&mut tx, run.0).await? {
             Some(previous) => {
-                let c = compare::compare(&mut tx, run.0, previous).await?;
+                let c =
+                    compare::compare(&mut tx, run.0, previous, settings.max_not_comparable).await?;
                 compare::store(&mut tx, run.0, &c).await?;
                 Some(c)
             }
@@ -117,7 +123,9 @@ impl Dreamer {
             Some(c) => revert::revert_regressed(&mut tx, run.0, c, dir, dry_run).await?,
             None => Vec::new(),
         };
-        let promotions = promote::promote(&mut tx, run.0, dir, &always_escalates, dry_run).await?;
+        let mut budget = budget::PassBudget::new(&settings, started);
+        let promotions =
+            promote::promote(&mut tx, run.0, dir, &always_escalates, &mut budget, dry_run).await?;
         let ranking_changed = ranking::publish(&mut tx, dir, run.0, dry_run).await?;
         let main_after = git::open_main(dir).await?.commit();
 
@@ -147,6 +155,12 @@ impl Dreamer {
                     .with_label_values(&[l.action.as_str(), l.verdict.as_str()])
                     .inc();
             }
+            for stop in &budget.deferred {
+                self.metrics
+                    .dream_budget_deferrals
+                    .with_label_values(&[stop.label()])
+                    .inc();
+            }
         }
         let elapsed = started.elapsed();
         self.metrics.dream_duration.observe(elapsed.as_secs_f64());
@@ -165,6 +179,7 @@ impl Dreamer {
             run = run.0,
             dry_run,
             promotions = report.promotions.len(),
+            budget_deferred = budget.deferred.len(),
             reverted = report.reverted.len(),
             ranking_changed,
             duration_ms = report.duration_ms,
@@ -202,6 +217,28 @@ impl Dreamer {
             &m.run_regression_ratio,
             comparison.as_ref().and_then(|c| c.ratio()),
         );
+        set(
+            &m.run_reverts_withheld,
+            comparison
+                .as_ref()
+                .map(|c| f64::from(u8::from(c.revert_withheld.is_some()))),
+        );
+        // Every known reason, so a reason gone since the last run reads 0.
+        for reason in fleet_common::EscalationReason::ALL {
+            let n = comparison
+                .as_ref()
+                .and_then(|c| c.not_comparable.get(reason.as_str()).copied());
+            let labels = [skill.as_str(), profile.as_str(), reason.as_str()];
+            match (n, reason.class()) {
+                (n, fleet_common::ReasonClass::Infrastructure) if comparison.is_some() => m
+                    .run_not_comparable
+                    .with_label_values(&labels)
+                    .set(n.unwrap_or(0) as i64),
+                _ => {
+                    let _ = m.run_not_comparable.remove_label_values(&labels);
+                }
+            }
+        }
         Ok(())
     }
 

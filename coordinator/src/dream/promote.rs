@@ -15,6 +15,9 @@ use fleet_knowledge::{
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
+use tokio::time::Instant;
+
+use super::budget::{strongest_first, PassBudget};
 use super::gates::{self, Candidate, CandidateKind, Decision, Existing, Verdict};
 use super::git;
 use crate::CoordinatorError;
@@ -216,22 +219,26 @@ pub(super) fn file_of(p: &Pending, main: &MainTree) -> Result<(String, Vec<u8>),
     Ok((file.path().map_err(git::error)?, file.render().into_bytes()))
 }
 
-/// Runs every pending candidate through the gates, records the ledger and,
-/// unless `dry_run`, moves `main` for each APPLY.
+/// Runs every pending candidate through the gates, strongest evidence
+/// first, records the ledger and, unless `dry_run`, moves `main` for each
+/// APPLY the pass's `budget` admits.
 pub(super) async fn promote(
     db: &mut PgConnection,
     run: i64,
     dir: &Path,
     always_escalates: &(dyn Fn(&str) -> bool + Sync),
+    budget: &mut PassBudget,
     dry_run: bool,
 ) -> Result<Vec<LedgerLine>, CoordinatorError> {
     register_skills(db, run).await?;
-    let pending = pending(db, run).await?;
+    let mut pending = pending(db, run).await?;
+    strongest_first(&mut pending);
     let main = git::open_main(dir).await?;
     let mut existing = existing_on_main(&main)?;
     let mut lines = Vec::new();
     for p in pending {
-        let decision = gates::decide(&p.candidate, &existing, always_escalates);
+        let mut decision = gates::decide(&p.candidate, &existing, always_escalates);
+        budget.admit(&mut decision, Instant::now());
         let (path, bytes) = file_of(&p, &main)?;
         let id = record(db, run, &p, &decision, &path).await?;
         let mut commit = None;

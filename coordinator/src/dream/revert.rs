@@ -4,7 +4,8 @@
 //! promotion), and the ledger says why.
 //!
 //! A promotion touches: its rule, for a skill or a rule-scoped lesson; every
-//! rule of its family otherwise.
+//! rule of its family otherwise. Only comparable regressions count, and a
+//! run with too many rules not comparable reverts nothing (`comparable.rs`).
 
 use std::path::Path;
 
@@ -58,6 +59,15 @@ pub(super) async fn revert_regressed(
     dry_run: bool,
 ) -> Result<Vec<LedgerLine>, CoordinatorError> {
     if comparison.summary.regressions == 0 {
+        return Ok(Vec::new());
+    }
+    if let Some(why) = &comparison.summary.revert_withheld {
+        tracing::warn!(
+            run,
+            regressions = comparison.summary.regressions,
+            why,
+            "reverts withheld"
+        );
         return Ok(Vec::new());
     }
     let previous = comparison.summary.previous_run.0;

@@ -139,6 +139,9 @@ fn comparison() -> RunComparison {
                 lessons_shown: vec!["grub2-lesson".into()],
             },
         ],
+        not_comparable: [("llm_unavailable".into(), 3)].into(),
+        previous_not_comparable: 1,
+        revert_withheld: Some("3 of this run's 7 rules (43 %) were not comparable".into()),
     }
 }
 
@@ -261,6 +264,8 @@ fn text_from_outside_is_escaped() {
     assert!(page.contains("lesson-&lt;1&gt;"));
     assert!(page.contains("sshd-idle&quot;2"));
     assert!(page.contains("&lt;x&gt; 1"), "escalation reason");
+    assert!(page.contains("not_comparable=4 (llm_unavailable=3, previous_run=1)"));
+    assert!(page.contains("Reverts withheld: 3 of this run&#39;s 7 rules"));
     assert_eq!(esc("a&<>\"'b"), "a&amp;&lt;&gt;&quot;&#39;b");
 }
 
