@@ -337,14 +337,18 @@ async fn the_lease_fence_stops_the_next_write_once_the_deadline_passed() {
     assert_eq!(started.len(), 2);
 }
 
-/// The sim target, except that it cannot be reverted: a dead target.
-struct Unrevertable(std::sync::Arc<dyn fleet_agent::workbench::Target>);
+/// The sim target, broken from outside: it cannot be reverted, or (`dead`)
+/// it runs nothing and does not answer, while a revert still succeeds.
+struct Broken {
+    inner: std::sync::Arc<dyn fleet_agent::workbench::Target>,
+    dead: bool,
+}
 
-impl fleet_agent::workbench::Target for Unrevertable {
+impl fleet_agent::workbench::Target for Broken {
     fn baseline(
         &self,
     ) -> fleet_agent::workbench::BoxFuture<'_, Result<(), fleet_agent::AgentError>> {
-        self.0.baseline()
+        self.inner.baseline()
     }
     fn exec<'a>(
         &'a self,
@@ -354,35 +358,53 @@ impl fleet_agent::workbench::Target for Unrevertable {
         'a,
         Result<fleet_agent::workbench::ExecResult, fleet_agent::AgentError>,
     > {
-        self.0.exec(script, timeout)
+        if self.dead {
+            return Box::pin(async {
+                Err(fleet_agent::AgentError::Target("no such container".into()))
+            });
+        }
+        self.inner.exec(script, timeout)
     }
     fn revert(&self) -> fleet_agent::workbench::BoxFuture<'_, Result<(), fleet_agent::AgentError>> {
+        if self.dead {
+            return self.inner.revert();
+        }
         Box::pin(async { Err(fleet_agent::AgentError::Target("the target is gone".into())) })
     }
     fn health(&self) -> fleet_agent::workbench::BoxFuture<'_, bool> {
-        self.0.health()
+        if self.dead {
+            return Box::pin(async { false });
+        }
+        self.inner.health()
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_target_that_cannot_be_reverted_escalates_as_infrastructure() {
+/// The outcome of a rule on a sim target broken from outside.
+async fn outcome_on_broken_target(dead: bool) -> Remediation {
     let rule = rule_with(SimBehaviour::FixedOnAttempt(3));
     let task = rule_task(11, &rule, Budgets::default());
     let mut bench = sim::workbench(WORK);
-    bench.target = std::sync::Arc::new(Unrevertable(bench.target.clone()));
+    bench.target = std::sync::Arc::new(Broken {
+        inner: bench.target.clone(),
+        dead,
+    });
     bench.target.baseline().await.unwrap();
     let (sink, _rx) = EventSink::in_memory(AgentId::parse("agent-test").unwrap(), 1);
     let events = sink.for_lease(&sample_lease(task.clone()));
-    let r = remediate(
+    remediate(
         &task,
         &bench,
         &events,
         &AgentMetrics::new(),
         &CancellationToken::new(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_that_cannot_be_reverted_escalates_as_infrastructure() {
     assert_eq!(
-        r,
+        outcome_on_broken_target(false).await,
         Remediation::Finished {
             outcome: Outcome::Escalated {
                 reason: EscalationReason::TargetError
@@ -394,5 +416,19 @@ async fn a_target_that_cannot_be_reverted_escalates_as_infrastructure() {
         EscalationReason::TargetError.class(),
         fleet_common::ReasonClass::Infrastructure,
         "never compared as a regression (DESIGN D6)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_that_died_under_the_agent_is_no_health_verdict() {
+    assert_eq!(
+        outcome_on_broken_target(true).await,
+        Remediation::Finished {
+            outcome: Outcome::Escalated {
+                reason: EscalationReason::TargetError
+            },
+            attempts: 3
+        },
+        "scripts that never ran did not break the target"
     );
 }

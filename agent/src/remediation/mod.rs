@@ -202,6 +202,10 @@ struct Failed {
     output: String,
     /// The screen or a ban refused the script; it never ran.
     refused: bool,
+    /// The script could not even be started and the target stopped
+    /// answering: the target died under the agent, the script did not
+    /// break it (an infrastructure failure, DESIGN D6).
+    target_lost: bool,
 }
 
 fn finished(outcome: Outcome, attempts: u32) -> Remediation {
@@ -236,6 +240,7 @@ impl RuleLoop<'_> {
         }
 
         let mut prior = Vec::new();
+        let mut last_target_lost = false;
         for attempt in 1..=self.task.budgets.max_attempts {
             if Instant::now() >= self.deadline {
                 return escalated(EscalationReason::TimeBudget, attempt - 1);
@@ -291,6 +296,7 @@ impl RuleLoop<'_> {
                     if !self.revert().await {
                         return escalated(EscalationReason::TargetError, attempt);
                     }
+                    last_target_lost = failed.target_lost;
                     prior.push(PriorAttempt {
                         lesson,
                         ..failed.prior
@@ -310,8 +316,10 @@ impl RuleLoop<'_> {
             }
         }
         // The last attempt's failure names the reason: a script that keeps
-        // breaking the target is a health problem, not a budget one.
+        // breaking the target is a health problem, not a budget one; a
+        // target that died under the agent is no verdict on knowledge.
         let reason = match prior.last() {
+            Some(_) if last_target_lost => EscalationReason::TargetError,
             Some(p) if !p.health_ok => EscalationReason::Health,
             _ => EscalationReason::AttemptBudget,
         };
@@ -433,6 +441,7 @@ impl RuleLoop<'_> {
                 output: refusal.to_string(),
                 script,
                 refused: true,
+                target_lost: false,
             });
         }
 
@@ -497,6 +506,7 @@ impl RuleLoop<'_> {
         };
         let health = health::check(self.bench.target.as_ref(), &self.task.checks.health).await;
         let health_ok = health.ok();
+        let target_lost = !ran && health.failed.iter().any(|c| c == health::UNRESPONSIVE);
         let (status, scanner_failed, details) = match eval {
             Some(Ok(eval)) => (eval.status, false, eval.details),
             Some(Err(e)) => {
@@ -545,6 +555,7 @@ impl RuleLoop<'_> {
                 script,
                 output,
                 refused: false,
+                target_lost,
             })
         }
     }
