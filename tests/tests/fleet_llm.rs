@@ -224,10 +224,11 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
     // followed them).
     fleet.wait_dreamt(first.run).await;
     let entries = ledger(&fleet, first.run).await;
+    // Lessons and bans (skills are decided first, strongest evidence first).
     let verdict_of = |lesson: &str| {
         entries
             .iter()
-            .find(|e| e.0.starts_with(lesson))
+            .find(|e| e.0.starts_with(lesson) && e.1 != "skill")
             .map(|e| (e.1.clone(), e.3.clone()))
     };
     assert_eq!(
