@@ -102,6 +102,12 @@ impl Dreamer {
         }
         let pack = self.packs.get(&pack_name).ok();
         let always_escalates = |rule: &str| pack.as_ref().is_some_and(|p| p.always_escalates(rule));
+        let escalation = gates::Escalation {
+            rule: &always_escalates,
+            touching: pack.as_ref().map_or_else(gates::Sensitive::defaults, |p| {
+                gates::Sensitive::with_pack(p.escalate_touching())
+            }),
+        };
         let dir = self.knowledge_dir.as_path();
         let main_before = git::open_main(dir).await?.commit();
 
@@ -117,7 +123,7 @@ impl Dreamer {
             Some(c) => revert::revert_regressed(&mut tx, run.0, c, dir, dry_run).await?,
             None => Vec::new(),
         };
-        let promotions = promote::promote(&mut tx, run.0, dir, &always_escalates, dry_run).await?;
+        let promotions = promote::promote(&mut tx, run.0, dir, &escalation, dry_run).await?;
         let ranking_changed = ranking::publish(&mut tx, dir, run.0, dry_run).await?;
         let main_after = git::open_main(dir).await?.commit();
 
