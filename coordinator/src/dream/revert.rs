@@ -66,13 +66,14 @@ pub(super) async fn revert_regressed(
          FROM promotions p LEFT JOIN lessons l ON l.id = p.lesson_id
          WHERE p.run_id = $1 AND p.action IN ('promote', 'merge') AND p.commit_after IS NOT NULL
            AND p.reverted_by IS NULL
-         ORDER BY p.id DESC",
+         ORDER BY COALESCE(p.decided_at, p.created_at) DESC, p.id DESC",
     )
     .bind(previous)
     .fetch_all(&mut *db)
     .await?;
-    // Newest first: a merge into a file promoted earlier in the same run is
-    // undone before that promotion, so the file ends as it was before both.
+    // Newest write first (an approval writes when it is decided): a merge
+    // into a file promoted or merged into earlier is undone before that, so
+    // the file ends as it was before all of them.
     let mut lines = Vec::new();
     for a in applied {
         let touched = a.touched(comparison);
