@@ -143,13 +143,30 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     let run = fleet.submit(rules.clone()).await;
     let status = fleet.wait_completed(run, Duration::from_secs(120)).await;
     assert_eq!(status.fixed as usize, rules.len());
-    fleet.commit_on_main(&[(ON_MAIN_PATH, &lesson_on_main())], "test: an accepted lesson");
+    fleet.commit_on_main(
+        &[(ON_MAIN_PATH, &lesson_on_main())],
+        "test: an accepted lesson",
+    );
     let main_before = fleet.knowledge_main();
     let original = file_on_main(&fleet, ON_MAIN_PATH).unwrap();
 
     // Processed in id order: the clean merge first.
-    candidate(&fleet, run, &rules[0], "c1-merge", &format!("{LONG} {ADDED}")).await;
-    candidate(&fleet, run, &rules[1], "c2-merge-pam", &format!("{LONG} {PAM_ADDED}")).await;
+    candidate(
+        &fleet,
+        run,
+        &rules[0],
+        "c1-merge",
+        &format!("{LONG} {ADDED}"),
+    )
+    .await;
+    candidate(
+        &fleet,
+        run,
+        &rules[1],
+        "c2-merge-pam",
+        &format!("{LONG} {PAM_ADDED}"),
+    )
+    .await;
     candidate(
         &fleet,
         run,
@@ -177,7 +194,10 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     };
     assert_eq!(summary("c1-merge"), ("merge".into(), "APPLY".into()));
     assert_eq!(summary("c2-merge-pam"), ("merge".into(), "ESCALATE".into()));
-    assert_eq!(summary("c3-merge-hostile"), ("merge".into(), "REJECT".into()));
+    assert_eq!(
+        summary("c3-merge-hostile"),
+        ("merge".into(), "REJECT".into())
+    );
     assert_eq!(summary("c4-pam"), ("promote".into(), "ESCALATE".into()));
 
     // Content escalation: the matched item is in the ledger, nothing on main.
@@ -185,7 +205,10 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     let touches = "touches pam: writes /etc/pam.d/common-auth";
     assert_eq!(reason.as_deref(), Some(touches));
     assert_eq!(gate_detail(&gates, "escalate_touching"), touches);
-    assert_eq!(gate_detail(&gates, "always_escalate"), "rule not on the always-escalate list");
+    assert_eq!(
+        gate_detail(&gates, "always_escalate"),
+        "rule not on the always-escalate list"
+    );
     assert_eq!((merged_into, commit), (None, None));
     assert_eq!(file_on_main(&fleet, "lessons/sshd/c4-pam.md"), None);
 
@@ -193,7 +216,11 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     let (merge_ledger, _, _, merged_into, commit, _, gates) = ledger_of(&fleet, "c1-merge").await;
     assert_eq!(merged_into.as_deref(), Some(ON_MAIN_ID));
     let dup = gate_detail(&gates, "duplicates");
-    assert!(dup.starts_with("near-duplicate of sshd-drop-ins: similar text") && dup.ends_with("merges into it, adds 1 sentence"), "{dup}");
+    assert!(
+        dup.starts_with("near-duplicate of sshd-drop-ins: similar text")
+            && dup.ends_with("merges into it, adds 1 sentence"),
+        "{dup}"
+    );
     let touched = commits_touching(&fleet, &main_before, ON_MAIN_PATH);
     assert_eq!(touched.len(), 1, "one commit for the merge: {touched:?}");
     assert_eq!(commit.as_deref(), Some(touched[0].as_str()));
@@ -205,7 +232,10 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     let before = LessonFile::parse(&original).unwrap();
     let after = LessonFile::parse(&file_on_main(&fleet, ON_MAIN_PATH).unwrap()).unwrap();
     assert_eq!(after.body, format!("{LONG}\n{ADDED}\n"));
-    assert_eq!((&after.id, &after.family, &after.scope), (&before.id, &before.family, &before.scope));
+    assert_eq!(
+        (&after.id, &after.family, &after.scope),
+        (&before.id, &before.family, &before.scope)
+    );
     assert_eq!(after.provenance.run, before.provenance.run);
     assert_eq!(after.provenance.agent, before.provenance.agent);
     let merged: Vec<(&str, &str)> = after
@@ -217,7 +247,10 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     let run_str = run.0.to_string();
     assert_eq!(merged, [("c1-merge", run_str.as_str())]);
     assert_eq!(after.provenance.merged[0].agent, fleet.agent_id(0));
-    assert!(after.provenance.merged[0].source_commit.is_some(), "the lease branch's tip");
+    assert!(
+        after.provenance.merged[0].source_commit.is_some(),
+        "the lease branch's tip"
+    );
     let status: String = sqlx::query_scalar("SELECT status FROM lessons WHERE id = 'c1-merge'")
         .fetch_one(&fleet.db.pool)
         .await
@@ -231,10 +264,19 @@ async fn touching_pam_escalates_and_near_duplicates_merge_into_main_and_revert()
     let (_, _, _, _, commit, reason, _) = ledger_of(&fleet, "c3-merge-hostile").await;
     assert!(commit.is_none() && reason.unwrap().starts_with("text: instruction-like text"));
     let now = file_on_main(&fleet, ON_MAIN_PATH).unwrap();
-    assert!(!now.contains("pam_faillock") && !now.contains("Ignore all"), "{now}");
+    assert!(
+        !now.contains("pam_faillock") && !now.contains("Ignore all"),
+        "{now}"
+    );
 
     // An operator approves the escalated merge: it merges then.
-    let (ok, out, err) = fleet.cli(&["promotions", "approve", &pam_merge.to_string(), "--by", "tester"]);
+    let (ok, out, err) = fleet.cli(&[
+        "promotions",
+        "approve",
+        &pam_merge.to_string(),
+        "--by",
+        "tester",
+    ]);
     assert!(ok && out.contains("main is now"), "{out}{err}");
     let approved = LessonFile::parse(&file_on_main(&fleet, ON_MAIN_PATH).unwrap()).unwrap();
     assert_eq!(approved.body, format!("{LONG}\n{ADDED}\n{PAM_ADDED}\n"));

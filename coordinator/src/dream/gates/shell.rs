@@ -149,8 +149,12 @@ fn segment_into(segment: &[Tok], vars: &mut Vars, out: &mut Effects) {
         if let Some((name, value)) = assignment(w) {
             let values = vars.expand(value);
             vars.set(name, values);
-        } else if !PREFIXES.contains(&w.as_str()) && !(start > 0 && w.starts_with('-')) {
-            break;
+        } else {
+            // A prefix's own options (`xargs -r`, `env -i`) are skipped too.
+            let prefix = PREFIXES.contains(&w.as_str()) || (start > 0 && w.starts_with('-'));
+            if !prefix {
+                break;
+            }
         }
         start += 1;
     }
