@@ -211,6 +211,7 @@ fn write_and_push(
                 agent: origin.agent.clone(),
                 // The branch itself is the source; its commit is made below.
                 source_commit: None,
+                merged: Vec::new(),
             },
             body: format!("{}\n", candidate.text.trim_end()),
         };

@@ -151,5 +151,9 @@ mod tests {
             );
             assert!(pack.always_escalates("partition_for_var"), "{name}");
         }
+        let stig = packs.get("stig-rhel9").unwrap();
+        let extra = stig.escalate_touching();
+        assert!(extra.commands.iter().any(|c| c == "update-crypto-policies"));
+        assert!(extra.paths.iter().any(|p| p.matches("/etc/sssd/sssd.conf")));
     }
 }

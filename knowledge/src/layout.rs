@@ -22,6 +22,9 @@
 //!   attempt: 2
 //!   agent: agent-7
 //!   source_commit: 3f2a…(40 hex) or ~
+//!   merged: [{"id":"…","run":"r-43","agent":"agent-2","epoch":5,"attempt":1,"source_commit":null}]
+//!                               (only after a merge: the near-duplicates
+//!                                merged into this lesson, oldest first)
 //! ---
 //! body…
 //! ```
@@ -84,6 +87,22 @@ pub struct Provenance {
     pub agent: String,
     /// The commit (hex) of the agent branch the lesson was taken from, if any.
     pub source_commit: Option<String>,
+    /// Near-duplicates merged into this lesson by the dream stage (D7),
+    /// oldest first; empty for most lessons (and then not written).
+    pub merged: Vec<MergedFrom>,
+}
+
+/// Where a near-duplicate merged into a lesson came from: its candidate id
+/// and lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergedFrom {
+    pub id: String,
+    pub run: String,
+    pub agent: String,
+    pub epoch: i64,
+    pub attempt: u32,
+    pub source_commit: Option<String>,
 }
 
 /// One `lessons/<family>/<id>.md` file.
@@ -113,12 +132,19 @@ impl LessonFile {
                 "a ban needs a pattern, and only a ban has one".into(),
             ));
         }
-        if let Some(c) = &self.provenance.source_commit {
+        let commits = std::iter::once(&self.provenance.source_commit)
+            .chain(self.provenance.merged.iter().map(|m| &m.source_commit));
+        for c in commits.flatten() {
             if !is_hex_oid(c) {
                 return Err(KnowledgeError::Malformed(
                     "source_commit is not a hex object id".into(),
                 ));
             }
+        }
+        for m in &self.provenance.merged {
+            validate_component("merged lesson id", &m.id)?;
+            validate_component("merged run", &m.run)?;
+            validate_component("merged agent", &m.agent)?;
         }
         Ok(())
     }
@@ -140,8 +166,17 @@ impl LessonFile {
             ),
             None => String::new(),
         };
+        // A JSON array is also a YAML flow sequence: one line, any text.
+        let merged = if self.provenance.merged.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  merged: {}\n",
+                serde_json::to_string(&self.provenance.merged).expect("always serialises")
+            )
+        };
         format!(
-            "---\nid: {}\nkind: {}\nfamily: {}\nscope: {}\n{}provenance:\n  run: {}\n  attempt: {}\n  agent: {}\n  source_commit: {}\n---\n{}",
+            "---\nid: {}\nkind: {}\nfamily: {}\nscope: {}\n{}provenance:\n  run: {}\n  attempt: {}\n  agent: {}\n  source_commit: {}\n{}---\n{}",
             self.id,
             self.kind.as_str(),
             self.family,
@@ -151,6 +186,7 @@ impl LessonFile {
             self.provenance.attempt,
             self.provenance.agent,
             commit,
+            merged,
             self.body
         )
     }
@@ -178,7 +214,11 @@ impl LessonFile {
                     return Err(bad("indented line outside provenance"));
                 }
                 let (k, v) = split_field(inner)?;
-                prov.insert(k, v, &["run", "attempt", "agent", "source_commit"])?;
+                prov.insert(
+                    k,
+                    v,
+                    &["run", "attempt", "agent", "source_commit", "merged"],
+                )?;
             } else if line == "provenance:" {
                 if in_provenance || top.has("provenance") {
                     return Err(bad("duplicate provenance"));
@@ -215,6 +255,12 @@ impl LessonFile {
         if !top.has("provenance") {
             return Err(bad("missing provenance"));
         }
+        let merged = if prov.has("merged") {
+            serde_json::from_str::<Vec<MergedFrom>>(prov.get("merged")?)
+                .map_err(|_| bad("merged must be a JSON list of merged lessons"))?
+        } else {
+            Vec::new()
+        };
         let lesson = LessonFile {
             id: top.get("id")?.to_string(),
             kind,
@@ -226,6 +272,7 @@ impl LessonFile {
                 attempt,
                 agent: prov.get("agent")?.to_string(),
                 source_commit,
+                merged,
             },
             body: body.to_string(),
         };
@@ -338,6 +385,7 @@ mod tests {
                 attempt: 2,
                 agent: "agent-7".into(),
                 source_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                merged: Vec::new(),
             },
             body: "Do not run `passwd -d`.\n---\nstill body\n".into(),
         }
@@ -357,6 +405,39 @@ mod tests {
             l.path().unwrap(),
             "lessons/accounts/no-empty-passwords-1.md"
         );
+    }
+
+    #[test]
+    fn merged_provenance_round_trips_and_is_validated() {
+        let mut l = sample();
+        let merged = |id: &str, commit: Option<&str>| MergedFrom {
+            id: id.into(),
+            run: "r-43".into(),
+            agent: "agent-2".into(),
+            epoch: (1 << 20) | 3,
+            attempt: 1,
+            source_commit: commit.map(str::to_owned),
+        };
+        l.provenance.merged = vec![
+            merged("no-empty-passwords-2", None),
+            merged("x", Some("89abcdef0123456789abcdef0123456789abcdef")),
+        ];
+        let text = l.render();
+        assert!(
+            text.contains("\n  merged: [{\"id\":\"no-empty-passwords-2\""),
+            "{text}"
+        );
+        assert_eq!(LessonFile::parse(&text).unwrap(), l);
+        // Without merges the key is not written at all.
+        assert!(!sample().render().contains("merged"));
+        for bad in [
+            text.replace("\"id\":\"x\"", "\"id\":\"../x\""),
+            text.replace("89abcdef0123", "zzabcdef0123"),
+            text.replace("  merged: [{", "  merged: {["),
+            text.replace("\"epoch\"", "\"colour\""),
+        ] {
+            assert!(LessonFile::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

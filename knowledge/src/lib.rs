@@ -42,7 +42,7 @@ mod worktree;
 pub use bare::{init_bare, PRE_RECEIVE_HOOK};
 pub use component::{validate_component, MAX_COMPONENT_LEN};
 pub use error::KnowledgeError;
-pub use layout::{LessonFile, LessonKind, Provenance, RankedLesson, Ranking};
+pub use layout::{LessonFile, LessonKind, MergedFrom, Provenance, RankedLesson, Ranking};
 pub use main_ref::{commit_files_on_main, tree_with_file, update_main, MAIN_REF, MAX_TRIES};
 pub use main_tree::{commit_changes, Committed, FileChange, FileWrite, MainTree};
 pub use serve::{agent_git_password, router, AgentCheck, GitHttpState};

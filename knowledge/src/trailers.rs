@@ -4,7 +4,7 @@
 //! is a function of `main`). Parsed with libgit2's trailer parser, the
 //! same rules as `git interpret-trailers`.
 
-/// `Fleet-Action: promote|revert`.
+/// `Fleet-Action: promote|merge|revert`.
 pub const ACTION: &str = "Fleet-Action";
 /// `Fleet-Run: <run id>`: the run whose candidate was promoted, or whose
 /// regression caused a revert.
@@ -17,6 +17,8 @@ pub const LEDGER: &str = "Fleet-Ledger";
 pub enum DreamAction {
     /// APPLY, or an operator's approval of an escalation.
     Promote,
+    /// D7: a near-duplicate merged into the lesson already at that path.
+    Merge,
     /// D8: the file went back to what it was before a promotion.
     Revert,
 }
@@ -25,6 +27,7 @@ impl DreamAction {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Promote => "promote",
+            Self::Merge => "merge",
             Self::Revert => "revert",
         }
     }
@@ -75,6 +78,7 @@ impl DreamTrailers {
             if key.eq_ignore_ascii_case(ACTION) && out.action.is_none() {
                 out.action = match value {
                     "promote" => Some(DreamAction::Promote),
+                    "merge" => Some(DreamAction::Merge),
                     "revert" => Some(DreamAction::Revert),
                     _ => None,
                 };
@@ -98,11 +102,10 @@ mod tests {
         let message = t.message("dream: promote skill x (ledger #345, run 12)");
         assert!(message.ends_with("\n\nFleet-Action: promote\nFleet-Run: 12\nFleet-Ledger: 345\n"));
         assert_eq!(DreamTrailers::parse(&message), t);
-        let revert = DreamTrailers::new(DreamAction::Revert, 13, 400);
-        assert_eq!(
-            DreamTrailers::parse(&revert.message("dream: revert")),
-            revert
-        );
+        for action in [DreamAction::Merge, DreamAction::Revert] {
+            let t = DreamTrailers::new(action, 13, 400);
+            assert_eq!(DreamTrailers::parse(&t.message("dream: x")), t);
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn child_agent() {
                 attempt: 1,
                 agent: agent.clone(),
                 source_commit: None,
+                merged: Vec::new(),
             },
             body: format!("lesson {i}\n"),
         };

@@ -26,6 +26,7 @@ fn lesson(agent: &str) -> LessonFile {
             attempt: 1,
             agent: agent.into(),
             source_commit: None,
+            merged: Vec::new(),
         },
         body: "Check /etc/login.defs first.\n".into(),
     }

@@ -631,6 +631,7 @@ impl V2 {
                         attempt: 1,
                         agent: "bench".into(),
                         source_commit: None,
+                        merged: Vec::new(),
                     },
                     body: format!("lesson {}", l.id),
                 }

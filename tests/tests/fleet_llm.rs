@@ -93,6 +93,7 @@ fn lesson_on_main() -> (Vec<u8>, Vec<u8>) {
             attempt: 1,
             agent: "operator".into(),
             source_commit: None,
+            merged: Vec::new(),
         },
         body: "The audit rules need the auditd package, not just the audit libraries.\n".into(),
     };

@@ -387,6 +387,7 @@ mod reflection_on_the_simulation {
                 attempt: 1,
                 agent: "a".into(),
                 source_commit: None,
+                merged: Vec::new(),
             },
             body: "Fix one never works.".into(),
         };

@@ -219,6 +219,7 @@ mod tests {
                 attempt: 1,
                 agent: "a".into(),
                 source_commit: None,
+                merged: Vec::new(),
             },
             body: format!("text of {id}\n"),
         }

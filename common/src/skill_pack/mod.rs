@@ -1,7 +1,8 @@
 //! A skill pack (`<dir>/pack.toml` plus prompt templates): which SCAP
 //! content and profile it remediates, how its rules group into families,
 //! ordering constraints, health checks, prompt templates and the rules that
-//! always go to a human.
+//! always go to a human, by rule id (`always_escalate`) or by what a fix
+//! touches (`[escalate_touching]`, added to the dream stage's defaults).
 //!
 //! Families are fine-grained (DESIGN D5): the first `[[family]]` whose glob
 //! matches a rule id names its family; a rule no pattern matches is its own
@@ -55,6 +56,32 @@ struct PackFile {
     always_escalate: Vec<String>,
     #[serde(default)]
     dream: DreamSettings,
+    #[serde(default)]
+    escalate_touching: EscalateTouchingFile,
+}
+
+/// `[escalate_touching]`: what a candidate may not touch without a human,
+/// on top of the dream stage's defaults (DESIGN D7, amended).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalateTouchingFile {
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    commands: Vec<String>,
+    #[serde(default)]
+    services: Vec<String>,
+}
+
+/// A pack's additions to the content-based escalation list.
+#[derive(Debug, Clone, Default)]
+pub struct EscalateTouching {
+    /// Globs of paths a write to which (or under which) escalates.
+    pub paths: Vec<Pattern>,
+    /// Command names whose every invocation escalates.
+    pub commands: Vec<String>,
+    /// Services whose state change (stop, disable, mask, ...) escalates.
+    pub services: Vec<String>,
 }
 
 /// `[content]`: the SCAP source datastream the pack's rules come from.
@@ -123,6 +150,7 @@ pub struct SkillPack {
     pub ordering: Vec<Ordering>,
     pub prompts: PromptTemplates,
     always_escalate: Vec<Pattern>,
+    escalate_touching: EscalateTouching,
     prompt_files: PromptsFile,
     /// Limits of a dream pass over the pack's runs.
     pub dream: DreamSettings,
@@ -188,6 +216,7 @@ impl SkillPack {
             .map(|p| pattern(p))
             .collect::<Result<Vec<_>, String>>()?;
         file.dream.check()?;
+        let escalate_touching = escalate_touching(&file.escalate_touching)?;
         let mut names = std::collections::HashSet::new();
         for h in &file.health {
             if h.command.trim().is_empty() || !names.insert(h.name.as_str()) {
@@ -217,6 +246,7 @@ impl SkillPack {
             ordering,
             prompts: PromptTemplates::default(),
             always_escalate,
+            escalate_touching,
             prompt_files: file.prompts,
             dream: file.dream,
         })
@@ -225,6 +255,11 @@ impl SkillPack {
     /// Whether a fix for `rule` must always be decided by a human.
     pub fn always_escalates(&self, rule: &str) -> bool {
         self.always_escalate.iter().any(|p| p.matches(rule))
+    }
+
+    /// The pack's additions to what escalates a candidate that touches it.
+    pub fn escalate_touching(&self) -> &EscalateTouching {
+        &self.escalate_touching
     }
 
     pub fn family_of(&self, rule: &str) -> String {
@@ -251,6 +286,48 @@ impl SkillPack {
             .collect();
         Placement { groups, hold }
     }
+}
+
+/// Paths are absolute globs (or `*`-led, e.g. `*authorized_keys`);
+/// commands and services are plain names.
+fn escalate_touching(f: &EscalateTouchingFile) -> Result<EscalateTouching, String> {
+    let paths = f
+        .paths
+        .iter()
+        .map(|p| {
+            if !(p.starts_with('/') || p.starts_with('*')) {
+                return Err(format!(
+                    "escalate_touching path {p:?} must be absolute (or start with *)"
+                ));
+            }
+            Pattern::new(p).map_err(|e| format!("bad glob {p:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let name = |kind: &str, n: &String| {
+        let ok = !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        if ok {
+            Ok(n.clone())
+        } else {
+            Err(format!(
+                "escalate_touching {kind} {n:?} must be a plain name"
+            ))
+        }
+    };
+    Ok(EscalateTouching {
+        paths,
+        commands: f
+            .commands
+            .iter()
+            .map(|c| name("command", c))
+            .collect::<Result<_, _>>()?,
+        services: f
+            .services
+            .iter()
+            .map(|s| name("service", s))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 fn read(path: &Path) -> Result<String, SkillPackError> {
@@ -351,6 +428,36 @@ command = "true"
         let err = SkillPack::load(&dir).unwrap_err().to_string();
         assert!(err.contains("inside the pack"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn escalate_touching_adds_paths_commands_and_services() {
+        let toml = format!(
+            "{SCAP_PACK}[escalate_touching]\npaths = [\"/etc/security/pwquality.conf\"]\n\
+             commands = [\"authconfig\"]\nservices = [\"sssd\"]\n"
+        );
+        let p = SkillPack::parse(&toml).unwrap();
+        let t = p.escalate_touching();
+        assert!(t.paths[0].matches("/etc/security/pwquality.conf"));
+        assert_eq!(
+            (&t.commands[..], &t.services[..]),
+            (&["authconfig".to_owned()][..], &["sssd".to_owned()][..])
+        );
+        assert!(SkillPack::parse(SCAP_PACK)
+            .unwrap()
+            .escalate_touching()
+            .paths
+            .is_empty());
+        for bad in [
+            "paths = [\"etc/shadow\"]",
+            "paths = [\"/etc/[\"]",
+            "commands = [\"rm -rf\"]",
+            "services = [\"\"]",
+            "surprise = 1",
+        ] {
+            let toml = format!("{SCAP_PACK}[escalate_touching]\n{bad}\n");
+            assert!(SkillPack::parse(&toml).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,28 +11,42 @@
 //! 2. `duplicates`: a near-duplicate of something accepted (same kind and
 //!    family, for skills the same rule; equal normalized text or word
 //!    2-shingle Jaccard ≥ [`NEAR_DUPLICATE_JACCARD`]; for bans also an
-//!    equal pattern) is REJECTed as merged into it. A skill whose lease
-//!    replayed the rule's skill on `main` and saw it fail (DESIGN H1) is not
+//!    equal pattern). A lesson or ban **merges** into it ([`merge`]): the
+//!    gates below judge the merged text, and an APPLY rewrites the accepted
+//!    file. A skill is REJECTed as a duplicate; one whose lease replayed
+//!    the rule's skill on `main` and saw it fail (DESIGN H1) is not
 //!    compared with that skill: it replaces it.
-//! 3. `injection`: instruction-like text ([`fleet_common::injection`]).
+//! 3. `injection`: instruction-like text ([`fleet_common::injection`]), in
+//!    the candidate and, for a merge, in the merged text.
 //! 4. `size_and_specificity`: lessons and bans are short but concrete;
 //!    a ban's pattern compiles as agents compile it and matches no ordinary
 //!    hardening command; a skill's script is bounded and passes the script
 //!    screen ([`fleet_common::script_screen`]).
 //! 5. `always_escalate`: the rule is on the pack's always-escalate list.
+//! 6. `escalate_touching`: the script or text writes or runs something on
+//!    the content list ([`touching`]: PAM, sudoers, account databases, …,
+//!    plus the pack's additions); the detail names each match.
 //!
 //! The verdict is by precedence: any failed gate → REJECT (the first
-//! failure is the reason); else any escalation → ESCALATE; else any
-//! deferral → DEFER; else APPLY. Nothing here reads the clock, the
-//! database or git, and ties are broken by id, so the same input always
-//! gives the same [`Decision`].
+//! failure is the reason); else any escalation → ESCALATE (every
+//! escalating gate's detail is the reason); else any deferral → DEFER;
+//! else APPLY. Nothing here reads the clock, the database or git, and ties
+//! are broken by id, so the same input always gives the same [`Decision`].
+
+mod merge;
+mod shell;
+mod text;
+pub mod touching;
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
 use fleet_common::lesson::MAX_BAN_PATTERN_CHARS;
 use fleet_common::{injection, script_screen};
 use serde::Serialize;
+
+pub use merge::{merge_text, MergedText};
+use text::{jaccard, normalized_words, shingles};
+pub use touching::{Sensitive, Touch};
 
 /// A candidate without evidence is deferred this many times, then rejected.
 pub const MAX_DEFERRALS: u32 = 2;
@@ -47,13 +61,23 @@ pub const MIN_TEXT_WORDS: usize = 4;
 pub const MAX_SKILL_BYTES: usize = 64 * 1024;
 
 /// The gates, in the order they run and are recorded.
-pub const GATES: [&str; 5] = [
+pub const GATES: [&str; 6] = [
     "evidence",
     "duplicates",
     "injection",
     "size_and_specificity",
     "always_escalate",
+    "escalate_touching",
 ];
+/// Most matches an `escalate_touching` detail names.
+const MAX_TOUCHES_NAMED: usize = 8;
+
+/// What sends a candidate to a human whatever else the gates say: the
+/// pack's always-escalate rule globs, and what it touches.
+pub struct Escalation<'a> {
+    pub rule: &'a (dyn Fn(&str) -> bool + Sync),
+    pub touching: Sensitive,
+}
 
 /// Lines of ordinary hardening scripts: a ban pattern that matches one of
 /// them would refuse ordinary fixes ("too broad").
@@ -213,45 +237,72 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Every gate, in [`GATES`] order.
     pub gates: Vec<GateResult>,
-    /// The accepted item this candidate duplicates, when that is why it was
-    /// rejected.
+    /// The accepted item this candidate merges into (lesson, ban), or the
+    /// skill it duplicates when that is why it was rejected.
     pub merged_into: Option<String>,
+    /// A lesson or ban merging into `merged_into`: the text the accepted
+    /// file gets on APPLY.
+    pub merge: Option<MergedText>,
     pub reason: String,
 }
 
 /// Runs every gate on `c` against `existing` and decides.
-pub fn decide(
-    c: &Candidate,
-    existing: &[Existing],
-    always_escalates: &dyn Fn(&str) -> bool,
-) -> Decision {
-    let (duplicates, duplicate_of) = duplicates(c, existing);
+pub fn decide(c: &Candidate, existing: &[Existing], escalation: &Escalation<'_>) -> Decision {
+    let found = near_duplicate(c, existing);
+    // A near-duplicate lesson or ban merges: what lands is the merged text,
+    // so that is what the content gates judge.
+    let merge = match (&found.best, c.kind) {
+        (Some(best), CandidateKind::Lesson | CandidateKind::Ban) => {
+            Some((best.existing, merge_text(&best.existing.text, &c.text)))
+        }
+        _ => None,
+    };
+    let merged = merge.as_ref().map(|(into, m)| Candidate {
+        text: m.text.clone(),
+        pattern: into.pattern.clone(),
+        ..c.clone()
+    });
+    let subject = merged.as_ref().unwrap_or(c);
+    let mut injection = injection_screen(c, "");
+    if injection.outcome == GateOutcome::Pass && merged.is_some() {
+        injection = injection_screen(subject, "merged ");
+    }
     let gates = vec![
         evidence(c),
-        duplicates,
-        injection_screen(c),
-        size_and_specificity(c),
-        always_escalate(c, always_escalates),
+        duplicates(&found, merge.as_ref()),
+        injection,
+        size_and_specificity(subject),
+        always_escalate(c, escalation.rule),
+        escalate_touching(subject, &escalation.touching),
     ];
     let first = |outcome: GateOutcome| gates.iter().find(|g| g.outcome == outcome);
-    let (verdict, reason, merged_into) = if let Some(g) = first(GateOutcome::Fail) {
-        let merged = if g.gate == "duplicates" {
-            duplicate_of
-        } else {
-            None
-        };
-        (Verdict::Reject, g.detail.clone(), merged)
-    } else if let Some(g) = first(GateOutcome::Escalate) {
-        (Verdict::Escalate, g.detail.clone(), None)
+    let (verdict, reason) = if let Some(g) = first(GateOutcome::Fail) {
+        (Verdict::Reject, g.detail.clone())
+    } else if first(GateOutcome::Escalate).is_some() {
+        let details: Vec<&str> = gates
+            .iter()
+            .filter(|g| g.outcome == GateOutcome::Escalate)
+            .map(|g| g.detail.as_str())
+            .collect();
+        (Verdict::Escalate, details.join("; "))
     } else if let Some(g) = first(GateOutcome::Defer) {
-        (Verdict::Defer, g.detail.clone(), None)
+        (Verdict::Defer, g.detail.clone())
     } else {
-        (Verdict::Apply, "every gate passed".to_owned(), None)
+        (Verdict::Apply, "every gate passed".to_owned())
     };
+    // A merge names its target whatever its verdict; a skill names what it
+    // duplicates only when that is why it was rejected.
+    let duplicate_rejected = first(GateOutcome::Fail).is_some_and(|g| g.gate == "duplicates");
+    let merged_into = found
+        .best
+        .as_ref()
+        .filter(|_| merge.is_some() || duplicate_rejected)
+        .map(|b| b.existing.id.clone());
     Decision {
         verdict,
         gates,
         merged_into,
+        merge: merge.map(|(_, m)| m),
         reason,
     }
 }
@@ -294,8 +345,20 @@ fn evidence(c: &Candidate) -> GateResult {
     )
 }
 
-fn duplicates(c: &Candidate, existing: &[Existing]) -> (GateResult, Option<String>) {
-    const GATE: &str = "duplicates";
+/// The closest accepted item at or above the threshold.
+struct Best<'a> {
+    existing: &'a Existing,
+    similarity: f64,
+    why: &'static str,
+}
+
+struct Found<'a> {
+    best: Option<Best<'a>>,
+    /// A skill on `main` that failed its replay in the candidate's lease.
+    replaces: Option<&'a str>,
+}
+
+fn near_duplicate<'a>(c: &Candidate, existing: &'a [Existing]) -> Found<'a> {
     let words = normalized_words(&c.text);
     let mine = shingles(&words);
     let pattern = c
@@ -309,7 +372,7 @@ fn duplicates(c: &Candidate, existing: &[Existing]) -> (GateResult, Option<Strin
         e.kind == CandidateKind::Skill && refuted.as_ref() == Some(&normalized_words(&e.text))
     };
     let mut replaces = None;
-    let mut best: Option<(f64, &Existing, &'static str)> = None;
+    let mut best: Option<Best<'a>> = None;
     for e in existing.iter().filter(|e| comparable(c, e)) {
         if is_refuted(e) {
             replaces = Some(e.id.as_str());
@@ -331,38 +394,55 @@ fn duplicates(c: &Candidate, existing: &[Existing]) -> (GateResult, Option<Strin
         if similarity < NEAR_DUPLICATE_JACCARD {
             continue;
         }
-        let better = match best {
+        let better = match &best {
             None => true,
-            Some((s, b, _)) => match similarity.total_cmp(&s) {
+            Some(b) => match similarity.total_cmp(&b.similarity) {
                 Ordering::Greater => true,
-                Ordering::Equal => e.id < b.id,
+                Ordering::Equal => e.id < b.existing.id,
                 Ordering::Less => false,
             },
         };
         if better {
-            best = Some((similarity, e, why));
+            best = Some(Best {
+                existing: e,
+                similarity,
+                why,
+            });
         }
     }
-    match best {
-        Some((similarity, e, why)) => (
-            GateResult::new(
-                GATE,
-                GateOutcome::Fail,
-                format!(
-                    "near-duplicate of {} (merged): {why}, similarity {similarity:.2}",
-                    e.id
-                ),
-            ),
-            Some(e.id.clone()),
-        ),
-        None => {
-            let detail = match replaces {
-                Some(id) => format!("replaces {id}, which failed its replay in this lease"),
-                None => "no near-duplicate accepted".to_owned(),
-            };
-            (GateResult::new(GATE, GateOutcome::Pass, detail), None)
-        }
-    }
+    Found { best, replaces }
+}
+
+fn duplicates(found: &Found<'_>, merge: Option<&(&Existing, MergedText)>) -> GateResult {
+    const GATE: &str = "duplicates";
+    let Some(b) = &found.best else {
+        let detail = match found.replaces {
+            Some(id) => format!("replaces {id}, which failed its replay in this lease"),
+            None => "no near-duplicate accepted".to_owned(),
+        };
+        return GateResult::new(GATE, GateOutcome::Pass, detail);
+    };
+    let near = format!(
+        "near-duplicate of {}: {}, similarity {:.2}",
+        b.existing.id, b.why, b.similarity
+    );
+    let Some((_, m)) = merge else {
+        return GateResult::new(GATE, GateOutcome::Fail, near);
+    };
+    let adds = match m.added.len() {
+        0 => "adds nothing new (provenance only)".to_owned(),
+        1 => "adds 1 sentence".to_owned(),
+        n => format!("adds {n} sentences"),
+    };
+    let left_out = match m.left_out {
+        0 => String::new(),
+        n => format!(", {n} left out for size"),
+    };
+    GateResult::new(
+        GATE,
+        GateOutcome::Pass,
+        format!("{near}; merges into it, {adds}{left_out}"),
+    )
 }
 
 /// Same kind, and same family (skills: same rule).
@@ -374,38 +454,11 @@ fn comparable(c: &Candidate, e: &Existing) -> bool {
         }
 }
 
-/// Lower-cased words; punctuation separates words and is dropped.
-fn normalized_words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Word 2-shingles (single words for a one-word text).
-fn shingles(words: &[String]) -> HashSet<String> {
-    if words.len() < 2 {
-        return words.iter().cloned().collect();
-    }
-    words
-        .windows(2)
-        .map(|w| format!("{} {}", w[0], w[1]))
-        .collect()
-}
-
-fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
-    let union = a.union(b).count();
-    if union == 0 {
-        return 1.0;
-    }
-    a.intersection(b).count() as f64 / union as f64
-}
-
-fn injection_screen(c: &Candidate) -> GateResult {
+/// `which` prefixes the detail (`"merged "` for a merge's text).
+fn injection_screen(c: &Candidate, which: &str) -> GateResult {
     const GATE: &str = "injection";
     if let Err(finding) = injection::screen(&c.text) {
-        return GateResult::new(GATE, GateOutcome::Fail, format!("text: {finding}"));
+        return GateResult::new(GATE, GateOutcome::Fail, format!("{which}text: {finding}"));
     }
     if let Some(pattern) = &c.pattern {
         if let Err(finding) = injection::screen(pattern) {
@@ -590,6 +643,35 @@ fn always_escalate(c: &Candidate, always_escalates: &dyn Fn(&str) -> bool) -> Ga
             "rule not on the always-escalate list",
         )
     }
+}
+
+fn escalate_touching(c: &Candidate, sensitive: &Sensitive) -> GateResult {
+    const GATE: &str = "escalate_touching";
+    let touches = match c.kind {
+        CandidateKind::Skill => sensitive.in_script(&c.text),
+        // A ban's pattern is what scripts must not do; its text is prose.
+        CandidateKind::Lesson | CandidateKind::Ban => sensitive.in_prose(&c.text),
+    };
+    if touches.is_empty() {
+        return GateResult::new(
+            GATE,
+            GateOutcome::Pass,
+            "touches nothing on the escalation list",
+        );
+    }
+    let mut named: Vec<String> = touches
+        .iter()
+        .take(MAX_TOUCHES_NAMED)
+        .map(Touch::to_string)
+        .collect();
+    if touches.len() > MAX_TOUCHES_NAMED {
+        named.push(format!("{} more", touches.len() - MAX_TOUCHES_NAMED));
+    }
+    GateResult::new(
+        GATE,
+        GateOutcome::Escalate,
+        format!("touches {}", named.join(", ")),
+    )
 }
 
 #[cfg(test)]

@@ -106,6 +106,12 @@ impl Dreamer {
         }
         let pack = self.packs.get(&pack_name).ok();
         let always_escalates = |rule: &str| pack.as_ref().is_some_and(|p| p.always_escalates(rule));
+        let escalation = gates::Escalation {
+            rule: &always_escalates,
+            touching: pack.as_ref().map_or_else(gates::Sensitive::defaults, |p| {
+                gates::Sensitive::with_pack(p.escalate_touching())
+            }),
+        };
         let dir = self.knowledge_dir.as_path();
         let main_before = git::open_main(dir).await?.commit();
 
@@ -125,7 +131,7 @@ impl Dreamer {
         };
         let mut budget = budget::PassBudget::new(&settings, started);
         let promotions =
-            promote::promote(&mut tx, run.0, dir, &always_escalates, &mut budget, dry_run).await?;
+            promote::promote(&mut tx, run.0, dir, &escalation, &mut budget, dry_run).await?;
         let ranking_changed = ranking::publish(&mut tx, dir, run.0, dry_run).await?;
         let main_after = git::open_main(dir).await?.commit();
 

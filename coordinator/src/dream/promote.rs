@@ -4,7 +4,10 @@
 //! go to the ledger (`promotions`). APPLY writes the file onto `main` as one
 //! fast-forward commit naming the ledger entry; ESCALATE waits for an
 //! operator (`promotions approve|reject`); DEFER is looked at again after
-//! the next run.
+//! the next run. A near-duplicate lesson or ban merges into the one on
+//! `main` instead (`merge.rs`, ledger action `merge`).
+
+mod merge;
 
 use std::path::Path;
 
@@ -18,7 +21,7 @@ use sqlx::PgConnection;
 use tokio::time::Instant;
 
 use super::budget::{strongest_first, PassBudget};
-use super::gates::{self, Candidate, CandidateKind, Decision, Existing, Verdict};
+use super::gates::{self, Candidate, CandidateKind, Decision, Escalation, Existing, Verdict};
 use super::git;
 use crate::CoordinatorError;
 
@@ -212,6 +215,7 @@ pub(super) fn file_of(p: &Pending, main: &MainTree) -> Result<(String, Vec<u8>),
             attempt: prov.map_or(0, |p| u32::try_from(p.attempt).unwrap_or(0)),
             agent: prov.map_or_else(|| "unknown".into(), |p| p.agent.clone()),
             source_commit: p.branch.as_deref().and_then(|b| main.ref_tip(b)),
+            merged: Vec::new(),
         },
         body: format!("{}\n", c.text.trim_end()),
     };
@@ -226,7 +230,7 @@ pub(super) async fn promote(
     db: &mut PgConnection,
     run: i64,
     dir: &Path,
-    always_escalates: &(dyn Fn(&str) -> bool + Sync),
+    escalation: &Escalation<'_>,
     budget: &mut PassBudget,
     dry_run: bool,
 ) -> Result<Vec<LedgerLine>, CoordinatorError> {
@@ -235,12 +239,23 @@ pub(super) async fn promote(
     strongest_first(&mut pending);
     let main = git::open_main(dir).await?;
     let mut existing = existing_on_main(&main)?;
+    let mut files = merge::LessonFiles::on_main(&main)?;
     let mut lines = Vec::new();
     for p in pending {
-        let mut decision = gates::decide(&p.candidate, &existing, always_escalates);
+        let mut decision = gates::decide(&p.candidate, &existing, escalation);
+        // A merge writes to `main` too: the same budget.
         budget.admit(&mut decision, Instant::now());
+        if decision.merge.is_some() {
+            let m = files.merge(&p, &decision, &main)?;
+            let merging = merge::Merging { run, dir, dry_run };
+            let line = merging
+                .apply(db, &p, &decision, m, &mut files, &mut existing)
+                .await?;
+            lines.push(line);
+            continue;
+        }
         let (path, bytes) = file_of(&p, &main)?;
-        let id = record(db, run, &p, &decision, &path).await?;
+        let id = record(db, run, &p, &decision, &path, "promote").await?;
         let mut commit = None;
         match decision.verdict {
             Verdict::Apply => {
@@ -253,10 +268,11 @@ pub(super) async fn promote(
                             p.candidate.id
                         ));
                     let (before, after) =
-                        git::write(dir, path.clone(), Some(bytes), message).await?;
+                        git::write(dir, path.clone(), Some(bytes.clone()), message).await?;
                     set_commits(db, id, before.as_deref(), &after).await?;
                     commit = Some(after);
                 }
+                files.applied(&path, &bytes);
                 existing.push(Existing {
                     id: p.candidate.id.clone(),
                     kind: p.candidate.kind,
@@ -269,14 +285,7 @@ pub(super) async fn promote(
             }
             Verdict::Reject => set_status(db, &p.candidate.id, "rejected").await?,
             Verdict::Escalate => set_status(db, &p.candidate.id, "escalated").await?,
-            Verdict::Defer => {
-                sqlx::query(
-                    "UPDATE lessons SET status = 'deferred', deferrals = deferrals + 1 WHERE id = $1",
-                )
-                .bind(&p.candidate.id)
-                .execute(&mut *db)
-                .await?;
-            }
+            Verdict::Defer => defer(db, &p.candidate.id).await?,
         }
         lines.push(LedgerLine {
             id: (!dry_run).then_some(id),
@@ -291,17 +300,27 @@ pub(super) async fn promote(
     Ok(lines)
 }
 
+pub(super) async fn defer(db: &mut PgConnection, lesson: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE lessons SET status = 'deferred', deferrals = deferrals + 1 WHERE id = $1")
+        .bind(lesson)
+        .execute(&mut *db)
+        .await?;
+    Ok(())
+}
+
+/// `action`: `promote`, or `merge` (then `path` is the file merged into).
 async fn record(
     db: &mut PgConnection,
     run: i64,
     p: &Pending,
     d: &Decision,
     path: &str,
+    action: &str,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO promotions (run_id, lesson_id, verdict, gates, reason, kind, family, rule_id,
-                                 path, merged_into, open)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                                 path, merged_into, open, action)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(run)
     .bind(&p.candidate.id)
@@ -314,6 +333,7 @@ async fn record(
     .bind(path)
     .bind(&d.merged_into)
     .bind(d.verdict == Verdict::Escalate)
+    .bind(action)
     .fetch_one(&mut *db)
     .await
 }
@@ -381,6 +401,19 @@ pub(super) async fn decide_escalated(
             set_commits(db, ledger, before.as_deref(), &after).await?;
             commit = Some(after);
         }
+    } else if approve && action == merge::ACTION {
+        let p = pending_by_id(db, &lesson).await?;
+        let main = git::open_main(dir).await?;
+        let message = DreamTrailers::new(DreamAction::Merge, run, ledger).message(&format!(
+            "dream: merge {lesson} approved by {by} (ledger #{ledger})"
+        ));
+        let path = path.ok_or(CoordinatorError::NotFound)?;
+        let bytes = merge::approved_file(&main, &p, &path)?;
+        drop(main);
+        let (before, after) = git::write(dir, path, Some(bytes), message).await?;
+        set_commits(db, ledger, before.as_deref(), &after).await?;
+        set_status(db, &lesson, merge::STATUS).await?;
+        commit = Some(after);
     } else if approve {
         let p = pending_by_id(db, &lesson).await?;
         let main = git::open_main(dir).await?;

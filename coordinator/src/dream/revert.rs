@@ -74,13 +74,16 @@ pub(super) async fn revert_regressed(
     let applied: Vec<Applied> = sqlx::query_as(
         "SELECT p.id, p.lesson_id, p.kind, p.family, p.rule_id, p.path, p.commit_before, l.scope
          FROM promotions p LEFT JOIN lessons l ON l.id = p.lesson_id
-         WHERE p.run_id = $1 AND p.action = 'promote' AND p.commit_after IS NOT NULL
+         WHERE p.run_id = $1 AND p.action IN ('promote', 'merge') AND p.commit_after IS NOT NULL
            AND p.reverted_by IS NULL
-         ORDER BY p.id",
+         ORDER BY COALESCE(p.decided_at, p.created_at) DESC, p.id DESC",
     )
     .bind(previous)
     .fetch_all(&mut *db)
     .await?;
+    // Newest write first (an approval writes when it is decided): a merge
+    // into a file promoted or merged into earlier is undone before that, so
+    // the file ends as it was before all of them.
     let mut lines = Vec::new();
     for a in applied {
         let touched = a.touched(comparison);
