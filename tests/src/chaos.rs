@@ -134,6 +134,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         // Agents on their own tokens and Redis users, as in production.
         per_agent_tokens: true,
         redis_url: None,
+        agent_env: Vec::new(),
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

@@ -43,6 +43,9 @@ pub struct FleetOpts {
     /// The Redis the coordinator and the test's `LeaseClient` use (agents
     /// get it from the coordinator); `None`: the shared one.
     pub redis_url: Option<String>,
+    /// More environment for every agent (after the harness's own, so it
+    /// wins), e.g. `FLEET_LLM_RETRIES`.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl FleetOpts {
@@ -73,6 +76,7 @@ impl Default for FleetOpts {
             json_logs: false,
             per_agent_tokens: false,
             redis_url: None,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -289,9 +293,12 @@ impl Fleet {
                 .env("FLEET_BRAIN", "ssg")
                 .env("FLEET_TARGET_IMAGE", image);
             if let Some(url) = &self.opts.llm_url {
-                cmd.env("FLEET_BRAIN", "openai").env("FLEET_LLM_URL", url);
+                cmd.env("FLEET_BRAIN", "openai")
+                    .env("FLEET_LLM_URL", url)
+                    .env("FLEET_LLM_MODEL", crate::fake_llm::MODEL);
             }
         }
+        cmd.envs(self.opts.agent_env.iter().map(|(k, v)| (k, v)));
         self.agents[i] = Some(Proc::spawn(
             &name,
             cmd,
