@@ -196,6 +196,7 @@ mod hold_in_process {
             .otherwise(Reply::script("echo 'changed nothing'"));
 
         let queue = TestQueue::new(LeaseSettings::default()).await;
+        queue.client.set_generation(1).await.unwrap();
         let tasks = [task(1, &fixable), task(2, &hopeless), task(3, &other)];
         queue.client.enqueue(&tasks).await.unwrap();
 
@@ -306,7 +307,8 @@ mod hold_in_process {
             assert_eq!(*outcome, wanted, "{rule}");
         }
         for t in &tasks {
-            assert_eq!(queue.task_field(t.task.task, "losses").await, None);
+            let losses = queue.task_field(t.task.task, "losses").await;
+            assert_eq!(losses.as_deref(), Some("0"), "no lease loss counted");
         }
         assert_eq!(queue.stat("reclaimed").await, 0);
     }
@@ -349,7 +351,7 @@ mod hold_end_to_end {
             ("FLEET_LLM_RETRIES".into(), "1".into()),
             ("FLEET_LLM_PROBE_MAX_S".into(), "1".into()),
         ];
-        let mut fleet = Fleet::start(opts).await;
+        let fleet = Fleet::start(opts).await;
         let budgets = Budgets {
             max_attempts: 2,
             wall_time_s: 300,
