@@ -14,10 +14,10 @@ use fleet_agent::metrics::AgentMetrics;
 use fleet_agent::runner::{LlmHold, Runner};
 use fleet_agent::sim::{behaviour, script_for, SimBehaviour, SimEvaluator, SimMachine, SimTarget};
 use fleet_agent::workbench::Workbench;
+use fleet_common::api::RuleOutcome;
 use fleet_common::lease::QueuedTask;
 use fleet_common::settings::LeaseSettings;
 use fleet_common::{Budgets, EscalationReason, EventBody, Outcome};
-use fleet_common::api::RuleOutcome;
 use fleet_tests::fake_llm::{FakeLlm, Reply, MODEL};
 use fleet_tests::fleet::{Fleet, FleetOpts};
 use fleet_tests::procs::{bin, free_port};
@@ -365,8 +365,7 @@ mod hold_end_to_end {
         let f = &fleet;
         wait_until("the agent holds", Duration::from_secs(300), || async move {
             let depth = f.leases.queue_depth().await.unwrap();
-            agent_metric(f, 0, "fleet_agent_llm_available").await == Some(0.0)
-                && depth.leased == 0
+            agent_metric(f, 0, "fleet_agent_llm_available").await == Some(0.0) && depth.leased == 0
         })
         .await;
         assert_eq!(
@@ -418,7 +417,11 @@ mod hold_end_to_end {
         .fetch_all(&fleet.db.pool)
         .await
         .unwrap();
-        assert_eq!(kinds, vec![("lease_released".to_owned(), 1)], "handed back once, never lost");
+        assert_eq!(
+            kinds,
+            vec![("lease_released".to_owned(), 1)],
+            "handed back once, never lost"
+        );
         assert_eq!(
             agent_metric(&fleet, 0, "fleet_agent_llm_available").await,
             Some(1.0)

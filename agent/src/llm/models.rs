@@ -65,9 +65,10 @@ struct ModelEntry {
 #[derive(Clone)]
 pub struct ModelsProbe {
     http: reqwest::Client,
+    /// `{base}/models`, as requested.
+    models_url: String,
+    /// The base URL as logged and shown in errors (no credentials).
     url: String,
-    /// The URL as logged and shown in errors (no credentials).
-    shown: String,
     model: String,
     api_key: Option<String>,
 }
@@ -76,7 +77,7 @@ impl std::fmt::Debug for ModelsProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The key never reaches a log line.
         f.debug_struct("ModelsProbe")
-            .field("url", &self.shown)
+            .field("url", &self.url)
             .field("model", &self.model)
             .finish_non_exhaustive()
     }
@@ -95,8 +96,8 @@ impl ModelsProbe {
             })?;
         Ok(Self {
             http,
-            url: format!("{base}/models"),
-            shown,
+            models_url: format!("{base}/models"),
+            url: shown,
             model: settings.model.clone(),
             api_key: settings.api_key.clone(),
         })
@@ -104,7 +105,7 @@ impl ModelsProbe {
 
     /// The endpoint as shown in logs.
     pub fn url(&self) -> &str {
-        &self.shown
+        &self.url
     }
 
     pub fn model(&self) -> &str {
@@ -113,8 +114,8 @@ impl ModelsProbe {
 
     /// Ok when the endpoint answers with the key and lists the model.
     pub async fn check(&self) -> Result<(), EndpointError> {
-        let url = self.shown.clone();
-        let mut req = self.http.get(&self.url);
+        let url = self.url.clone();
+        let mut req = self.http.get(&self.models_url);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }

@@ -35,6 +35,10 @@ pub async fn preflight(
         _ = shutdown.cancelled() => return Ok(false),
     };
     checked?;
-    info!(url = probe.url(), model = probe.model(), "LLM endpoint ready: key accepted, model listed");
+    info!(
+        url = probe.url(),
+        model = probe.model(),
+        "LLM endpoint ready: key accepted, model listed"
+    );
     Ok(true)
 }

@@ -59,7 +59,10 @@ pub enum LeaseEnd {
 }
 
 enum Ended {
-    Finished { outcome: Outcome, attempts: u32 },
+    Finished {
+        outcome: Outcome,
+        attempts: u32,
+    },
     Lost(AbandonReason),
     Shutdown,
     /// The brain's endpoint is down.
@@ -181,7 +184,7 @@ impl Runner {
             Ended::LlmDown => {
                 // Every slot stops leasing now, not after this revert.
                 if let Some(hold) = &self.llm_hold {
-                    hold.enter("the brain's endpoint failed mid-lease");
+                    hold.enter("a brain request failed after its retries");
                 }
                 self.discard(worktree).await;
                 match self

@@ -11,7 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::llm::{EndpointError, ModelsProbe};
 use crate::metrics::AgentMetrics;
@@ -62,7 +62,9 @@ impl LlmHold {
         );
         self.metrics.llm().available.set(0);
         self.metrics.llm().holds.inc();
-        spawn("llm-probe", self.clone().probe_until_up());
+        // Its own root span: the lease that entered the hold is over.
+        let span = tracing::info_span!(parent: None, "llm_hold", url = self.probe.url());
+        spawn("llm-probe", self.clone().probe_until_up().instrument(span));
     }
 
     /// Waits until no hold is on; `false` when shutdown came first.
@@ -97,9 +99,7 @@ impl LlmHold {
         let held_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
         info!(
             llm_hold = "leave",
-            url = self.probe.url(),
-            held_ms,
-            "LLM endpoint answers again: leasing resumes"
+            held_ms, "LLM endpoint answers again: leasing resumes"
         );
         self.metrics.llm().available.set(1);
         self.up.send_replace(true);
