@@ -101,6 +101,14 @@ pub struct Cli {
     /// `openai` brain: requests in flight from this agent.
     #[arg(long, env = "FLEET_LLM_CONCURRENCY", default_value_t = 2)]
     pub llm_concurrency: usize,
+    /// `openai` brain: seconds the start check waits for an endpoint that
+    /// does not answer yet; a wrong key or model fails at once.
+    #[arg(long, env = "FLEET_LLM_START_WAIT_S", default_value_t = 30)]
+    pub llm_start_wait_s: u64,
+    /// `openai` brain: longest pause, seconds, between probes of an
+    /// endpoint that went down mid-run (the agent holds meanwhile).
+    #[arg(long, env = "FLEET_LLM_PROBE_MAX_S", default_value_t = 30)]
+    pub llm_probe_max_s: u64,
     /// Leases worked at once, each on its own target.
     #[arg(long, env = "FLEET_SLOTS", default_value_t = 1)]
     pub slots: usize,
@@ -194,6 +202,8 @@ impl Cli {
                 timeout: Duration::from_secs(self.llm_timeout_s.max(1)),
                 retries: self.llm_retries,
                 concurrency: self.llm_concurrency.max(1),
+                start_wait: Duration::from_secs(self.llm_start_wait_s),
+                probe_max: Duration::from_secs(self.llm_probe_max_s.max(1)),
             },
             target: TargetSettings {
                 kind: self.target,

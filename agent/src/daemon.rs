@@ -1,5 +1,5 @@
 //! Wires one agent process together and takes it down in order:
-//! registration → Redis → incarnation → event sender → metrics, presence →
+//! the LLM endpoint's start check (LLM brains only) → registration → Redis → incarnation → event sender → metrics, presence →
 //! runner; on shutdown the runner hands back its leases, then events are
 //! flushed (bounded), then background tasks stop.
 
@@ -17,11 +17,12 @@ use crate::error::AgentError;
 use crate::events::EventSink;
 use crate::hosts::HostAccess;
 use crate::knowledge::{default_work_dir, Knowledge};
+use crate::llm::{preflight, ModelsProbe};
 use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::presence::spawn_presence;
 use crate::registration::{register, registration_for};
-use crate::runner::{RunSummary, Runner};
-use crate::settings::{AgentSettings, Connection, TargetKind};
+use crate::runner::{LlmHold, RunSummary, Runner};
+use crate::settings::{AgentSettings, BrainKind, Connection, TargetKind};
 use crate::workbench::Workbench;
 use crate::{scap, sim};
 
@@ -33,6 +34,18 @@ pub async fn serve(
     settings: AgentSettings,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, AgentError> {
+    // A wrong URL, key or model must stop the agent here, before it takes
+    // a lease it could only escalate.
+    let llm_probe = match settings.brain {
+        BrainKind::Openai => {
+            let probe = ModelsProbe::new(&settings.llm)?;
+            if !preflight(&probe, settings.llm.start_wait, &shutdown).await? {
+                return Ok(RunSummary::default());
+            }
+            Some(probe)
+        }
+        BrainKind::Sim | BrainKind::Ssg => None,
+    };
     let Some(Joined {
         redis_url,
         keys,
@@ -91,8 +104,17 @@ pub async fn serve(
             return Err(e);
         }
     };
+    let llm_hold = llm_probe.map(|probe| {
+        LlmHold::new(
+            probe,
+            settings.llm.probe_max,
+            metrics.clone(),
+            shutdown.clone(),
+        )
+    });
     let summary = Runner::new(client, sink.clone(), metrics, settings.max_leases, shutdown)
         .with_knowledge(knowledge)
+        .with_llm_hold(llm_hold)
         .with_host_access(host_access(&settings))
         .run(benches)
         .await;

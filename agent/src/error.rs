@@ -16,6 +16,15 @@ pub enum AgentError {
     Registration(String),
     #[error("brain: {0}")]
     Brain(String),
+    /// The brain's endpoint is down (connection, timeout, 429, 5xx after
+    /// the client's retries) or stopped taking the key or model: the lease
+    /// is handed back and the agent holds until the endpoint answers.
+    #[error("brain endpoint unavailable: {0}")]
+    BrainUnavailable(String),
+    /// The LLM endpoint's start check failed: the message says which
+    /// setting is wrong.
+    #[error(transparent)]
+    LlmEndpoint(#[from] crate::llm::EndpointError),
     /// The brain has no fix for the rule (the `ssg` brain on a rule whose
     /// content ships none): the rule escalates as `no_fix_available`.
     #[error("no fix available for this rule")]

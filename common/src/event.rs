@@ -175,7 +175,8 @@ pub enum EventBody {
     LeaseAbandoned {
         reason: AbandonReason,
     },
-    /// Graceful hand-back on shutdown.
+    /// Graceful hand-back on shutdown, or while the brain's endpoint is
+    /// down (the agent's LLM hold): no outcome, no lease loss.
     LeaseReleased,
     /// A lease expired by Redis time and was taken back (DESIGN L5), by the
     /// reaper or by a lease call; appended by the script that reclaimed it,

@@ -135,6 +135,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         per_agent_tokens: true,
         redis_url: None,
         skill_packs: None,
+        agent_env: Vec::new(),
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

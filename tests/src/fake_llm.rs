@@ -4,16 +4,21 @@
 //! the Reflector prompt), all looked for anywhere in the conversation, and
 //! the replies to give in turn; the last reply repeats. The first rule that
 //! matches answers. Replies can be slow, an HTTP error, or garbage.
+//!
+//! `GET /v1/models` lists the served models (`fake-model` unless told
+//! otherwise), as vLLM, llama.cpp and Ollama do. The endpoint can require
+//! an API key (401 without it) and be taken down and brought back: while
+//! down, every request answers 503.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -50,9 +55,19 @@ struct Scripted {
     fallback: Option<Reply>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Shared {
     script: Arc<Mutex<Scripted>>,
+    models: Arc<Mutex<Vec<String>>>,
+    /// The bearer key every request must carry, if any.
+    key: Arc<Mutex<Option<String>>>,
+    down: Arc<AtomicBool>,
+    /// Goes down once this many chat requests were received in all.
+    down_after: Arc<Mutex<Option<usize>>>,
+    /// `GET /v1/models` requests, answered or not.
+    model_requests: Arc<AtomicUsize>,
+    /// Requests of either route answered 503 because the endpoint was down.
+    refused_down: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
@@ -67,9 +82,22 @@ pub struct FakeLlm {
 
 impl FakeLlm {
     pub async fn start() -> FakeLlm {
-        let shared = Shared::default();
+        let shared = Shared {
+            script: Arc::default(),
+            models: Arc::new(Mutex::new(vec![MODEL.to_owned()])),
+            key: Arc::default(),
+            down: Arc::default(),
+            down_after: Arc::default(),
+            model_requests: Arc::default(),
+            refused_down: Arc::default(),
+            requests: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            prompts: Arc::default(),
+        };
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -96,7 +124,44 @@ impl FakeLlm {
         self
     }
 
-    /// The reply when no needle matches (default: a 404-like refusal).
+    /// The models `GET /v1/models` lists (default: [`MODEL`]).
+    pub fn serve_models(&self, models: &[&str]) -> &Self {
+        *self.shared.models.lock().unwrap() = models.iter().map(|m| (*m).to_owned()).collect();
+        self
+    }
+
+    /// Every request must carry `Authorization: Bearer <key>` (else 401).
+    pub fn require_key(&self, key: &str) -> &Self {
+        *self.shared.key.lock().unwrap() = Some(key.to_owned());
+        self
+    }
+
+    /// Takes the endpoint down (every request answers 503) or brings it
+    /// back.
+    pub fn set_down(&self, down: bool) -> &Self {
+        self.shared.down.store(down, Ordering::SeqCst);
+        self
+    }
+
+    /// Answers the next `n` chat requests as scripted, then goes down (as
+    /// [`FakeLlm::set_down`]) until brought back: an outage mid-run,
+    /// wherever the run happens to be.
+    pub fn go_down_after(&self, n: usize) -> &Self {
+        *self.shared.down_after.lock().unwrap() = Some(self.requests() + n);
+        self
+    }
+
+    /// `GET /v1/models` requests so far.
+    pub fn model_requests(&self) -> usize {
+        self.shared.model_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered 503 because the endpoint was down.
+    pub fn refused_while_down(&self) -> usize {
+        self.shared.refused_down.load(Ordering::SeqCst)
+    }
+
+    /// The reply when no needle matches (default: a 400 refusal).
     pub fn otherwise(&self, reply: Reply) -> &Self {
         self.lock().fallback = Some(reply);
         self
@@ -128,8 +193,60 @@ impl FakeLlm {
     }
 }
 
-async fn complete(State(s): State<Shared>, Json(body): Json<Value>) -> Response {
-    s.requests.fetch_add(1, Ordering::SeqCst);
+/// The model the fake serves unless told otherwise.
+pub const MODEL: &str = "fake-model";
+
+/// Why a request is turned away before it is looked at: the endpoint is
+/// down (503), or the key is missing or wrong (401).
+fn turned_away(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if s.down.load(Ordering::SeqCst) {
+        s.refused_down.fetch_add(1, Ordering::SeqCst);
+        let body = json!({"error": {"message": "model server is down"}});
+        return Some((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
+    }
+    let wanted = s.key.lock().unwrap().clone()?;
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(wanted.as_str()) {
+        return None;
+    }
+    let body = json!({"error": {"message": "invalid api key"}});
+    Some((StatusCode::UNAUTHORIZED, Json(body)).into_response())
+}
+
+async fn models(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    s.model_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(refusal) = turned_away(&s, &headers) {
+        return refusal;
+    }
+    let data: Vec<Value> = s
+        .models
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "owned_by": "fake"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn complete(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let seen = s.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    {
+        let mut after = s.down_after.lock().unwrap();
+        if after.is_some_and(|n| seen > n) {
+            *after = None;
+            s.down.store(true, Ordering::SeqCst);
+        }
+    }
+    if let Some(refusal) = turned_away(&s, &headers) {
+        return refusal;
+    }
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     s.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let prompt = body["messages"]
@@ -193,9 +310,11 @@ async fn respond(reply: Option<Reply>, model: &str) -> Response {
                     .into_response();
             }
             Some(Reply::Garbage) => return (StatusCode::OK, "<html>not json").into_response(),
+            // A 400 refuses this request only; a 404 would say the model
+            // or URL is gone, and the agent would hold instead.
             None => {
                 return (
-                    StatusCode::NOT_FOUND,
+                    StatusCode::BAD_REQUEST,
                     Json(json!({"error": {"message": "no scripted reply"}})),
                 )
                     .into_response()

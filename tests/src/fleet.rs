@@ -45,6 +45,9 @@ pub struct FleetOpts {
     pub redis_url: Option<String>,
     /// The coordinator's skill-pack directory; `None`: the repo's.
     pub skill_packs: Option<PathBuf>,
+    /// More environment for every agent (after the harness's own, so it
+    /// wins), e.g. `FLEET_LLM_RETRIES`.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl FleetOpts {
@@ -76,6 +79,7 @@ impl Default for FleetOpts {
             per_agent_tokens: false,
             redis_url: None,
             skill_packs: None,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -298,9 +302,12 @@ impl Fleet {
                 .env("FLEET_BRAIN", "ssg")
                 .env("FLEET_TARGET_IMAGE", image);
             if let Some(url) = &self.opts.llm_url {
-                cmd.env("FLEET_BRAIN", "openai").env("FLEET_LLM_URL", url);
+                cmd.env("FLEET_BRAIN", "openai")
+                    .env("FLEET_LLM_URL", url)
+                    .env("FLEET_LLM_MODEL", crate::fake_llm::MODEL);
             }
         }
+        cmd.envs(self.opts.agent_env.iter().map(|(k, v)| (k, v)));
         self.agents[i] = Some(Proc::spawn(
             &name,
             cmd,

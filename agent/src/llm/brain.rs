@@ -1,7 +1,9 @@
 //! The `openai` Worker and Reflector. Worker: the assembled prompt as the
 //! user message, the fenced script of the answer as the fix; an answer
 //! without a script is asked again once (models sometimes only explain),
-//! then given up on. Reflector: the same, for a JSON lesson.
+//! then given up on. Reflector: the same, for a JSON lesson. An endpoint
+//! that is down answers `BrainUnavailable`: the runner holds the lease's
+//! work instead of escalating the rule.
 
 use fleet_common::lesson::ReflectionFailure;
 use tracing::warn;
@@ -26,11 +28,13 @@ impl OpenAiBrain {
     async fn ask(&self, prompt: &Prompt) -> Result<String, AgentError> {
         let mut messages = vec![Message::system(SYSTEM), Message::user(prompt.text.clone())];
         for round in 0..2 {
-            let answer = self
-                .client
-                .complete(&messages)
-                .await
-                .map_err(|e| AgentError::Brain(e.to_string()))?;
+            let answer = self.client.complete(&messages).await.map_err(|e| {
+                if e.endpoint_down() {
+                    AgentError::BrainUnavailable(e.to_string())
+                } else {
+                    AgentError::Brain(e.to_string())
+                }
+            })?;
             match extract_script(&answer) {
                 Ok(script) => return Ok(script),
                 Err(e) if round == 0 => {

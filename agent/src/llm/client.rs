@@ -26,6 +26,11 @@ pub struct LlmSettings {
     pub retries: usize,
     /// Requests in flight to this endpoint from this agent.
     pub concurrency: usize,
+    /// How long the start check waits for an endpoint that does not answer
+    /// yet (a wrong key or model fails at once).
+    pub start_wait: Duration,
+    /// Longest pause between probes of an endpoint that went down.
+    pub probe_max: Duration,
 }
 
 impl std::fmt::Debug for LlmSettings {
@@ -40,6 +45,8 @@ impl std::fmt::Debug for LlmSettings {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("concurrency", &self.concurrency)
+            .field("start_wait", &self.start_wait)
+            .field("probe_max", &self.probe_max)
             .finish()
     }
 }
@@ -55,6 +62,8 @@ impl Default for LlmSettings {
             timeout: Duration::from_secs(120),
             retries: 3,
             concurrency: 2,
+            start_wait: Duration::from_secs(30),
+            probe_max: Duration::from_secs(30),
         }
     }
 }
@@ -76,6 +85,19 @@ pub enum LlmError {
 impl LlmError {
     fn retryable(&self) -> bool {
         matches!(self, Self::Transport(_) | Self::Unavailable { .. })
+    }
+
+    /// The endpoint, not this request, is the problem: down, overloaded,
+    /// or no longer taking the key (401, 403) or serving the URL or model
+    /// (404). The agent then holds its work until `/models` answers again
+    /// rather than escalating the rule. Other refusals (a 400 for this
+    /// prompt) and malformed answers are about the request.
+    pub fn endpoint_down(&self) -> bool {
+        match self {
+            Self::Transport(_) | Self::Unavailable { .. } => true,
+            Self::Refused { status, .. } => matches!(status, 401 | 403 | 404),
+            Self::Malformed(_) => false,
+        }
     }
 }
 

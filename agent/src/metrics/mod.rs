@@ -3,6 +3,8 @@
 
 mod server;
 
+use std::sync::{Arc, OnceLock};
+
 use fleet_common::lesson::ReflectionFailure;
 use fleet_common::Outcome;
 
@@ -69,6 +71,19 @@ pub struct AgentMetrics {
     rule_duration: HistogramVec,
     /// Host tasks (compose, harden) by job and outcome kind.
     host_tasks: IntCounterVec,
+    /// Registered by the first [`AgentMetrics::llm`] call.
+    llm: Arc<OnceLock<LlmMetrics>>,
+}
+
+/// The LLM endpoint as this agent sees it. Only agents with an LLM brain
+/// register these, so an `ssg` agent never looks like one whose endpoint
+/// is down.
+#[derive(Clone)]
+pub struct LlmMetrics {
+    /// 1 while the endpoint answers; 0 while the agent holds.
+    pub available: IntGauge,
+    /// Holds entered: leases handed back because the endpoint was down.
+    pub holds: IntCounter,
 }
 
 impl AgentMetrics {
@@ -253,7 +268,31 @@ impl AgentMetrics {
             events_replayed,
             knowledge_errors,
             host_tasks,
+            llm: Arc::default(),
         }
+    }
+
+    /// The LLM endpoint's metrics, registered on first use.
+    pub fn llm(&self) -> &LlmMetrics {
+        self.llm.get_or_init(|| {
+            let available = IntGauge::new(
+                "fleet_agent_llm_available",
+                "1 while the LLM endpoint answers; 0 while the agent holds its work until it does",
+            )
+            .expect("valid metric");
+            let holds = IntCounter::new(
+                "fleet_agent_llm_holds_total",
+                "Times the agent stopped leasing because the LLM endpoint was down",
+            )
+            .expect("valid metric");
+            for m in [
+                Box::new(available.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(holds.clone()),
+            ] {
+                self.registry.register(m).expect("unique metric");
+            }
+            LlmMetrics { available, holds }
+        })
     }
 
     /// One host task ended with `outcome` (an `Outcome::kind`).

@@ -15,6 +15,11 @@
 //! Every write to the target (the script's exec) first checks the lease's
 //! [`LeaseFence`]: past the local deadline nothing is written and the loop
 //! ends as [`Remediation::Lost`] (DESIGN L4, T2).
+//!
+//! A brain whose endpoint is down ends the loop as [`Remediation::Held`]
+//! (no outcome, no revert here): the runner hands the lease back and holds
+//! until the endpoint answers. An outage is not the rule's fault, so it
+//! never escalates it.
 
 mod guidance;
 mod health;
@@ -67,6 +72,9 @@ pub enum Remediation {
     /// by Redis time. This attempt wrote nothing; the caller abandons the
     /// lease and reverts whatever an earlier attempt left.
     Lost(AbandonReason),
+    /// The brain's endpoint is down (`AgentError::BrainUnavailable`): no
+    /// outcome. The caller reverts, hands the lease back and holds.
+    Held,
 }
 
 /// What a lease produced for its branch of the knowledge repo: each
@@ -193,6 +201,15 @@ enum Step {
     Escalate(EscalationReason),
     /// The fence refused the write: the lease may be gone.
     Lost(AbandonReason),
+    /// The brain's endpoint is down.
+    Held,
+}
+
+/// Why the brain gave no script.
+enum NoScript {
+    Escalate(EscalationReason),
+    /// The endpoint is down: hold, do not judge the rule.
+    Held,
 }
 
 /// A failed attempt, with what the Reflector needs.
@@ -308,6 +325,8 @@ impl RuleLoop<'_> {
                 }
                 // No revert here: the caller abandons, and reverts (L4).
                 Ok(Step::Lost(reason)) => return Remediation::Lost(reason),
+                // Nor here: the caller reverts as it hands the lease back.
+                Ok(Step::Held) => return Remediation::Held,
                 Err(_) => {
                     info!(attempt, "wall-time budget spent mid-attempt");
                     self.revert().await;
@@ -349,7 +368,8 @@ impl RuleLoop<'_> {
             }
             Proposer::Brain => match self.propose(n, prior, first_details).await {
                 Ok(script) => (script, ScriptSource::Brain),
-                Err(reason) => return Step::Escalate(reason),
+                Err(NoScript::Escalate(reason)) => return Step::Escalate(reason),
+                Err(NoScript::Held) => return Step::Held,
             },
         };
         self.run_script(n, started, script, source).await
@@ -362,7 +382,7 @@ impl RuleLoop<'_> {
         n: u32,
         prior: &[PriorAttempt],
         first_details: &str,
-    ) -> Result<String, EscalationReason> {
+    ) -> Result<String, NoScript> {
         // The freshest look at the failing check: after the last attempt,
         // or the first evaluation.
         let details = prior.last().map_or(first_details, |p| p.details.as_str());
@@ -383,11 +403,18 @@ impl RuleLoop<'_> {
             Ok(s) => Ok(cap_script(s)),
             Err(AgentError::NoFixAvailable) => {
                 info!("the brain has no fix for this rule");
-                Err(EscalationReason::NoFixAvailable)
+                Err(NoScript::Escalate(EscalationReason::NoFixAvailable))
             }
+            Err(AgentError::BrainUnavailable(error)) => {
+                warn!(error, "brain endpoint unavailable; the lease goes back");
+                Err(NoScript::Held)
+            }
+            // The endpoint answered, but not with a usable script (a 400
+            // for this prompt, a malformed answer, no script twice): the
+            // one case left for `llm_unavailable`.
             Err(e) => {
-                warn!(error = %e, "brain unavailable");
-                Err(EscalationReason::LlmUnavailable)
+                warn!(error = %e, "brain gave no usable answer");
+                Err(NoScript::Escalate(EscalationReason::LlmUnavailable))
             }
         }
     }

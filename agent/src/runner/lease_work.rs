@@ -6,7 +6,10 @@
 //!   refused a write to the target → cancel, revert, emit `LeaseAbandoned`,
 //!   never complete;
 //! - **released**: shutdown → cancel, revert, `release()`, emit
-//!   `LeaseReleased`.
+//!   `LeaseReleased`;
+//! - **held**: the brain's endpoint is down → the LLM hold starts (no slot
+//!   leases until it answers), then as released: the task goes back to the
+//!   queue without an outcome and without counting a lease loss (L5).
 //!
 //! The heartbeat runs until the lease ends either way.
 //!
@@ -47,15 +50,39 @@ pub enum LeaseEnd {
     Completed(Completion),
     Lost(AbandonReason),
     Released,
+    /// Handed back because the brain's endpoint is down (released, or
+    /// left to expire if the release failed).
+    Held,
     /// Neither completed nor handed back (Redis unreachable, or shutdown
     /// cut a completion short); Redis reclaims the lease when it expires.
     Dropped,
 }
 
 enum Ended {
-    Finished { outcome: Outcome, attempts: u32 },
+    Finished {
+        outcome: Outcome,
+        attempts: u32,
+    },
     Lost(AbandonReason),
     Shutdown,
+    /// The brain's endpoint is down.
+    LlmDown,
+}
+
+/// Why a lease is handed back, for its log line.
+#[derive(Clone, Copy)]
+enum HandBack {
+    Shutdown,
+    LlmDown,
+}
+
+impl HandBack {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::LlmDown => "llm_down",
+        }
+    }
 }
 
 impl Runner {
@@ -122,6 +149,7 @@ impl Runner {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
                 Remediation::Lost(reason) => Ended::Lost(reason),
+                Remediation::Held => Ended::LlmDown,
             },
         };
         cancel.cancel();
@@ -150,7 +178,22 @@ impl Runner {
             }
             Ended::Shutdown => {
                 self.discard(worktree).await;
-                self.hand_back(bench, &events, heartbeat).await
+                self.hand_back(bench, &events, heartbeat, HandBack::Shutdown)
+                    .await
+            }
+            Ended::LlmDown => {
+                // Every slot stops leasing now, not after this revert.
+                if let Some(hold) = &self.llm_hold {
+                    hold.enter("a brain request failed after its retries");
+                }
+                self.discard(worktree).await;
+                match self
+                    .hand_back(bench, &events, heartbeat, HandBack::LlmDown)
+                    .await
+                {
+                    LeaseEnd::Released | LeaseEnd::Dropped => LeaseEnd::Held,
+                    other => other,
+                }
             }
         }
     }
@@ -358,27 +401,29 @@ impl Runner {
         LeaseEnd::Lost(reason)
     }
 
-    /// Shutdown: revert while still renewing, then hand the task back.
+    /// Shutdown or an LLM hold: revert while still renewing, then hand
+    /// the task back (no outcome, no lease loss: DESIGN L5).
     async fn hand_back(
         &self,
         bench: &Workbench,
         events: &LeaseEvents,
         heartbeat: Heartbeat,
+        why: HandBack,
     ) -> LeaseEnd {
         if let Err(e) = bench.target.revert().await {
-            error!(error = %e, "revert at shutdown failed");
+            error!(error = %e, why = why.as_str(), "revert before the hand-back failed");
         }
         heartbeat.stop().await;
         for tried in 1..=RELEASE_TRIES {
             match self.client.release(events.lease()).await {
                 Ok(true) => {
                     events.emit(0, EventBody::LeaseReleased);
-                    info!("lease released");
+                    info!(why = why.as_str(), "lease released");
                     self.metrics.lease_ended(LeaseResult::Released);
                     return LeaseEnd::Released;
                 }
                 Ok(false) => {
-                    warn!("lease no longer held at release");
+                    warn!(why = why.as_str(), "lease no longer held at release");
                     self.metrics.lease_ended(LeaseResult::Lost);
                     return LeaseEnd::Dropped;
                 }

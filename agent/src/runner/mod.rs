@@ -1,8 +1,10 @@
 //! The lease loop: each slot leases a task, works it with its own
 //! [`Workbench`], and ends the lease (see
-//! [`LeaseEnd`]). Slots = workbenches; the agent runs one today.
+//! [`LeaseEnd`]). Slots = workbenches. With an LLM brain, an endpoint
+//! that goes down puts every slot on hold (see [`LlmHold`]).
 
 mod lease_work;
+mod llm_hold;
 mod quota;
 
 use std::collections::hash_map::RandomState;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 pub use lease_work::LeaseEnd;
+pub use llm_hold::LlmHold;
 use quota::{LeaseQuota, Ticket};
 
 use crate::events::EventSink;
@@ -45,6 +48,7 @@ pub struct Runner {
     shutdown: CancellationToken,
     knowledge: Option<Knowledge>,
     host_access: Option<HostAccess>,
+    llm_hold: Option<Arc<LlmHold>>,
 }
 
 impl Runner {
@@ -66,6 +70,7 @@ impl Runner {
             shutdown,
             knowledge: None,
             host_access: None,
+            llm_hold: None,
         }
     }
 
@@ -78,6 +83,12 @@ impl Runner {
     /// Reach inventory hosts through SSH sandboxes (harden tasks).
     pub fn with_host_access(mut self, access: Option<HostAccess>) -> Self {
         self.host_access = access;
+        self
+    }
+
+    /// Hold all slots while the brain's endpoint is down.
+    pub fn with_llm_hold(mut self, hold: Option<Arc<LlmHold>>) -> Self {
+        self.llm_hold = hold;
         self
     }
 
@@ -114,6 +125,11 @@ impl Runner {
             if self.shutdown.is_cancelled() {
                 return;
             }
+            if let Some(hold) = &self.llm_hold {
+                if !hold.until_up().await {
+                    return;
+                }
+            }
             match self.quota.take() {
                 Ticket::Exhausted => {
                     info!(completed = self.quota.completed(), "lease quota reached");
@@ -135,6 +151,11 @@ impl Runner {
                     failures = 0;
                     let end = self.work_on(&bench, lease, sent).await;
                     self.quota.settle(matches!(end, LeaseEnd::Completed(_)));
+                    // Without a hold to wait on, at least do not lease
+                    // again at once from an endpoint that is down.
+                    if end == LeaseEnd::Held && self.llm_hold.is_none() {
+                        self.pause(MAX_ERROR_BACKOFF).await;
+                    }
                 }
                 Ok(None) | Err(LeaseError::NotReady) => {
                     failures = 0;

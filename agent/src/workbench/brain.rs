@@ -38,8 +38,10 @@ pub struct Prompt {
 }
 
 pub trait Brain: Send + Sync {
-    /// Proposes a script for the prompt. Errors mean the brain is
-    /// unavailable (the rule escalates with `llm_unavailable`).
+    /// Proposes a script for the prompt. `AgentError::BrainUnavailable`:
+    /// the endpoint is down, the lease is handed back and the agent holds;
+    /// `NoFixAvailable` escalates as `no_fix_available`; any other error as
+    /// `llm_unavailable` (the brain answered, but nothing usable).
     fn propose<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<String, AgentError>>;
 
     /// The Reflector: one structured lesson from a failed attempt, given the
