@@ -109,6 +109,12 @@ pub struct Cli {
     /// endpoint that went down mid-run (the agent holds meanwhile).
     #[arg(long, env = "FLEET_LLM_PROBE_MAX_S", default_value_t = 30)]
     pub llm_probe_max_s: u64,
+    /// `openai` brain: when the endpoint goes down mid-run, hand leases
+    /// back and lease nothing until it answers (true), or escalate each
+    /// rule as `llm_unavailable` so the run ends anyway (false; such
+    /// outcomes are not comparable and never revert knowledge).
+    #[arg(long, env = "FLEET_LLM_HOLD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub llm_hold: bool,
     /// Leases worked at once, each on its own target.
     #[arg(long, env = "FLEET_SLOTS", default_value_t = 1)]
     pub slots: usize,
@@ -204,6 +210,7 @@ impl Cli {
                 concurrency: self.llm_concurrency.max(1),
                 start_wait: Duration::from_secs(self.llm_start_wait_s),
                 probe_max: Duration::from_secs(self.llm_probe_max_s.max(1)),
+                hold: self.llm_hold,
             },
             target: TargetSettings {
                 kind: self.target,

@@ -104,7 +104,7 @@ pub async fn serve(
             return Err(e);
         }
     };
-    let llm_hold = llm_probe.map(|probe| {
+    let llm_hold = llm_probe.filter(|_| settings.llm.hold).map(|probe| {
         LlmHold::new(
             probe,
             settings.llm.probe_max,
@@ -115,6 +115,7 @@ pub async fn serve(
     let summary = Runner::new(client, sink.clone(), metrics, settings.max_leases, shutdown)
         .with_knowledge(knowledge)
         .with_llm_hold(llm_hold)
+        .with_llm_outage_escalating(!settings.llm.hold)
         .with_host_access(host_access(&settings))
         .run(benches)
         .await;

@@ -141,7 +141,7 @@ fn finished(r: Remediation) -> Outcome {
         Remediation::Finished { outcome, .. } => outcome,
         Remediation::Cancelled => panic!("cancelled"),
         Remediation::Lost(reason) => panic!("lease lost: {reason:?}"),
-        Remediation::Held => panic!("held: the brain's endpoint was down"),
+        Remediation::Held { .. } => panic!("held: the brain's endpoint was down"),
     }
 }
 

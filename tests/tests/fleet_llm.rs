@@ -14,7 +14,10 @@
 //! (E4); the comparison with run 1 counts the win (D6). In run 3 the skill
 //! on `main` no longer works (the test breaks it, so its replay fails, H1)
 //! and the endpoint gets the rule wrong again: the regression reverts the
-//! skill promoted after run 2 by a new fast-forward commit (D8).
+//! skill promoted after run 2 by a new fast-forward commit (D8). Run 4
+//! fixes the rule again (a skill again); in run 5 the endpoint is down for
+//! the whole run (503): the rule escalates `llm_unavailable`, which is not
+//! comparable, so nothing regresses and nothing is reverted (D6, amended).
 
 use std::time::Duration;
 
@@ -113,7 +116,15 @@ fn lesson_on_main() -> (Vec<u8>, Vec<u8>) {
 async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_outcome() {
     let llm = FakeLlm::start().await;
     script(&llm);
-    let mut fleet = Fleet::start(FleetOpts::llm(&llm.base_url)).await;
+    // No hold: during run 5's outage every rule must end (DESIGN D6).
+    let mut fleet = Fleet::start(FleetOpts {
+        agent_env: vec![
+            ("FLEET_LLM_HOLD".into(), "false".into()),
+            ("FLEET_LLM_RETRIES".into(), "1".into()),
+        ],
+        ..FleetOpts::llm(&llm.base_url)
+    })
+    .await;
     let budgets = Budgets {
         max_attempts: 2,
         wall_time_s: 300,
@@ -345,7 +356,81 @@ async fn the_llm_brain_remediates_the_profile_and_a_lesson_on_main_changes_the_o
         "the revert is a fast-forward too"
     );
 
+    // Run 4: the endpoint knows how again; the fix becomes a skill again.
+    llm.reset()
+        .on(
+            "package_audit_installed",
+            vec![Reply::script("apt-get install -y -q auditd")],
+        )
+        .otherwise(Reply::script("echo 'looked around, changed nothing'"));
+    let fourth = fleet
+        .submit_with(PACK, vec!["package_audit_installed".into()], budgets)
+        .await;
     fleet
-        .stop_agent_and_check_branches(0, &[first.run, second.run, third.run])
+        .wait_completed(fourth.run, Duration::from_secs(300))
+        .await;
+    fleet.wait_dreamt(fourth.run).await;
+    assert_eq!(
+        ledger(&fleet, fourth.run)
+            .await
+            .iter()
+            .filter(|e| e.1 == "skill" && e.3 == "APPLY")
+            .count(),
+        1
+    );
+
+    // Run 5: an outage. The skill goes stale again and the endpoint
+    // answers 503 for the whole run: the rule escalates `llm_unavailable`,
+    // which is no regression, and the skill promoted after run 4 stays.
+    fleet.commit_on_main(
+        &[("skills/package_audit_installed.sh", b"exit 1\n")],
+        "test: the audit skill goes stale again",
+    );
+    llm.set_down(true);
+    let fifth = fleet
+        .submit_with(PACK, vec!["package_audit_installed".into()], budgets)
+        .await;
+    fleet
+        .wait_completed(fifth.run, Duration::from_secs(300))
+        .await;
+    fleet.wait_dreamt(fifth.run).await;
+    let audit = fleet
+        .report(fifth.run)
+        .await
+        .rule("package_audit_installed")
+        .expect("in the report")
+        .clone();
+    assert_eq!(audit.reason.as_deref(), Some("llm_unavailable"));
+    assert!(llm.refused_while_down() > 0);
+    let comparison = fleet
+        .status(fifth.run)
+        .await
+        .comparison
+        .expect("comparable with run 4");
+    assert_eq!(comparison.previous_run, fourth.run);
+    assert_eq!((comparison.wins, comparison.regressions), (0, 0));
+    assert_eq!(
+        comparison.not_comparable_text().as_deref(),
+        Some("not_comparable=1 (llm_unavailable=1)")
+    );
+    let why = comparison
+        .revert_withheld
+        .expect("the whole run was an outage");
+    assert!(why.contains("an outage is not a regression"), "{why}");
+    assert!(
+        ledger(&fleet, fifth.run)
+            .await
+            .iter()
+            .all(|e| e.2 != "revert"),
+        "an outage reverts nothing"
+    );
+    assert!(on_main(&fleet, "skills/package_audit_installed.sh"));
+    llm.set_down(false);
+
+    fleet
+        .stop_agent_and_check_branches(
+            0,
+            &[first.run, second.run, third.run, fourth.run, fifth.run],
+        )
         .await;
 }

@@ -31,6 +31,9 @@ pub struct LlmSettings {
     pub start_wait: Duration,
     /// Longest pause between probes of an endpoint that went down.
     pub probe_max: Duration,
+    /// Hold (hand leases back, lease nothing) while the endpoint is down;
+    /// `false`: escalate `llm_unavailable` and go on.
+    pub hold: bool,
 }
 
 impl std::fmt::Debug for LlmSettings {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for LlmSettings {
             .field("concurrency", &self.concurrency)
             .field("start_wait", &self.start_wait)
             .field("probe_max", &self.probe_max)
+            .field("hold", &self.hold)
             .finish()
     }
 }
@@ -64,6 +68,7 @@ impl Default for LlmSettings {
             concurrency: 2,
             start_wait: Duration::from_secs(30),
             probe_max: Duration::from_secs(30),
+            hold: true,
         }
     }
 }

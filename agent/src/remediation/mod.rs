@@ -72,9 +72,12 @@ pub enum Remediation {
     /// by Redis time. This attempt wrote nothing; the caller abandons the
     /// lease and reverts whatever an earlier attempt left.
     Lost(AbandonReason),
-    /// The brain's endpoint is down (`AgentError::BrainUnavailable`): no
-    /// outcome. The caller reverts, hands the lease back and holds.
-    Held,
+    /// The brain's endpoint is down (`AgentError::BrainUnavailable`) in
+    /// attempt `attempts`: no outcome. The caller reverts, then hands the
+    /// lease back and holds (or, with `--llm-hold false`, escalates it).
+    Held {
+        attempts: u32,
+    },
 }
 
 /// What a lease produced for its branch of the knowledge repo: each
@@ -326,7 +329,7 @@ impl RuleLoop<'_> {
                 // No revert here: the caller abandons, and reverts (L4).
                 Ok(Step::Lost(reason)) => return Remediation::Lost(reason),
                 // Nor here: the caller reverts as it hands the lease back.
-                Ok(Step::Held) => return Remediation::Held,
+                Ok(Step::Held) => return Remediation::Held { attempts: attempt },
                 Err(_) => {
                     info!(attempt, "wall-time budget spent mid-attempt");
                     self.revert().await;

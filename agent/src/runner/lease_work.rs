@@ -25,7 +25,7 @@ use std::time::Duration;
 use backon::Retryable;
 use fleet_common::event::{AbandonReason, EventBody};
 use fleet_common::lease::{Completion, Lease};
-use fleet_common::Outcome;
+use fleet_common::{EscalationReason, Outcome};
 use fleet_knowledge::LeaseWorktree;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -149,7 +149,20 @@ impl Runner {
                 Remediation::Finished { outcome, attempts } => Ended::Finished { outcome, attempts },
                 Remediation::Cancelled => Ended::Shutdown,
                 Remediation::Lost(reason) => Ended::Lost(reason),
-                Remediation::Held => Ended::LlmDown,
+                Remediation::Held { attempts } if self.llm_outage_escalates => {
+                    // `--llm-hold false`: the run goes on without the
+                    // endpoint; the outcome is not comparable (DESIGN D6).
+                    if let Err(e) = bench.target.revert().await {
+                        error!(error = %e, "revert after the brain's endpoint failed");
+                    }
+                    Ended::Finished {
+                        outcome: Outcome::Escalated {
+                            reason: EscalationReason::LlmUnavailable,
+                        },
+                        attempts,
+                    }
+                }
+                Remediation::Held { .. } => Ended::LlmDown,
             },
         };
         cancel.cancel();

@@ -49,6 +49,9 @@ pub struct Runner {
     knowledge: Option<Knowledge>,
     host_access: Option<HostAccess>,
     llm_hold: Option<Arc<LlmHold>>,
+    /// `--llm-hold false`: a lease whose brain endpoint is down escalates
+    /// `llm_unavailable` instead of going back to the queue.
+    llm_outage_escalates: bool,
 }
 
 impl Runner {
@@ -71,6 +74,7 @@ impl Runner {
             knowledge: None,
             host_access: None,
             llm_hold: None,
+            llm_outage_escalates: false,
         }
     }
 
@@ -89,6 +93,13 @@ impl Runner {
     /// Hold all slots while the brain's endpoint is down.
     pub fn with_llm_hold(mut self, hold: Option<Arc<LlmHold>>) -> Self {
         self.llm_hold = hold;
+        self
+    }
+
+    /// Escalate (`llm_unavailable`) instead of handing back a lease whose
+    /// brain endpoint is down, so a run ends even during an outage.
+    pub fn with_llm_outage_escalating(mut self, escalates: bool) -> Self {
+        self.llm_outage_escalates = escalates;
         self
     }
 
