@@ -16,17 +16,20 @@
 //! lessons and families: only the history changes.
 //!
 //! `rows_read` is Postgres's own count for one pass: the delta of
-//! `seq_tup_read + idx_tup_fetch` over the schema's tables in
-//! `pg_stat_user_tables`, the backend's counters flushed first.
+//! `seq_tup_read` over the schema's tables (`pg_stat_user_tables`) plus
+//! `idx_tup_read` over their indexes (`pg_stat_user_indexes`: entries
+//! returned by index scans, index-only ones included, which
+//! `idx_tup_fetch` misses), the backend's counters flushed first.
 //!
 //! Goal: S at the large size ≤ [`GOAL_S`] on this 2-core machine, and
 //! growth no faster than linear (ten times the history within ten times
 //! [`LINEAR_TOLERANCE`] the time).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleet_coordinator::dream;
+use fleet_coordinator::dream::{self, credit};
 use fleet_knowledge::{LessonFile, LessonKind, Provenance};
 use sqlx::{Connection, PgPool};
 
@@ -167,6 +170,18 @@ pub async fn bench_dream(shape: Shape, small: u64, large: u64) -> anyhow::Result
             seconds.push(took.as_secs_f64());
             rows_read = rows;
         }
+        // For comparison only (stderr): what a pass did before issue 20,
+        // one row per attempt into the coordinator and counted there.
+        let started = Instant::now();
+        let mut conn = db.pool.acquire().await?;
+        let trials = dream::trials(&mut conn).await?;
+        let old = credit::compute(&trials, &known(&shape));
+        eprintln!(
+            "bench dream: attempts={history} per-attempt trials and compute (before): seconds={:.2} rows={}",
+            started.elapsed().as_secs_f64(),
+            old.lessons.len()
+        );
+        drop((trials, old, conn));
         seconds.sort_by(f64::total_cmp);
         points.push(DreamPoint {
             attempts: history as u64,
@@ -213,6 +228,16 @@ fn knowledge_repo(dir: &Path, shape: &Shape) -> anyhow::Result<()> {
         .collect();
     fleet_knowledge::commit_changes(dir, &changes, "bench dream: lessons")?;
     Ok(())
+}
+
+/// Family → lesson ids on `main`, as the dream stage reads them.
+fn known(shape: &Shape) -> BTreeMap<String, BTreeSet<String>> {
+    (0..shape.families)
+        .map(|f| {
+            let ids = (0..shape.lessons_per_family).map(|l| lesson_id(f, l));
+            (family(f), ids.collect())
+        })
+        .collect()
 }
 
 fn family(f: u64) -> String {
@@ -318,11 +343,14 @@ async fn one_pass(pool: &PgPool, repo: &Path, run: i64) -> anyhow::Result<(Durat
     Ok((took, after - before))
 }
 
-/// Rows read by sequential and index scans of the schema's tables.
+/// Rows read by sequential scans of the schema's tables and entries read
+/// by scans of their indexes.
 async fn rows_read(conn: &mut sqlx::PgConnection) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
-        "SELECT COALESCE(sum(seq_tup_read + COALESCE(idx_tup_fetch, 0)), 0)::int8
-         FROM pg_stat_user_tables WHERE schemaname = current_schema()",
+        "SELECT (SELECT COALESCE(sum(seq_tup_read), 0) FROM pg_stat_user_tables
+                 WHERE schemaname = current_schema())::int8
+              + (SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes
+                 WHERE schemaname = current_schema())::int8",
     )
     .fetch_one(&mut *conn)
     .await?)
