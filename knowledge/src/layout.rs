@@ -333,6 +333,12 @@ pub struct Ranking {
     /// Per family, the score a lesson with no data of its own gets (D2).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub priors: BTreeMap<String, f64>,
+    /// The prior of a family missing from `priors` (no attempt yet): every
+    /// family's attempts pooled, no higher than the lowest family prior.
+    /// Absent from rankings published before it existed and while no
+    /// attempt has been evaluated; agents then take a low constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_prior: Option<f64>,
 }
 
 impl Default for Ranking {
@@ -341,6 +347,7 @@ impl Default for Ranking {
             version: 1,
             lessons: Vec::new(),
             priors: BTreeMap::new(),
+            pack_prior: None,
         }
     }
 }
@@ -493,5 +500,22 @@ mod tests {
         assert_eq!(r.version, 1);
         assert_eq!(Ranking::from_json(&r.to_json()).unwrap(), r);
         assert!(Ranking::from_json(br#"{"version":1,"extra":2}"#).is_err());
+    }
+
+    #[test]
+    fn a_ranking_without_a_pack_prior_still_parses_and_one_with_it_round_trips() {
+        // As published before the pack prior existed.
+        let old =
+            br#"{"version":1,"lessons":[{"family":"f","id":"a","score":0.7}],"priors":{"f":0.4}}"#;
+        let r = Ranking::from_json(old).unwrap();
+        assert_eq!((r.pack_prior, r.priors["f"]), (None, 0.4));
+        assert!(!String::from_utf8(r.to_json())
+            .unwrap()
+            .contains("pack_prior"));
+        let with = Ranking {
+            pack_prior: Some(0.125),
+            ..r
+        };
+        assert_eq!(Ranking::from_json(&with.to_json()).unwrap(), with);
     }
 }

@@ -36,6 +36,7 @@
 //!   a simulated campaign (in process, no services).
 
 pub mod api;
+pub mod bench_dream;
 pub mod bench_fixrate;
 pub mod bench_harden;
 pub mod bench_ingest;

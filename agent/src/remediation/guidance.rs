@@ -4,7 +4,9 @@
 //!
 //! Order (DESIGN D2): lessons with a published score first, best first;
 //! then lessons without one, at their family's prior, so a new lesson never
-//! outranks a proven one. Every id shown is listed with its rank and score
+//! outranks a proven one. A family without a published prior (no attempt
+//! yet) takes the ranking's pack prior, never above any family's prior, or
+//! a low constant when the ranking has none. Every id shown is listed with its rank and score
 //! in `PromptAssembled` (E4). Bans are shown too, and a script matching one
 //! is refused before it runs.
 
@@ -22,8 +24,12 @@ use super::screen::{code_lines, Refusal};
 pub const MAX_LESSONS: usize = 5;
 /// Bans shown (and enforced) per prompt.
 pub const MAX_BANS: usize = 20;
-/// Score of a lesson whose family has no published prior.
-pub const DEFAULT_PRIOR: f64 = 0.5;
+/// Score of a lesson whose family has no published prior, when the ranking
+/// has no pack prior either (published before it existed, or before any
+/// attempt): the lowest score credit publishes (its floor, D4), so such a
+/// lesson never outranks one with data in any family. A neutral 0.5 did, in
+/// every family whose rules fail more often than not.
+pub const DEFAULT_PRIOR: f64 = 0.02;
 
 #[derive(Debug, Clone)]
 pub struct ShownLesson {
@@ -77,7 +83,7 @@ impl Guidance {
             .get(&task.family)
             .copied()
             .filter(|p| p.is_finite())
-            .unwrap_or(DEFAULT_PRIOR);
+            .unwrap_or_else(|| no_data_prior(ranking));
         let total = files.len();
         let files: Vec<LessonFile> = files
             .into_iter()
@@ -168,6 +174,24 @@ impl Guidance {
         }
         Ok(())
     }
+}
+
+/// The prior of a family the ranking has no prior for: its pack prior (or
+/// [`DEFAULT_PRIOR`]), never above any family's published prior. A family
+/// nobody has data on is taken to be no easier than the hardest one that
+/// has, so its lessons never outrank one proven elsewhere (D2), whatever
+/// the ranking file holds.
+fn no_data_prior(ranking: &Ranking) -> f64 {
+    let start = ranking
+        .pack_prior
+        .filter(|p| p.is_finite())
+        .unwrap_or(DEFAULT_PRIOR);
+    ranking
+        .priors
+        .values()
+        .copied()
+        .filter(|p| p.is_finite())
+        .fold(start, f64::min)
 }
 
 /// `rule:<id>` scopes name one rule; anything else is the whole family.
@@ -291,6 +315,30 @@ mod tests {
         let g = Guidance::select(&task(), &ranking, files);
         let ids: Vec<_> = g.refs().into_iter().map(|r| (r.id, r.score)).collect();
         assert_eq!(ids, vec![("low".into(), 0.99), ("high".into(), 0.9)]);
+    }
+
+    #[test]
+    fn a_family_without_a_prior_gets_the_pack_prior_never_above_another_familys() {
+        let files = || vec![file("new", LessonKind::Lesson, "family", None)];
+        let score = |ranking: &Ranking| Guidance::select(&task(), ranking, files()).refs()[0].score;
+        // A ranking from before the pack prior: the low constant, not 0.5.
+        let old = Ranking::from_json(br#"{"version":1,"priors":{"other":0.7}}"#).unwrap();
+        assert_eq!(score(&old), DEFAULT_PRIOR);
+        // The pack prior, published.
+        let mut ranking = Ranking {
+            pack_prior: Some(0.3),
+            ..Ranking::default()
+        };
+        ranking.priors.insert("other".into(), 0.6);
+        assert_eq!(score(&ranking), 0.3);
+        // Never above the lowest family prior, whatever the file says.
+        ranking.priors.insert("hard".into(), 0.1);
+        assert_eq!(score(&ranking), 0.1);
+        ranking.pack_prior = Some(f64::NAN);
+        assert_eq!(score(&ranking), DEFAULT_PRIOR);
+        // A family with a prior of its own keeps it.
+        ranking.priors.insert("sysctl".into(), 0.9);
+        assert_eq!(score(&ranking), 0.9);
     }
 
     #[test]

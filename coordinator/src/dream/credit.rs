@@ -18,10 +18,18 @@
 //! shown a lesson at least [`MIN_RULE_SHOWN`] times, a per-(rule, lesson)
 //! score is computed the same way with the family-level score as its prior.
 //!
+//! A family without a single attempt has no baseline of its own: it gets
+//! the **pack prior** ([`Credit::pack_prior`]), every family's attempts
+//! pooled but capped at the lowest family baseline, so its new lessons
+//! never outrank a lesson proven in another family (D2). A neutral 0.5 did,
+//! in every family whose rules fail more often than not.
+//!
+//! Only counts matter ([`Tallies`]): the dream stage counts in Postgres
+//! what [`Tallies::of`] counts here, and both feed [`compute_from`].
 //! Everything is recomputed from all attempts every time (D1): the same
 //! data always gives the same credit, so running it twice changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Prior strength in attempts: a lesson needs a few attempts of evidence
 /// before its score moves far from its family's baseline.
@@ -54,9 +62,53 @@ impl Tally {
         self.wins += u64::from(won);
     }
 
+    fn merge(&mut self, other: Tally) {
+        self.trials += other.trials;
+        self.wins += other.wins;
+    }
+
+    /// `self` less the trials of `part` (a subset of them).
+    fn without(self, part: Tally) -> Tally {
+        Tally {
+            trials: self.trials.saturating_sub(part.trials),
+            wins: self.wins.saturating_sub(part.wins),
+        }
+    }
+
     /// Laplace-smoothed win rate.
     pub fn smoothed_rate(&self) -> f64 {
         (self.wins as f64 + 1.0) / (self.trials as f64 + 2.0)
+    }
+}
+
+/// Everything credit needs of the trials: counts per family and per
+/// (family, rule, lesson). Small (one entry per pair, not per attempt), so
+/// it can be counted where the attempts are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tallies {
+    /// Per family: all its trials.
+    pub families: BTreeMap<String, Tally>,
+    /// Per (family, rule, lesson): the rule's trials whose prompt showed the
+    /// lesson, each prompt counted once however often it listed the id.
+    pub shown: BTreeMap<(String, String, String), Tally>,
+}
+
+impl Tallies {
+    pub fn of(trials: &[Trial]) -> Tallies {
+        let mut t = Tallies::default();
+        for trial in trials {
+            t.families
+                .entry(trial.family.clone())
+                .or_default()
+                .add(trial.won);
+            // A prompt lists each lesson once; a duplicate id would count twice.
+            let ids: BTreeSet<&str> = trial.shown.iter().map(String::as_str).collect();
+            for id in ids {
+                let key = (trial.family.clone(), trial.rule.clone(), id.to_owned());
+                t.shown.entry(key).or_default().add(trial.won);
+            }
+        }
+        t
     }
 }
 
@@ -78,6 +130,9 @@ pub struct LessonCredit {
 pub struct Credit {
     /// Per family: the baseline a lesson without data inherits (D2).
     pub priors: BTreeMap<String, f64>,
+    /// The prior of a family without a single trial ([`pack_prior`]);
+    /// `None` while no family has one.
+    pub pack_prior: Option<f64>,
     /// Family-level rows first, each family's lessons best first; then the
     /// per-rule rows.
     pub lessons: Vec<LessonCredit>,
@@ -110,50 +165,67 @@ fn posterior(family: &str, rule: Option<&str>, lesson: &str, m: f64, shown: Tall
     }
 }
 
+/// The prior of a family without a single trial: every family's trials
+/// pooled as one, but never above the lowest baseline of a family with
+/// trials. A family nobody has data on is taken to be no easier than the
+/// hardest one that has: a lesson that beats its own family's baseline, in
+/// any family, then scores at least this. `None` without any trial:
+/// nothing is proven yet, so nothing can be outranked.
+pub fn pack_prior(families: &BTreeMap<String, Tally>) -> Option<f64> {
+    let mut pooled = Tally::default();
+    let mut lowest = f64::INFINITY;
+    for t in families.values().filter(|t| t.trials > 0) {
+        pooled.merge(*t);
+        lowest = lowest.min(t.smoothed_rate());
+    }
+    (pooled.trials > 0).then(|| pooled.smoothed_rate().min(lowest))
+}
+
 /// Credit for every lesson of `known` (family → lesson ids, e.g. what is on
 /// `main` and the candidates) from every trial. A lesson that never showed
 /// up gets its family's prior.
 pub fn compute(trials: &[Trial], known: &BTreeMap<String, BTreeSet<String>>) -> Credit {
-    let mut family: BTreeMap<&str, Tally> = BTreeMap::new();
-    let mut shown: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
-    let mut by_rule: BTreeMap<(&str, &str, &str), Tally> = BTreeMap::new();
-    for t in trials {
-        family.entry(&t.family).or_default().add(t.won);
-        // A prompt lists each lesson once; a duplicate id would count twice.
-        let ids: BTreeSet<&str> = t.shown.iter().map(String::as_str).collect();
-        for id in ids {
-            shown.entry((&t.family, id)).or_default().add(t.won);
-            by_rule
-                .entry((&t.family, &t.rule, id))
-                .or_default()
-                .add(t.won);
-        }
-    }
+    compute_from(&Tallies::of(trials), known)
+}
 
-    let mut credit = Credit::default();
-    let families: BTreeSet<&str> = family
+/// [`compute`] from the trials' counts.
+pub fn compute_from(t: &Tallies, known: &BTreeMap<String, BTreeSet<String>>) -> Credit {
+    // A lesson's family-level count: its count summed over the family's rules.
+    let mut shown: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
+    for ((f, _, id), tally) in &t.shown {
+        shown.entry((f, id)).or_default().merge(*tally);
+    }
+    let pack = pack_prior(&t.families);
+    let mut credit = Credit {
+        pack_prior: pack,
+        ..Credit::default()
+    };
+    let families: BTreeSet<&str> = t
+        .families
         .keys()
-        .copied()
+        .map(String::as_str)
         .chain(known.keys().map(String::as_str))
         .collect();
     for f in families {
-        let all = family.get(f).copied().unwrap_or_default();
-        credit.priors.insert(f.to_owned(), all.smoothed_rate());
+        let all = t.families.get(f).copied().unwrap_or_default();
+        // No trial in the family: the pack's prior (without any trial
+        // anywhere, the smoothed rate of nothing, 0.5, as before).
+        let no_data = (all.trials == 0).then_some(pack).flatten();
+        credit
+            .priors
+            .insert(f.to_owned(), no_data.unwrap_or(all.smoothed_rate()));
         let lessons: BTreeSet<&str> = shown
-            .keys()
-            .filter(|(fam, _)| *fam == f)
-            .map(|(_, id)| *id)
+            .range((f, "")..)
+            .take_while(|((fam, _), _)| *fam == f)
+            .map(|((_, id), _)| *id)
             .chain(known.get(f).into_iter().flatten().map(String::as_str))
             .collect();
         let mut rows: Vec<LessonCredit> = lessons
             .into_iter()
             .map(|id| {
                 let with = shown.get(&(f, id)).copied().unwrap_or_default();
-                let without = Tally {
-                    trials: all.trials - with.trials,
-                    wins: all.wins - with.wins,
-                };
-                posterior(f, None, id, without.smoothed_rate(), with)
+                let m = no_data.unwrap_or(all.without(with).smoothed_rate());
+                posterior(f, None, id, m, with)
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -164,15 +236,21 @@ pub fn compute(trials: &[Trial], known: &BTreeMap<String, BTreeSet<String>>) -> 
         credit.lessons.extend(rows);
     }
 
+    // Looked up once per per-rule row: a map, not a scan of every row.
+    let family_score: HashMap<(&str, &str), f64> = credit
+        .lessons
+        .iter()
+        .map(|c| ((c.family.as_str(), c.lesson.as_str()), c.score))
+        .collect();
     let mut per_rule = Vec::new();
-    for ((f, rule, id), with) in by_rule {
+    for ((f, rule, id), with) in &t.shown {
         if with.trials < MIN_RULE_SHOWN {
             continue;
         }
-        let Some(family_score) = credit.score(f, id) else {
+        let Some(family_score) = family_score.get(&(f.as_str(), id.as_str())) else {
             continue;
         };
-        per_rule.push(posterior(f, Some(rule), id, family_score, with));
+        per_rule.push(posterior(f, Some(rule), id, *family_score, *with));
     }
     credit.lessons.extend(per_rule);
     credit
@@ -180,6 +258,9 @@ pub fn compute(trials: &[Trial], known: &BTreeMap<String, BTreeSet<String>>) -> 
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn trial(rule: &str, family: &str, won: bool, shown: &[&str]) -> Trial {
@@ -264,5 +345,146 @@ mod tests {
         let c = compute(&[trial("r", "f", true, &["a", "a"])], &BTreeMap::new());
         let row = c.lessons.iter().find(|l| l.lesson == "a").unwrap();
         assert_eq!((row.shown, row.wins), (1, 1));
+    }
+
+    #[test]
+    fn a_family_without_trials_gets_the_pack_prior_below_every_proven_lesson() {
+        let mut trials = Vec::new();
+        // `hard` wins 1 of 10 without lessons; `tip` lifts it to 4 of 5.
+        for i in 0..10 {
+            trials.push(trial("hard_1", "hard", i < 1, &[]));
+        }
+        for i in 0..5 {
+            trials.push(trial("hard_1", "hard", i < 4, &["tip"]));
+        }
+        // `easy` wins 3 of 10 without `key`, 9 of 10 with it.
+        for i in 0..10 {
+            trials.push(trial("easy_1", "easy", i < 3, &[]));
+            trials.push(trial("easy_1", "easy", i < 9, &["key"]));
+        }
+        let c = compute(&trials, &known(&[("brand_new", "fresh"), ("hard", "tip")]));
+        let pack = c.pack_prior.unwrap();
+        assert!(
+            pack <= c.priors["hard"] && pack <= c.priors["easy"],
+            "{c:?}"
+        );
+        assert_eq!(c.priors["brand_new"], pack);
+        let fresh = c.score("brand_new", "fresh").unwrap();
+        assert_eq!(fresh, pack.max(SCORE_FLOOR));
+        for proven in [("hard", "tip"), ("easy", "key")] {
+            let s = c.score(proven.0, proven.1).unwrap();
+            assert!(s >= c.priors[proven.0] && fresh < s, "{proven:?}: {c:?}");
+        }
+        // Without any trial there is no pack prior, and nothing is proven.
+        let none = compute(&[], &known(&[("f", "l")]));
+        assert_eq!(none.pack_prior, None);
+        assert_eq!(none.priors["f"], 0.5);
+    }
+
+    /// `compute` as it was before counts were split from scoring (and
+    /// before the pack prior), verbatim but for its name: the reference the
+    /// tally path must match on every family with trials.
+    fn compute_before(trials: &[Trial], known: &BTreeMap<String, BTreeSet<String>>) -> Credit {
+        let mut family: BTreeMap<&str, Tally> = BTreeMap::new();
+        let mut shown: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
+        let mut by_rule: BTreeMap<(&str, &str, &str), Tally> = BTreeMap::new();
+        for t in trials {
+            family.entry(&t.family).or_default().add(t.won);
+            let ids: BTreeSet<&str> = t.shown.iter().map(String::as_str).collect();
+            for id in ids {
+                shown.entry((&t.family, id)).or_default().add(t.won);
+                by_rule
+                    .entry((&t.family, &t.rule, id))
+                    .or_default()
+                    .add(t.won);
+            }
+        }
+        let mut credit = Credit::default();
+        let families: BTreeSet<&str> = family
+            .keys()
+            .copied()
+            .chain(known.keys().map(String::as_str))
+            .collect();
+        for f in families {
+            let all = family.get(f).copied().unwrap_or_default();
+            credit.priors.insert(f.to_owned(), all.smoothed_rate());
+            let lessons: BTreeSet<&str> = shown
+                .keys()
+                .filter(|(fam, _)| *fam == f)
+                .map(|(_, id)| *id)
+                .chain(known.get(f).into_iter().flatten().map(String::as_str))
+                .collect();
+            let mut rows: Vec<LessonCredit> = lessons
+                .into_iter()
+                .map(|id| {
+                    let with = shown.get(&(f, id)).copied().unwrap_or_default();
+                    let without = Tally {
+                        trials: all.trials - with.trials,
+                        wins: all.wins - with.wins,
+                    };
+                    posterior(f, None, id, without.smoothed_rate(), with)
+                })
+                .collect();
+            rows.sort_by(|a, b| {
+                b.score
+                    .total_cmp(&a.score)
+                    .then_with(|| a.lesson.cmp(&b.lesson))
+            });
+            credit.lessons.extend(rows);
+        }
+        let mut per_rule = Vec::new();
+        for ((f, rule, id), with) in by_rule {
+            if with.trials < MIN_RULE_SHOWN {
+                continue;
+            }
+            let Some(family_score) = credit.score(f, id) else {
+                continue;
+            };
+            per_rule.push(posterior(f, Some(rule), id, family_score, with));
+        }
+        credit.lessons.extend(per_rule);
+        credit
+    }
+
+    /// Random trials over a few families, rules and lessons (some listed
+    /// twice in one prompt), and lessons on `main` never shown.
+    fn random_history(seed: u64) -> (Vec<Trial>, BTreeMap<String, BTreeSet<String>>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let families = rng.random_range(1..5);
+        let mut trials = Vec::new();
+        let mut known: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in 0..families {
+            let family = format!("fam{f}");
+            let base = rng.random_range(0.0..1.0);
+            for _ in 0..rng.random_range(1..300) {
+                let shown: Vec<String> = (0..rng.random_range(0..6))
+                    .map(|_| format!("l{}", rng.random_range(0..12)))
+                    .collect();
+                trials.push(Trial {
+                    rule: format!("{family}_r{}", rng.random_range(0..4)),
+                    family: family.clone(),
+                    won: rng.random_bool(base),
+                    shown,
+                });
+            }
+            let on_main = known.entry(family).or_default();
+            for l in 0..rng.random_range(0..16) {
+                on_main.insert(format!("l{l}"));
+            }
+        }
+        (trials, known)
+    }
+
+    #[test]
+    fn counting_apart_from_scoring_gives_exactly_the_credit_of_before() {
+        for seed in 0..200 {
+            let (trials, known) = random_history(seed);
+            let before = compute_before(&trials, &known);
+            let now = compute(&trials, &known);
+            // Every family here has trials: the pack prior changes nothing.
+            assert_eq!(now.priors, before.priors, "seed {seed}");
+            assert_eq!(now.lessons, before.lessons, "seed {seed}");
+            assert!(now.pack_prior.is_some());
+        }
     }
 }

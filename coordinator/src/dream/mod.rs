@@ -33,7 +33,7 @@ mod promote;
 mod ranking;
 mod revert;
 
-pub use ranking::{ranking_of, trials};
+pub use ranking::{publish, ranking_of, tallies, trials};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -32,6 +32,11 @@
 //! with category-level lesson credit (the naive V1) and with the dream
 //! stage's credit (V2); wins:regressions and last fix rate of each (goal:
 //! V1 below 1 reproduced, V2 at least 3 with a fix rate that never falls).
+//!
+//! `bench dream`: the dream stage's credit and ranking (dry run) over a
+//! synthetic history of 100,000 then 1,000,000 attempts in Postgres with
+//! 10,000 lessons (goal: ≤ 10 s at 1,000,000, growth no faster than
+//! linear; `BENCH_QUICK=1`: 10,000 and 100,000).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +68,8 @@ enum Which {
     Scale,
     /// A rollout to 8 sshd hosts by 2 agents against one host alone.
     Harden,
+    /// The dream stage's credit and ranking over 100,000 and 1,000,000 attempts.
+    Dream,
 }
 
 #[derive(Parser)]
@@ -169,6 +176,20 @@ async fn main() -> anyhow::Result<()> {
         let figures = fleet_tests::bench_harden::bench_harden(&args.target_image, 8, 2).await?;
         eprintln!("bench harden: took {:.0}s", started.elapsed().as_secs_f64());
         println!("{}", figures.line());
+    }
+    if matches!(args.which, Which::All | Which::Dream) {
+        let (small, large) = if quick {
+            (10_000, 100_000)
+        } else {
+            (100_000, 1_000_000)
+        };
+        let started = Instant::now();
+        let shape = fleet_tests::bench_dream::Shape::default();
+        let figures = fleet_tests::bench_dream::bench_dream(shape, small, large).await?;
+        eprintln!("bench dream: took {:.0}s", started.elapsed().as_secs_f64());
+        for line in figures.lines() {
+            println!("{line}");
+        }
     }
     if matches!(args.which, Which::All | Which::Learning) {
         let defaults = fleet_tests::bench_learning::Config::default();
