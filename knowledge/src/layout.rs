@@ -322,8 +322,10 @@ impl<'a> Fields<'a> {
 }
 
 /// The ranking the dream stage publishes on `main`, read by agents.
+/// Fields a newer coordinator adds are ignored, so agents need not be
+/// upgraded first; a change agents must understand bumps `version`, which
+/// they refuse.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Ranking {
     /// Format version; 1 for now.
     pub version: u32,
@@ -354,7 +356,6 @@ impl Default for Ranking {
 
 /// One entry of [`Ranking`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RankedLesson {
     pub family: String,
     /// Set on a per-(rule, lesson) score, which agents prefer for that rule.
@@ -371,8 +372,19 @@ impl Ranking {
         v
     }
 
+    /// The format this build reads.
+    pub const VERSION: u32 = 1;
+
     pub fn from_json(bytes: &[u8]) -> Result<Ranking, KnowledgeError> {
-        Ok(serde_json::from_slice(bytes)?)
+        let r: Ranking = serde_json::from_slice(bytes)?;
+        if r.version > Self::VERSION {
+            return Err(KnowledgeError::Malformed(format!(
+                "ranking.json is format version {}, this build reads {}: upgrade the agent",
+                r.version,
+                Self::VERSION
+            )));
+        }
+        Ok(r)
     }
 }
 
@@ -499,7 +511,13 @@ mod tests {
         let r = Ranking::default();
         assert_eq!(r.version, 1);
         assert_eq!(Ranking::from_json(&r.to_json()).unwrap(), r);
-        assert!(Ranking::from_json(br#"{"version":1,"extra":2}"#).is_err());
+        // A field from a newer coordinator is ignored; a newer format is not.
+        let newer = Ranking::from_json(br#"{"version":1,"extra":2,"priors":{"f":0.3}}"#).unwrap();
+        assert_eq!(newer.priors.get("f"), Some(&0.3));
+        let err = Ranking::from_json(br#"{"version":2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upgrade the agent"), "{err}");
     }
 
     #[test]

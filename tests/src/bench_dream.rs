@@ -216,6 +216,7 @@ fn knowledge_repo(dir: &Path, shape: &Shape) -> anyhow::Result<()> {
                     attempt: 1,
                     agent: "bench".into(),
                     source_commit: None,
+                    merged: Vec::new(),
                 },
                 body: format!("lesson {l} of family {f}: what made its rules pass\n"),
             };

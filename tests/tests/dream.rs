@@ -255,7 +255,7 @@ fn packs_with(extra: &str) -> std::path::PathBuf {
 /// the metrics), and the next pass takes them up, strongest evidence first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_applies_at_most_its_budget_and_the_next_pass_takes_up_the_rest() {
-    let mut fleet = Fleet::start(FleetOpts {
+    let fleet = Fleet::start(FleetOpts {
         agents: 1,
         auto_dream: false,
         skill_packs: Some(packs_with("[dream]\nmax_promotions = 3")),

@@ -48,6 +48,7 @@ fn file(family: &str, id: &str) -> LessonFile {
             attempt: 1,
             agent: "a".into(),
             source_commit: None,
+            merged: Vec::new(),
         },
         body: format!("what {id} says\n"),
     }

@@ -119,6 +119,7 @@ mod tests {
             verdict: Verdict::Apply,
             gates: Vec::new(),
             merged_into: None,
+            merge: None,
             reason: "every gate passed".into(),
         }
     }
