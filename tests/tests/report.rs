@@ -420,8 +420,14 @@ async fn the_report_shows_each_rule_and_the_run_totals_in_the_api_and_the_cli() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The table still goes to stdout.
-    assert!(String::from_utf8_lossy(&out.stdout).contains("fix rate"));
+    // The table still goes to stdout, with the comparison's left-out rules.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("fix rate"));
+    assert!(
+        stdout.contains("not comparable (left out)")
+            && stdout.contains("not_comparable=1 (previous_run=1)"),
+        "{stdout}"
+    );
     let page = std::fs::read_to_string(&file).unwrap();
     println!("report --html wrote {}", file.display());
     assert!(page.starts_with("<!DOCTYPE html>"));
