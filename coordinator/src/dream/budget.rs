@@ -181,4 +181,41 @@ mod tests {
         );
         assert_eq!(b.deferred, [Stop::WallTime(5)]);
     }
+
+    fn pending(id: &str, kind: CandidateKind, evidence: bool, deferrals: u32) -> Pending {
+        Pending {
+            candidate: super::super::gates::Candidate {
+                id: id.into(),
+                kind,
+                family: "f".into(),
+                rule: "r".into(),
+                text: String::new(),
+                pattern: None,
+                provenance: None,
+                evidence,
+                deferrals,
+                refuted_skill: None,
+            },
+            scope: "family".into(),
+            branch: None,
+        }
+    }
+
+    #[test]
+    fn the_strongest_evidence_goes_first_and_the_longest_waiting_among_equals() {
+        let mut p = vec![
+            pending("lesson", CandidateKind::Lesson, true, 0),
+            pending("skill-without", CandidateKind::Skill, false, 0),
+            pending("ban-old", CandidateKind::Ban, true, 1),
+            pending("lesson-old", CandidateKind::Lesson, true, 1),
+            pending("skill", CandidateKind::Skill, true, 0),
+        ];
+        strongest_first(&mut p);
+        let order: Vec<&str> = p.iter().map(|p| p.candidate.id.as_str()).collect();
+        assert_eq!(
+            order,
+            ["skill", "lesson-old", "lesson", "ban-old", "skill-without"]
+        );
+    }
 }
+
