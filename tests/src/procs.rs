@@ -33,13 +33,20 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound and released; fine for tests on one host).
+/// A free loopback port (bound and released) below Linux's ephemeral
+/// range (32768–60999): a port the kernel handed out with `bind(0)` may be
+/// given again as the source port of any outgoing connection (Postgres,
+/// Redis, HTTP) before the process meant to listen on it has started.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000")
 }
 
 /// A child process that is SIGKILLed when dropped, so a failing test leaves
