@@ -27,6 +27,18 @@ fn rules() -> (Vec<String>, Vec<String>) {
     (all, grub)
 }
 
+/// Commits on `main` since `base`.
+fn commits_since(fleet: &Fleet, base: &str) -> usize {
+    fleet
+        .knowledge_git(
+            &["rev-list", "--count", &format!("{base}..refs/heads/main")],
+            None,
+        )
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn on_main(fleet: &Fleet, path: &str) -> bool {
     !fleet
         .knowledge_git(&["ls-tree", "--name-only", "refs/heads/main", path], None)
@@ -119,18 +131,7 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
         );
     }
     let applied = fixed.iter().filter(|r| !r.starts_with("grub2_")).count();
-    let commits: usize = fleet
-        .knowledge_git(
-            &[
-                "rev-list",
-                "--count",
-                &format!("{main_before}..refs/heads/main"),
-            ],
-            None,
-        )
-        .trim()
-        .parse()
-        .unwrap();
+    let commits = commits_since(&fleet, &main_before);
     assert_eq!(
         commits,
         applied + 1,
@@ -303,18 +304,7 @@ async fn a_pass_applies_at_most_its_budget_and_the_next_pass_takes_up_the_rest()
             == budgeted.len(),
         "the ledger names the budget gate: {gates:?}"
     );
-    let commits: usize = fleet
-        .knowledge_git(
-            &[
-                "rev-list",
-                "--count",
-                &format!("{main_before}..refs/heads/main"),
-            ],
-            None,
-        )
-        .trim()
-        .parse()
-        .unwrap();
+    let commits = commits_since(&fleet, &main_before);
     assert_eq!(commits, 3 + 1, "three promotions and the ranking");
     let metrics = reqwest::get(format!("{}/metrics", fleet.api))
         .await
