@@ -140,7 +140,35 @@ impl Fleet {
             }
             fleet.start_agent(i);
         }
+        fleet.wait_agents_serving(Duration::from_secs(120)).await;
         fleet
+    }
+
+    /// Until every agent answers on its metrics address (it has registered
+    /// and is about to lease). An agent that exited fails the test at once
+    /// with its log, instead of a wait for work it will never do.
+    async fn wait_agents_serving(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        for i in 0..self.agents.len() {
+            let url = format!("http://{}/metrics", self.agent_metrics[i]);
+            loop {
+                if let Ok(r) = self.http.get(&url).send().await {
+                    if r.status().is_success() {
+                        break;
+                    }
+                }
+                let log = self.logs.join(format!("{}.log", Self::agent_name(i)));
+                if let Some(status) = self.agents[i].as_mut().and_then(Proc::try_exited) {
+                    panic!("agent {i} exited with {status}; see {}", log.display());
+                }
+                assert!(
+                    start.elapsed() < timeout,
+                    "agent {i} does not serve {url}; see {}",
+                    log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     pub async fn start_coordinator(&mut self) {
