@@ -94,7 +94,8 @@ install_host_packages() {
         fi
         target=(-t bookworm-backports)
     fi
-    log "installing host packages: ${pkgs[*]} ${bpo[*]}${target:+ (${bpo[*]} from bookworm-backports)}"
+    local all=("${pkgs[@]}" "${bpo[@]}")
+    log "installing host packages: ${all[*]}${target:+ (${bpo[*]} from bookworm-backports)}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$LOGS/apt.log" 2>&1 ||
         die "apt-get update failed (see $LOGS/apt.log): check access to the Debian mirrors"
     if ((${#pkgs[@]})); then
