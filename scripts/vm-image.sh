@@ -156,7 +156,7 @@ run_logged assemble docker run --name "$CTR" --network "$NET" \
     -v "$VMDEF:/mnt/def:ro" -v "$REPO_DIR:/mnt/repo:ro" -v "$DEF/repo-packages.txt:/mnt/repo-packages.txt:ro" \
     -v "$CACHE/apt-archives-vm:/var/cache/apt/archives" \
     "$BASE_IMAGE" bash /mnt/def/assemble-vm.sh
-grep '^assemble-vm: done' "$LOGS/assemble.log" | sed 's/^assemble-vm: /    /' >&2 || true
+grep '^assemble-vm: done' "$LOGS/assemble.log" | sed 's/^assemble-vm: /vm-image:     /' >&2 || true
 ROOT=$TMP/root
 mkdir -p -- "$ROOT"
 docker export "$CTR" | tar -x --numeric-owner -C "$ROOT" || die "docker export of $CTR failed"

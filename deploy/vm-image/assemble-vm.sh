@@ -41,7 +41,7 @@ SOURCES
 apt-get update -qq
 log "installing openscap-scanner ssg-base ssg-debian from $REPO"
 apt-get install -y -qq openscap-scanner ssg-base ssg-debian >/dev/null
-apt-get clean
+# No apt-get clean: /var/cache/apt/archives is the build cache, mounted (not in the image).
 oscap --version >/dev/null || die "oscap --version fails"
 [[ -s /usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml ]] || die "ssg-debian11-ds.xml missing"
 mapfile -t rule_pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' /mnt/repo-packages.txt | grep -v '^$')
