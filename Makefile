@@ -7,7 +7,7 @@ SHELL := /bin/bash
 AGENTS ?= 2
 export AGENTS
 
-.PHONY: help deps deps-down build target-image fleet fleet-down test fuzz security chaos chaos-hosts bench fmt lint clean-state
+.PHONY: help deps deps-down build target-image vm-image fleet fleet-down test fuzz security chaos chaos-hosts bench fmt lint clean-state
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ build: ## build the coordinator and agent binaries
 
 target-image: ## build the Debian 11 target and SSH sandbox images (skipped when unchanged; FORCE=1 rebuilds)
 	@scripts/target-image.sh
+
+vm-image: ## build the Debian 11 qemu VM image, kernel and keys in .fleet/vm-image/ and boot it once (skipped when unchanged; FORCE=1 rebuilds)
+	@scripts/vm-image.sh
 
 fleet: deps build $(if $(filter sim,$(TARGET)),,target-image) ## start coordinator + $(AGENTS) agents on Docker targets and run the Debian 11 standard profile (TARGET=sim: the simulation)
 	@scripts/fleet.sh

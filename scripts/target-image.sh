@@ -34,18 +34,17 @@ FORCE=${FORCE:-0}
 [[ -f $DEF/versions.env ]] || die "$DEF/versions.env missing: is this a complete checkout?"
 # shellcheck source=deploy/target-image/versions.env
 source "$DEF/versions.env"
+# shellcheck source=scripts/lib/image-keys.sh
+source "$SCRIPT_DIR/lib/image-keys.sh"
 
-sha() { sha256sum | cut -c1-16; }
-# Everything that defines the images: this script and deploy/target-image/.
+# Everything that defines the images: this script, its keys and deploy/target-image/.
 INPUTS=$({
-    cat -- "${BASH_SOURCE[0]}"
+    cat -- "${BASH_SOURCE[0]}" "$SCRIPT_DIR/lib/image-keys.sh"
     for f in "$DEF"/*; do printf '\n== %s\n' "$(basename -- "$f")"; cat -- "$f"; done
 } | sha)
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed: install Docker Engine (docker.io) and rerun"
 docker info >/dev/null 2>&1 || die "cannot talk to the Docker daemon: start it (systemctl start docker) or run as a user in group docker"
-
-label_of() { docker image inspect -f "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
 
 # One build at a time per cache (the build containers have fixed names); a
 # second caller waits, then finds the images up to date.
@@ -82,7 +81,7 @@ fi
 mkdir -p -- "$CACHE"/{rootfs,src,debs,openscap,repo,apt-archives,logs,tmp}
 CACHE=$(cd -- "$CACHE" && pwd -P)
 LOGS=$CACHE/logs
-BASE_IMAGE=fleet-image-base:$DEBIAN_SUITE
+image_keys
 CONTAINERS=(fleet-image-openscap fleet-image-fetch-repo fleet-image-target fleet-image-sandbox)
 TMP=$(mktemp -d "$CACHE/tmp/build.XXXXXX")
 cleanup() {
@@ -119,8 +118,6 @@ fetch() {
 
 # ------------------------------------------------------------ 1. base rootfs ---
 step_t=$(date +%s)
-ROOTFS_KEY=$(echo "$DEBIAN_SUITE $DEBOOTSTRAP_VARIANT $DEBOOTSTRAP_INCLUDE $DEBIAN_MIRROR" | sha)
-ROOTFS_TAR=$CACHE/rootfs/$DEBIAN_SUITE-$DEBOOTSTRAP_VARIANT-$ROOTFS_KEY.tar
 if [[ ! -f $ROOTFS_TAR ]]; then
     [[ $(id -u) -eq 0 ]] || die "debootstrap needs root: rerun as root"
     log "1/5 debootstrap --variant=$DEBOOTSTRAP_VARIANT --include=$DEBOOTSTRAP_INCLUDE $DEBIAN_SUITE (a few minutes; log: $LOGS/debootstrap.log)"
@@ -142,37 +139,12 @@ if [[ $(label_of "$BASE_IMAGE" fleet.rootfs) != "$ROOTFS_KEY" ]]; then
 fi
 log "    base ready in $(($(date +%s) - step_t))s"
 
-# Build containers that download use the bridge if it reaches the mirror, else the host network.
-build_network() {
-    if [[ -n ${FLEET_BUILD_NETWORK:-} ]]; then
-        echo "$FLEET_BUILD_NETWORK"
-        return
-    fi
-    local host=${DEBIAN_MIRROR#*://}
-    host=${host%%/*}
-    if docker run --rm --network bridge "$BASE_IMAGE" timeout 10 bash -c "exec 3<>/dev/tcp/$host/80" >/dev/null 2>&1; then
-        echo bridge
-    else
-        echo host
-    fi
-}
 NET=
 
 # ------------------------------- 2. offline repo and 3. openscap .deb, in parallel ---
 # The repo's rule packages are resolved and downloaded (network-bound) while
 # OpenSCAP compiles (CPU-bound); fetch-repo.sh waits for /extra/.ready before
 # it resolves the closure of openscap-scanner and ssg-*.
-OSCAP_KEY=$({ echo "$OSCAP_SHA256 $OSCAP_DEB_VERSION $ROOTFS_KEY $DEBIAN_MIRROR"; cat "$DEF/build-openscap.sh"; } | sha)
-OSCAP_DIR=$CACHE/openscap/$OSCAP_KEY
-OSCAP_DEB=$OSCAP_DIR/openscap-scanner_${OSCAP_DEB_VERSION}_amd64.deb
-SSG_BASE_DEB=$CACHE/debs/$(basename -- "$SSG_BASE_URL")
-SSG_DEBIAN_DEB=$CACHE/debs/$(basename -- "$SSG_DEBIAN_URL")
-REPO_KEY=$({
-    echo "$OSCAP_KEY $ROOTFS_KEY $SSG_BASE_SHA256 $SSG_DEBIAN_SHA256 $DEBIAN_MIRROR $DEBIAN_SUITE"
-    cat "$DEF/repo-packages.txt" "$DEF/fetch-repo.sh"
-} | sha)
-REPO_DIR=$CACHE/repo/$REPO_KEY
-
 fetch_pid=
 repo_t=$(date +%s)
 if [[ ! -f $REPO_DIR/Packages ]]; then
