@@ -104,6 +104,12 @@ if ((${#pkgs[@]})); then
     log "packages installed"
 fi
 
+# qemu (TCG) for the VM target's tests: the QMP client drives a real qemu.
+# shellcheck source=scripts/lib/qemu.sh
+source "$SCRIPT_DIR/lib/qemu.sh"
+mkdir -p "$STATE"
+ensure_qemu "$STATE/apt.log"
+
 command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install: apt-get install redis-server"
 command -v redis-cli >/dev/null 2>&1 || die "redis-cli still missing after install: apt-get install redis-tools"
 command -v redis-benchmark >/dev/null 2>&1 || die "redis-benchmark still missing after install: apt-get install redis-tools"

@@ -75,37 +75,21 @@ LOGS=$OUT/logs
 mkdir -p -- "$LOGS"
 
 # ---------------------------------------------------------------- host tools ---
-# qemu-system-x86 on bookworm comes from bookworm-backports: bookworm's 7.2
-# conflicts with the qemu-utils from backports that these machines carry.
+# shellcheck source=scripts/lib/qemu.sh
+source "$SCRIPT_DIR/lib/qemu.sh"
 install_host_packages() {
-    local pkgs=() bpo=()
+    local pkgs=()
     command -v mkfs.ext4 >/dev/null 2>&1 || pkgs+=(e2fsprogs)
     command -v ssh-keygen >/dev/null 2>&1 || pkgs+=(openssh-client)
-    command -v qemu-img >/dev/null 2>&1 || bpo+=(qemu-utils)
-    command -v qemu-system-x86_64 >/dev/null 2>&1 || bpo+=(qemu-system-x86)
-    ((${#pkgs[@]} + ${#bpo[@]})) || return 0
-    [[ $(id -u) -eq 0 ]] || die "missing packages (${pkgs[*]} ${bpo[*]}): run as root so this script can apt-get install them"
-    local codename target=()
-    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    if ((${#bpo[@]})) && [[ $codename == bookworm ]]; then
-        if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-            log "enabling bookworm-backports (/etc/apt/sources.list.d/fleet-bookworm-backports.list; its packages are only installed when asked for)"
-            echo 'deb http://deb.debian.org/debian bookworm-backports main' >/etc/apt/sources.list.d/fleet-bookworm-backports.list
-        fi
-        target=(-t bookworm-backports)
-    fi
-    local all=("${pkgs[@]}" "${bpo[@]}")
-    log "installing host packages: ${all[*]}${target:+ (${bpo[*]} from bookworm-backports)}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$LOGS/apt.log" 2>&1 ||
-        die "apt-get update failed (see $LOGS/apt.log): check access to the Debian mirrors"
     if ((${#pkgs[@]})); then
+        [[ $(id -u) -eq 0 ]] || die "missing packages (${pkgs[*]}): run as root so this script can apt-get install them"
+        log "installing host packages: ${pkgs[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$LOGS/apt.log" 2>&1 ||
+            die "apt-get update failed (see $LOGS/apt.log): check access to the Debian mirrors"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >>"$LOGS/apt.log" 2>&1 ||
             die "apt-get install ${pkgs[*]} failed (see $LOGS/apt.log)"
     fi
-    if ((${#bpo[@]})); then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${target[@]}" "${bpo[@]}" >>"$LOGS/apt.log" 2>&1 ||
-            die "apt-get install ${target[*]} ${bpo[*]} failed (see $LOGS/apt.log)"
-    fi
+    ensure_qemu "$LOGS/apt.log"
 }
 install_host_packages
 command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || die "cannot talk to the Docker daemon (the image is assembled in a container): start it and rerun"

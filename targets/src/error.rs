@@ -54,6 +54,10 @@ pub enum TargetError {
     #[error("revert command failed: {0}")]
     RevertCommand(String),
 
+    /// A VM's QMP socket failed or refused a command.
+    #[error("qmp: {0}")]
+    Qmp(String),
+
     /// The revert command's argv is empty.
     #[error("revert command is empty")]
     NoRevertCommand,

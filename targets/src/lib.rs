@@ -19,12 +19,15 @@
 //! - `ssh/`: the VM target — `config.rs` (`SshTargetConfig`),
 //!   `command.rs` (ssh argv and remote commands), `mod.rs` (`SshTarget`:
 //!   sandbox, exec, read_file, revert command).
+//! - `qemu/`: the VM target to come — `qmp.rs` (`Qmp`: the QEMU Machine
+//!   Protocol over a Unix socket; `savevm`/`loadvm` of snapshots).
 //! - `output.rs`: `ExecOutcome` and the capped output buffer.
 //! - `error.rs`: `TargetError`.
 
 mod docker;
 mod error;
 mod output;
+mod qemu;
 mod ssh;
 
 pub use docker::{
@@ -33,6 +36,7 @@ pub use docker::{
 };
 pub use error::TargetError;
 pub use output::{ExecOutcome, DEFAULT_OUTPUT_CAP};
+pub use qemu::Qmp;
 pub use ssh::{run_operator_command, SshTarget, SshTargetConfig};
 
 /// Connects to the local Docker engine (socket or `DOCKER_HOST`).
