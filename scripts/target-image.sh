@@ -94,15 +94,6 @@ cleanup() {
 trap cleanup EXIT
 docker rm -f "${CONTAINERS[@]}" >/dev/null 2>&1 || true
 
-# run_logged NAME CMD...: CMD's output goes to $LOGS/NAME.log; its tail is shown on failure.
-run_logged() {
-    local name=$1
-    shift
-    if ! "$@" >"$LOGS/$name.log" 2>&1; then
-        tail -n 30 "$LOGS/$name.log" >&2
-        die "step '$name' failed (full log: $LOGS/$name.log)"
-    fi
-}
 
 # fetch URL SHA256 DEST: download once, verify always.
 fetch() {

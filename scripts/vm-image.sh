@@ -121,14 +121,6 @@ cleanup() {
 trap cleanup EXIT
 docker rm -f "$CTR" >/dev/null 2>&1 || true
 
-run_logged() {
-    local name=$1
-    shift
-    if ! "$@" >"$LOGS/$name.log" 2>&1; then
-        tail -n 30 "$LOGS/$name.log" >&2
-        die "step '$name' failed (full log: $LOGS/$name.log)"
-    fi
-}
 
 # ------------------------------------------------------ 2. the root fs tree ---
 step_t=$(date +%s)

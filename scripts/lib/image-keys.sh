@@ -2,7 +2,8 @@
 # Sourced by target-image.sh and vm-image.sh: where the cached pieces of the
 # Debian 11 images live, keyed by their inputs. Both scripts must agree, so
 # the keys are computed here only. Needs DEF (deploy/target-image), CACHE
-# (resolved image cache) and deploy/target-image/versions.env sourced.
+# (resolved image cache) and deploy/target-image/versions.env sourced; also
+# the logging both scripts share (LOGS and die from the caller).
 
 sha() { sha256sum | cut -c1-16; }
 
@@ -41,5 +42,16 @@ build_network() {
         echo bridge
     else
         echo host
+    fi
+}
+
+# run_logged NAME CMD...: CMD's output goes to $LOGS/NAME.log; its tail is
+# shown on failure.
+run_logged() {
+    local name=$1
+    shift
+    if ! "$@" >"$LOGS/$name.log" 2>&1; then
+        tail -n 30 "$LOGS/$name.log" >&2
+        die "step '$name' failed (full log: $LOGS/$name.log)"
     fi
 }

@@ -231,16 +231,16 @@ impl Dreamer {
         );
         // Every known reason, so a reason gone since the last run reads 0.
         for reason in fleet_common::EscalationReason::ALL {
-            let n = comparison
-                .as_ref()
-                .and_then(|c| c.not_comparable.get(reason.as_str()).copied());
             let labels = [skill.as_str(), profile.as_str(), reason.as_str()];
-            match (n, reason.class()) {
-                (n, fleet_common::ReasonClass::Infrastructure) if comparison.is_some() => m
-                    .run_not_comparable
-                    .with_label_values(&labels)
-                    .set(n.unwrap_or(0) as i64),
-                _ => {
+            let infrastructure = reason.class() == fleet_common::ReasonClass::Infrastructure;
+            match comparison.as_ref().filter(|_| infrastructure) {
+                Some(c) => {
+                    let n = c.not_comparable.get(reason.as_str()).copied().unwrap_or(0);
+                    m.run_not_comparable
+                        .with_label_values(&labels)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                None => {
                     let _ = m.run_not_comparable.remove_label_values(&labels);
                 }
             }

@@ -13,7 +13,7 @@ use fleet_common::api::LedgerLine;
 use fleet_knowledge::{DreamAction, DreamTrailers};
 use sqlx::PgConnection;
 
-use super::compare::Comparison;
+use super::compare::{Comparison, RuleChange};
 use super::git;
 use super::promote::{set_commits, set_status};
 use crate::CoordinatorError;
@@ -32,13 +32,14 @@ struct Applied {
 
 impl Applied {
     /// The regressed rules this promotion touches.
-    fn touched<'a>(&self, c: &'a Comparison) -> Vec<&'a str> {
+    fn touched<'a>(&self, regressed: &[&'a RuleChange]) -> Vec<&'a str> {
         let rule_scoped = self.kind.as_deref() == Some("skill")
             || self
                 .scope
                 .as_deref()
                 .is_some_and(|s| s.starts_with("rule:"));
-        c.regressed()
+        regressed
+            .iter()
             .filter(|ch| {
                 if rule_scoped {
                     self.rule_id.as_deref() == Some(ch.rule.as_str())
@@ -51,6 +52,15 @@ impl Applied {
     }
 }
 
+/// The regressions this run may revert for: none when too many of its
+/// rules were not comparable (an outage is not a regression, D6).
+fn revertible(c: &Comparison) -> Vec<&RuleChange> {
+    if c.summary.revert_withheld.is_some() {
+        return Vec::new();
+    }
+    c.regressed().collect()
+}
+
 pub(super) async fn revert_regressed(
     db: &mut PgConnection,
     run: i64,
@@ -58,16 +68,16 @@ pub(super) async fn revert_regressed(
     dir: &Path,
     dry_run: bool,
 ) -> Result<Vec<LedgerLine>, CoordinatorError> {
-    if comparison.summary.regressions == 0 {
-        return Ok(Vec::new());
-    }
-    if let Some(why) = &comparison.summary.revert_withheld {
-        tracing::warn!(
-            run,
-            regressions = comparison.summary.regressions,
-            why,
-            "reverts withheld"
-        );
+    let regressed = revertible(comparison);
+    if regressed.is_empty() {
+        if let Some(why) = comparison.summary.revert_withheld.as_ref() {
+            tracing::warn!(
+                run,
+                regressions = comparison.summary.regressions,
+                why,
+                "reverts withheld"
+            );
+        }
         return Ok(Vec::new());
     }
     let previous = comparison.summary.previous_run.0;
@@ -86,7 +96,7 @@ pub(super) async fn revert_regressed(
     // the file ends as it was before all of them.
     let mut lines = Vec::new();
     for a in applied {
-        let touched = a.touched(comparison);
+        let touched = a.touched(&regressed);
         let Some(path) = a.path.clone().filter(|_| !touched.is_empty()) else {
             continue;
         };
@@ -148,4 +158,43 @@ pub(super) async fn revert_regressed(
         });
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use fleet_common::api::RunComparison;
+    use fleet_common::RunId;
+
+    use super::*;
+
+    fn with_regression(revert_withheld: Option<String>) -> Comparison {
+        Comparison {
+            summary: RunComparison {
+                previous_run: RunId(1),
+                wins: 0,
+                regressions: 1,
+                fix_rate: None,
+                previous_fix_rate: None,
+                first_try_rate: None,
+                previous_first_try_rate: None,
+                changes: Vec::new(),
+                not_comparable: [("llm_unavailable".to_owned(), 9)].into(),
+                previous_not_comparable: 0,
+                revert_withheld,
+            },
+            changes: vec![RuleChange {
+                rule: "sshd_a".into(),
+                family: "sshd".into(),
+                regression: true,
+                lessons_shown: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_real_regression_in_a_run_that_was_mostly_an_outage_reverts_nothing() {
+        assert_eq!(revertible(&with_regression(None)).len(), 1);
+        let withheld = with_regression(Some("9 of 10 rules were not comparable".into()));
+        assert!(revertible(&withheld).is_empty());
+    }
 }
