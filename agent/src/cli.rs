@@ -166,7 +166,7 @@ impl Cli {
         };
         match (self.brain, self.target) {
             (BrainKind::Sim, TargetKind::Sim)
-            | (BrainKind::Ssg | BrainKind::Openai, TargetKind::Docker | TargetKind::Ssh) => {}
+            | (BrainKind::Ssg | BrainKind::Openai, TargetKind::Docker | TargetKind::Ssh | TargetKind::Qemu) => {}
             (BrainKind::Sim, _) => {
                 return Err(AgentError::Config(
                     "--brain sim writes simulated scripts: use it with --target sim, or pick --brain ssg for a real target".into(),

@@ -66,6 +66,20 @@ pub enum TargetKind {
     Docker,
     /// A VM over SSH, through a sandbox container (DESIGN T6).
     Ssh,
+    /// A qemu VM per slot from `make vm-image`, owned by the agent and
+    /// reverted by `loadvm` (issue 24).
+    Qemu,
+}
+
+impl TargetKind {
+    /// What rules this target can reach: only VMs hold kernel values and
+    /// services.
+    pub fn class(self) -> fleet_common::TargetClass {
+        match self {
+            Self::Sim | Self::Docker => fleet_common::TargetClass::Container,
+            Self::Ssh | Self::Qemu => fleet_common::TargetClass::Vm,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

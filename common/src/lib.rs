@@ -20,6 +20,8 @@
 //! - [`skill_pack`]: family map and ordering constraints of a skill pack.
 //! - [`bundle`]: the ordered bundle of verified skills (DESIGN H2).
 //! - [`host`]: host jobs (compose, harden) and their reports (DESIGN H3–H5).
+//! - [`target_class`]: `TargetClass` (container or vm), what a rule needs
+//!   and an agent's targets are.
 //! - [`api`]: HTTP request and response bodies of the coordinator API.
 
 pub mod api;
@@ -35,10 +37,12 @@ pub mod redact;
 pub mod script_screen;
 pub mod settings;
 pub mod skill_pack;
+pub mod target_class;
 pub mod task;
 
 pub use event::{Event, EventBody};
 pub use ids::{AgentId, Epoch, EventId, RunId, TaskId};
+pub use target_class::TargetClass;
 pub use task::{
     Budgets, Checks, EscalationReason, HealthCheck, Outcome, ReasonClass, RuleTask, RuleText,
 };

@@ -59,6 +59,11 @@ pub async fn real_workbenches(
                         .map_err(|e| AgentError::Target(e.to_string()))?,
                 )
             }
+            TargetKind::Qemu => {
+                return Err(AgentError::Config(
+                    "--target qemu is not wired yet (issue 24)".into(),
+                ))
+            }
             TargetKind::Sim => {
                 return Err(AgentError::Config(
                     "sim targets are not real machines".into(),
