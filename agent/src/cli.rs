@@ -18,6 +18,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--vm-accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmAccel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl From<VmAccel> for fleet_targets::AccelChoice {
+    fn from(accel: VmAccel) -> Self {
+        match accel {
+            VmAccel::Auto => Self::Auto,
+            VmAccel::Kvm => Self::Kvm,
+            VmAccel::Tcg => Self::Tcg,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "fleet-agent",
@@ -45,7 +63,8 @@ pub struct Cli {
     #[arg(long, env = "FLEET_BRAIN", value_enum, default_value_t = BrainKind::Sim)]
     pub brain: BrainKind,
     /// What scripts run on: `docker` (a container per slot from
-    /// --target-image), `ssh` (a VM, see --ssh-config) or `sim`.
+    /// --target-image), `qemu` (a VM per slot from --vm-image-dir),
+    /// `ssh` (the operator's VM, see --ssh-config) or `sim`.
     #[arg(long, env = "FLEET_TARGET", value_enum, default_value_t = TargetKind::Sim)]
     pub target: TargetKind,
     /// Image of Docker targets (`make target-image` builds it).
@@ -76,6 +95,19 @@ pub struct Cli {
         default_value = "fleet-sandbox:bullseye"
     )]
     pub sandbox_image: String,
+    /// qemu targets: `make vm-image`'s output directory.
+    #[arg(long, env = "FLEET_VM_IMAGE_DIR", default_value = ".fleet/vm-image")]
+    pub vm_image_dir: std::path::PathBuf,
+    /// qemu targets: guest memory per VM, MiB (qemu itself adds ~400).
+    #[arg(long, env = "FLEET_VM_MEMORY_MB", default_value_t = 1024)]
+    pub vm_memory_mb: u32,
+    /// qemu targets: guest CPUs per VM.
+    #[arg(long, env = "FLEET_VM_CPUS", default_value_t = 1)]
+    pub vm_cpus: u32,
+    /// qemu targets: accelerator; `auto` takes KVM only where /dev/kvm can
+    /// run a stock Debian kernel, TCG otherwise (logged at start).
+    #[arg(long, env = "FLEET_VM_ACCEL", value_enum, default_value_t = VmAccel::Auto)]
+    pub vm_accel: VmAccel,
     /// `openai` brain: base URL up to `/v1` (vLLM `http://host:8000/v1`,
     /// llama.cpp `http://host:8080/v1`, Ollama `http://host:11434/v1`).
     #[arg(long, env = "FLEET_LLM_URL")]
@@ -174,7 +206,7 @@ impl Cli {
             }
             (_, TargetKind::Sim) => {
                 return Err(AgentError::Config(
-                    "--target sim only runs simulated scripts: use --brain sim, or --target docker|ssh".into(),
+                    "--target sim only runs simulated scripts: use --brain sim, or --target docker|qemu|ssh".into(),
                 ))
             }
         }
@@ -220,6 +252,10 @@ impl Cli {
                 pids: self.target_pids,
                 ssh_config: self.ssh_config,
                 sandbox_image: self.sandbox_image,
+                vm_image_dir: self.vm_image_dir,
+                vm_memory_mb: self.vm_memory_mb.max(256),
+                vm_cpus: self.vm_cpus.max(1),
+                vm_accel: self.vm_accel.into(),
             },
             sim_work: Duration::from_millis(self.sim_work_ms),
             max_leases: self.max_leases,

@@ -92,8 +92,15 @@ pub struct TargetSettings {
     pub pids: i64,
     /// SSH targets: TOML file with the `SshTargetConfig` fields.
     pub ssh_config: Option<PathBuf>,
-    /// The SSH sandbox's image for inventory hosts (harden tasks).
+    /// The SSH sandbox's image for inventory hosts (harden tasks) and
+    /// qemu targets.
     pub sandbox_image: String,
+    /// qemu targets: `make vm-image`'s output.
+    pub vm_image_dir: PathBuf,
+    /// qemu targets: guest memory, MiB, and CPUs.
+    pub vm_memory_mb: u32,
+    pub vm_cpus: u32,
+    pub vm_accel: fleet_targets::AccelChoice,
 }
 
 impl Default for TargetSettings {
@@ -106,6 +113,10 @@ impl Default for TargetSettings {
             pids: 256,
             ssh_config: None,
             sandbox_image: "fleet-sandbox:bullseye".into(),
+            vm_image_dir: PathBuf::from(".fleet/vm-image"),
+            vm_memory_mb: 1024,
+            vm_cpus: 1,
+            vm_accel: fleet_targets::AccelChoice::Auto,
         }
     }
 }

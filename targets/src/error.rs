@@ -58,6 +58,14 @@ pub enum TargetError {
     #[error("qmp: {0}")]
     Qmp(String),
 
+    /// A container that should run does not.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+
+    /// A qemu VM could not be prepared or started.
+    #[error("vm: {0}")]
+    Vm(String),
+
     /// The revert command's argv is empty.
     #[error("revert command is empty")]
     NoRevertCommand,

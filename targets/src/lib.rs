@@ -1,5 +1,6 @@
-//! Machines that scripts run on (DESIGN T1–T6): a Docker container target
-//! and an SSH target reached through a sandbox container. Worker scripts
+//! Machines that scripts run on (DESIGN T1–T6): a Docker container target,
+//! an SSH target reached through a sandbox container, and a qemu VM target
+//! reached the same way. Worker scripts
 //! never run on the agent's host; only the operator's SSH revert command
 //! does.
 //!
@@ -19,8 +20,10 @@
 //! - `ssh/`: the VM target — `config.rs` (`SshTargetConfig`),
 //!   `command.rs` (ssh argv and remote commands), `mod.rs` (`SshTarget`:
 //!   sandbox, exec, read_file, revert command).
-//! - `qemu/`: the VM target to come — `qmp.rs` (`Qmp`: the QEMU Machine
-//!   Protocol over a Unix socket; `savevm`/`loadvm` of snapshots).
+//! - `qemu/`: the qemu VM target — `config.rs` (`QemuTargetConfig`),
+//!   `accel.rs` (KVM or TCG), `vm.rs` (one qemu process in its sandbox's
+//!   namespaces, overlays, strays), `qmp.rs` (`Qmp`: the QEMU Machine
+//!   Protocol; `savevm`/`loadvm`), `mod.rs` (`QemuTarget`).
 //! - `output.rs`: `ExecOutcome` and the capped output buffer.
 //! - `error.rs`: `TargetError`.
 
@@ -36,7 +39,7 @@ pub use docker::{
 };
 pub use error::TargetError;
 pub use output::{ExecOutcome, DEFAULT_OUTPUT_CAP};
-pub use qemu::Qmp;
+pub use qemu::{Accel, AccelChoice, QemuTarget, QemuTargetConfig, Qmp};
 pub use ssh::{run_operator_command, SshTarget, SshTargetConfig};
 
 /// Connects to the local Docker engine (socket or `DOCKER_HOST`).
@@ -51,12 +54,18 @@ pub use bollard::Docker;
 mod send_check {
     use std::time::Duration;
 
-    use super::{DockerTarget, SshTarget};
+    use super::{DockerTarget, QemuTarget, SshTarget};
 
     fn send<T: Send>(_: T) {}
 
     #[allow(dead_code)]
-    fn target_futures_are_send(docker: &DockerTarget, ssh: &SshTarget) {
+    fn target_futures_are_send(docker: &DockerTarget, ssh: &SshTarget, qemu: &QemuTarget) {
+        send(qemu.baseline());
+        send(qemu.exec("", Duration::ZERO));
+        send(qemu.revert());
+        send(qemu.health());
+        send(qemu.read_file("", 0));
+        send(qemu.remove());
         send(docker.baseline());
         send(docker.exec("", Duration::ZERO));
         send(docker.revert());
@@ -77,5 +86,6 @@ mod send_check {
         fn both<T: Send + Sync>() {}
         both::<DockerTarget>();
         both::<SshTarget>();
+        both::<QemuTarget>();
     }
 }

@@ -1,9 +1,10 @@
-//! One real machine per slot, Docker or SSH, behind the agent's `Target`.
+//! One real machine per slot, Docker, qemu or SSH, behind the agent's
+//! `Target`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_targets::{DockerTarget, ExecOutcome, SshTarget, TargetError};
+use fleet_targets::{DockerTarget, ExecOutcome, QemuTarget, SshTarget, TargetError};
 
 use crate::error::AgentError;
 use crate::workbench::{cap_output, BoxFuture, ExecResult, Target};
@@ -12,6 +13,7 @@ use crate::workbench::{cap_output, BoxFuture, ExecResult, Target};
 pub enum Machine {
     Docker(DockerTarget),
     Ssh(SshTarget),
+    Qemu(QemuTarget),
 }
 
 impl Machine {
@@ -19,6 +21,7 @@ impl Machine {
         match self {
             Self::Docker(t) => t.exec(script, timeout).await,
             Self::Ssh(t) => t.exec(script, timeout).await,
+            Self::Qemu(t) => t.exec(script, timeout).await,
         }
     }
 
@@ -26,6 +29,7 @@ impl Machine {
         match self {
             Self::Docker(t) => t.read_file(path, max_bytes).await,
             Self::Ssh(t) => t.read_file(path, max_bytes).await,
+            Self::Qemu(t) => t.read_file(path, max_bytes).await,
         }
     }
 
@@ -33,6 +37,7 @@ impl Machine {
         match self {
             Self::Docker(t) => t.baseline().await,
             Self::Ssh(t) => t.baseline().await,
+            Self::Qemu(t) => t.baseline().await,
         }
     }
 
@@ -40,6 +45,7 @@ impl Machine {
         match self {
             Self::Docker(t) => t.revert().await,
             Self::Ssh(t) => t.revert().await,
+            Self::Qemu(t) => t.revert().await,
         }
     }
 
@@ -47,6 +53,7 @@ impl Machine {
         match self {
             Self::Docker(t) => t.health().await,
             Self::Ssh(t) => t.health().await,
+            Self::Qemu(t) => t.health().await,
         }
     }
 
@@ -55,6 +62,7 @@ impl Machine {
         match self {
             Self::Docker(t) => t.remove().await,
             Self::Ssh(t) => t.remove().await,
+            Self::Qemu(t) => t.remove().await,
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use fleet_targets::{
-    cleanup_orphans, connect_docker, DockerTarget, DockerTargetConfig, SshTarget, SshTargetConfig,
+    cleanup_orphans, connect_docker, DockerTarget, DockerTargetConfig, QemuTarget,
+    QemuTargetConfig, SshTarget, SshTargetConfig,
 };
 use tracing::{info, warn};
 
@@ -35,43 +36,13 @@ pub async fn real_workbenches(
             images, "removed what an earlier incarnation left behind"
         );
     }
-    let mut machines = Vec::new();
-    for slot in 0..settings.slots.max(1) as u32 {
-        let machine = match settings.target.kind {
-            TargetKind::Docker => {
-                let mut config = DockerTargetConfig::new(agent, slot);
-                config.image = settings.target.image.clone();
-                config.cpus = settings.target.cpus;
-                config.memory_bytes = (settings.target.memory_mb * 1024 * 1024) as i64;
-                config.pids_limit = settings.target.pids;
-                Machine::Docker(DockerTarget::create(&docker, config).await.map_err(|e| {
-                    AgentError::Target(format!(
-                        "{e} (image {}: run `make target-image`)",
-                        settings.target.image
-                    ))
-                })?)
-            }
-            TargetKind::Ssh => {
-                let config = ssh_config(settings, slot)?;
-                Machine::Ssh(
-                    SshTarget::create(&docker, config)
-                        .await
-                        .map_err(|e| AgentError::Target(e.to_string()))?,
-                )
-            }
-            TargetKind::Qemu => {
-                return Err(AgentError::Config(
-                    "--target qemu is not wired yet (issue 24)".into(),
-                ))
-            }
-            TargetKind::Sim => {
-                return Err(AgentError::Config(
-                    "sim targets are not real machines".into(),
-                ))
-            }
-        };
-        machines.push(Arc::new(machine));
-    }
+    // All slots at once: a VM's boot is most of an agent's start.
+    let slots = (0..settings.slots.max(1) as u32).map(|slot| machine(settings, &docker, slot));
+    let machines: Vec<Arc<Machine>> = futures_util::future::try_join_all(slots)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     // One client for all slots: the concurrency limit is per endpoint.
     let llm = match settings.brain {
         BrainKind::Openai => Some(
@@ -93,6 +64,70 @@ pub async fn real_workbenches(
         })
         .collect();
     Ok((benches, machines))
+}
+
+/// A qemu slot's overlay, QMP socket and console, under the agent's work
+/// directory.
+fn vm_run_dir(settings: &AgentSettings, slot: u32) -> std::path::PathBuf {
+    settings
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| crate::knowledge::default_work_dir(settings.agent.as_str()))
+        .join(format!("vm-{slot}"))
+}
+
+/// Slot `slot`'s machine, created (a qemu VM also booted).
+async fn machine(
+    settings: &AgentSettings,
+    docker: &fleet_targets::Docker,
+    slot: u32,
+) -> Result<Machine, AgentError> {
+    let agent = settings.agent.as_str();
+    Ok(match settings.target.kind {
+        TargetKind::Docker => {
+            let mut config = DockerTargetConfig::new(agent, slot);
+            config.image = settings.target.image.clone();
+            config.cpus = settings.target.cpus;
+            config.memory_bytes = (settings.target.memory_mb * 1024 * 1024) as i64;
+            config.pids_limit = settings.target.pids;
+            Machine::Docker(DockerTarget::create(docker, config).await.map_err(|e| {
+                AgentError::Target(format!(
+                    "{e} (image {}: run `make target-image`)",
+                    settings.target.image
+                ))
+            })?)
+        }
+        TargetKind::Ssh => {
+            let config = ssh_config(settings, slot)?;
+            Machine::Ssh(
+                SshTarget::create(docker, config)
+                    .await
+                    .map_err(|e| AgentError::Target(e.to_string()))?,
+            )
+        }
+        TargetKind::Qemu => {
+            let mut config = QemuTargetConfig::new(
+                &settings.target.vm_image_dir,
+                vm_run_dir(settings, slot),
+                agent,
+                slot,
+            );
+            config.memory_mb = settings.target.vm_memory_mb;
+            config.vcpus = settings.target.vm_cpus;
+            config.accel = settings.target.vm_accel;
+            config.sandbox_image = settings.target.sandbox_image.clone();
+            Machine::Qemu(
+                QemuTarget::create(docker, config)
+                    .await
+                    .map_err(|e| AgentError::Target(e.to_string()))?,
+            )
+        }
+        TargetKind::Sim => {
+            return Err(AgentError::Config(
+                "sim targets are not real machines".into(),
+            ))
+        }
+    })
 }
 
 /// The operator's SSH target file plus this agent's id and slot.

@@ -213,6 +213,17 @@ impl Container {
         }
     }
 
+    /// The host pid of the container's main process (docker-init).
+    pub(crate) async fn pid(&self) -> Result<u32, TargetError> {
+        let inspect = self.docker.inspect_container(&self.name, None).await?;
+        inspect
+            .state
+            .and_then(|state| state.pid)
+            .filter(|pid| *pid > 0)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .ok_or_else(|| TargetError::NotRunning(self.name.clone()))
+    }
+
     pub(crate) async fn is_running(&self) -> Result<bool, TargetError> {
         match self.docker.inspect_container(&self.name, None).await {
             Ok(inspect) => Ok(inspect

@@ -47,8 +47,12 @@ fn ssh_argv(config: &SshTargetConfig, remote: &str) -> Vec<String> {
         "RequestTTY=no".to_string(),
         "LogLevel=ERROR".to_string(),
     ];
+    let alias = config
+        .host_key_alias
+        .as_ref()
+        .map(|alias| format!("HostKeyAlias={alias}"));
     let mut argv = vec!["ssh".to_string(), "-i".to_string(), KEY_PATH.to_string()];
-    for option in options {
+    for option in options.into_iter().chain(alias) {
         argv.push("-o".to_string());
         argv.push(option);
     }
@@ -124,5 +128,12 @@ mod tests {
         assert!(joined.contains("StrictHostKeyChecking=yes"));
         assert!(joined.contains("BatchMode=yes"));
         assert!(joined.ends_with("-- h true"));
+        assert!(!joined.contains("HostKeyAlias"));
+        let config = SshTargetConfig {
+            host_key_alias: Some("fleet-vm".into()),
+            ..config
+        };
+        let joined = sandbox_argv(&config, "true", "", true).join(" ");
+        assert!(joined.contains("-o HostKeyAlias=fleet-vm"), "{joined}");
     }
 }

@@ -25,6 +25,10 @@ pub struct SshTargetConfig {
     /// known_hosts holding the target's host key; the key is checked
     /// (`StrictHostKeyChecking=yes`).
     pub known_hosts_path: PathBuf,
+    /// Name the host key is filed under in known_hosts, when not `host`
+    /// (ssh's `HostKeyAlias`; `make vm-image` files it as `fleet-vm`).
+    #[serde(default)]
+    pub host_key_alias: Option<String>,
     /// Run on the agent's host, not in the sandbox: operator config such as
     /// `["virsh", "snapshot-revert", "vm", "baseline"]`, never a worker
     /// script.
@@ -46,6 +50,8 @@ pub struct SshTargetConfig {
     #[serde(default = "default_sandbox_image")]
     pub sandbox_image: String,
     /// Docker network the sandbox joins; it should reach only the target.
+    /// `none`: no network at all (a qemu target's sandbox, whose guest
+    /// listens on the sandbox's own loopback).
     pub network: String,
     /// Owning agent; `[A-Za-z0-9._-]{1,64}`.
     pub agent_id: String,
@@ -85,6 +91,7 @@ impl SshTargetConfig {
             user: default_user(),
             private_key_path: private_key_path.into(),
             known_hosts_path: known_hosts_path.into(),
+            host_key_alias: None,
             revert_command,
             revert_optional: false,
             revert_timeout_secs: default_revert_timeout_secs(),

@@ -28,6 +28,8 @@ const REMOTE_KILL_TIMEOUT: Duration = Duration::from_secs(20);
 const READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pause between probes while waiting for the target after a revert.
 const READY_POLL: Duration = Duration::from_secs(1);
+/// The sandbox network that means none at all.
+pub(crate) const NO_NETWORK: &str = "none";
 
 /// A VM owned by one agent slot, and its sandbox.
 #[derive(Debug)]
@@ -98,17 +100,8 @@ impl SshTarget {
             // A kill of last resort took the sandbox down.
             self.start_sandbox().await?;
         }
-        let deadline = Instant::now() + self.config.ready_timeout();
-        loop {
-            match self.probe().await {
-                Ok(()) => break,
-                Err(error) if Instant::now() >= deadline => {
-                    tracing::warn!(host = %self.config.host, %error, "target not back after revert");
-                    return Err(TargetError::HealthTimeout(self.config.ready_timeout()));
-                }
-                Err(_) => tokio::time::sleep(READY_POLL).await,
-            }
-        }
+        self.wait_ready("true", self.config.ready_timeout(), READY_POLL)
+            .await?;
         tracing::info!(
             host = %self.config.host,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -123,6 +116,18 @@ impl SshTarget {
     /// An unreachable target or a wrong host key is an error, not an
     /// outcome: the script never ran.
     pub async fn exec(&self, script: &str, timeout: Duration) -> Result<ExecOutcome, TargetError> {
+        self.exec_after("", script, timeout).await
+    }
+
+    /// [`SshTarget::exec`], with `prelude` (a remote command of the
+    /// target's own, not the script's: its output is dropped) run first in
+    /// the same connection.
+    pub(crate) async fn exec_after(
+        &self,
+        prelude: &str,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutcome, TargetError> {
         if !self.baselined.load(Ordering::SeqCst) {
             return Err(TargetError::NoBaseline);
         }
@@ -133,7 +138,13 @@ impl SshTarget {
             });
         }
         let marker = crate::docker::new_marker();
-        let argv = command::sandbox_argv(&self.config, &command::run_script(&marker), script, true);
+        let remote = command::run_script(&marker);
+        let remote = if prelude.is_empty() {
+            remote
+        } else {
+            format!("{{ {prelude}; }} >/dev/null 2>&1; {remote}")
+        };
+        let argv = command::sandbox_argv(&self.config, &remote, script, true);
         let timeout = timeout.min(self.config.max_exec_timeout());
         let raw = self
             .sandbox
@@ -218,7 +229,7 @@ impl SshTarget {
             name: self.config.sandbox_name(),
             image: self.config.sandbox_image.clone(),
             labels: labels(&self.config.agent_id, self.config.slot, "sandbox"),
-            network: Some(self.config.network.clone()),
+            network: (self.config.network != NO_NETWORK).then(|| self.config.network.clone()),
             cpus: self.config.cpus,
             memory_bytes: self.config.memory_bytes,
             pids_limit: self.config.pids_limit,
@@ -234,9 +245,55 @@ impl SshTarget {
         Ok(())
     }
 
+    /// Probes with `remote` every `poll` until it exits 0, for at most
+    /// `timeout`.
+    pub(crate) async fn wait_ready(
+        &self,
+        remote: &str,
+        timeout: Duration,
+        poll: Duration,
+    ) -> Result<(), TargetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.probe_with(remote).await {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() >= deadline => {
+                    tracing::warn!(host = %self.config.host, %error, "target not back");
+                    return Err(TargetError::HealthTimeout(timeout));
+                }
+                Err(_) => tokio::time::sleep(poll).await,
+            }
+        }
+    }
+
+    /// Records that the baseline the target returns to is in place.
+    pub(crate) fn mark_baselined(&self) {
+        self.baselined.store(true, Ordering::SeqCst);
+    }
+
+    /// The sandbox's main process on the host (its namespaces are where a
+    /// qemu target's VM lives).
+    pub(crate) async fn sandbox_pid(&self) -> Result<u32, TargetError> {
+        self.sandbox.pid().await
+    }
+
+    pub(crate) async fn sandbox_running(&self) -> Result<bool, TargetError> {
+        self.sandbox.is_running().await
+    }
+
+    /// Starts the sandbox afresh (replacing one of the same name).
+    pub(crate) async fn restart_sandbox(&self) -> Result<(), TargetError> {
+        self.start_sandbox().await
+    }
+
     /// `ssh … true`: Ok when the target answers with its known host key.
     async fn probe(&self) -> Result<(), TargetError> {
-        let argv = command::sandbox_argv(&self.config, "true", "", true);
+        self.probe_with("true").await
+    }
+
+    /// `ssh … remote`: Ok when it exits 0.
+    async fn probe_with(&self, remote: &str) -> Result<(), TargetError> {
+        let argv = command::sandbox_argv(&self.config, remote, "", true);
         let timeout = self.config.connect_timeout() + Duration::from_secs(5);
         let raw = self.sandbox.run(argv, timeout, HELPER_CAP, true).await?;
         if raw.exit_code == Some(0) {
