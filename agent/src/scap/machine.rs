@@ -13,7 +13,8 @@ use crate::workbench::{cap_output, BoxFuture, ExecResult, Target};
 pub enum Machine {
     Docker(DockerTarget),
     Ssh(SshTarget),
-    Qemu(QemuTarget),
+    /// Boxed: a VM's state is several times a container's.
+    Qemu(Box<QemuTarget>),
 }
 
 impl Machine {

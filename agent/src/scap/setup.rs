@@ -116,11 +116,11 @@ async fn machine(
             config.vcpus = settings.target.vm_cpus;
             config.accel = settings.target.vm_accel;
             config.sandbox_image = settings.target.sandbox_image.clone();
-            Machine::Qemu(
+            Machine::Qemu(Box::new(
                 QemuTarget::create(docker, config)
                     .await
                     .map_err(|e| AgentError::Target(e.to_string()))?,
-            )
+            ))
         }
         TargetKind::Sim => {
             return Err(AgentError::Config(
