@@ -136,6 +136,7 @@ pub async fn run(plan: ChaosPlan) -> ChaosReport {
         redis_url: None,
         skill_packs: None,
         agent_env: Vec::new(),
+        vm_image: None,
     };
     let mut fleet = Fleet::start(opts).await;
     let rules = (0..plan.tasks)

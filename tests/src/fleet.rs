@@ -48,6 +48,9 @@ pub struct FleetOpts {
     /// More environment for every agent (after the harness's own, so it
     /// wins), e.g. `FLEET_LLM_RETRIES`.
     pub agent_env: Vec<(String, String)>,
+    /// With `target_image`: agents on qemu VMs from this `make vm-image`
+    /// output instead of containers.
+    pub vm_image: Option<PathBuf>,
 }
 
 impl FleetOpts {
@@ -80,6 +83,7 @@ impl Default for FleetOpts {
             redis_url: None,
             skill_packs: None,
             agent_env: Vec::new(),
+            vm_image: None,
         }
     }
 }
@@ -329,6 +333,10 @@ impl Fleet {
                 .env("FLEET_TARGET", "docker")
                 .env("FLEET_BRAIN", "ssg")
                 .env("FLEET_TARGET_IMAGE", image);
+            if let Some(dir) = &self.opts.vm_image {
+                cmd.env("FLEET_TARGET", "qemu")
+                    .env("FLEET_VM_IMAGE_DIR", dir);
+            }
             if let Some(url) = &self.opts.llm_url {
                 cmd.env("FLEET_BRAIN", "openai")
                     .env("FLEET_LLM_URL", url)

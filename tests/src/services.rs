@@ -36,3 +36,17 @@ pub async fn require_redis() -> redis::aio::ConnectionManager {
     assert_eq!(pong, "PONG");
     conn
 }
+
+/// `make vm-image`'s output (`FLEET_VM_IMAGE_DIR`, else the repo's
+/// `.fleet/vm-image`); panics with what to do when it is missing.
+pub fn vm_image_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("FLEET_VM_IMAGE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::procs::repo_root().join(".fleet/vm-image"));
+    assert!(
+        dir.join("disk.qcow2").is_file(),
+        "no VM image in {}: run `make vm-image`",
+        dir.display()
+    );
+    dir
+}

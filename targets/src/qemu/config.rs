@@ -24,9 +24,9 @@ pub struct QemuTargetConfig {
     /// `make vm-image`'s output: disk.qcow2, vmlinuz, initrd.img,
     /// boot.args, id_ed25519, known_hosts.
     pub image_dir: PathBuf,
-    /// This slot's own directory: the overlay, the QMP socket, the serial
-    /// console and qemu's log. Kept short: a Unix socket path has at most
-    /// 107 bytes.
+    /// This slot's own directory: the overlay, the serial console and
+    /// qemu's log. (The QMP socket lives in the temp dir: a Unix socket
+    /// path has at most 107 bytes.)
     pub run_dir: PathBuf,
     /// Owning agent; `[A-Za-z0-9._-]{1,64}`.
     pub agent_id: String,
@@ -106,8 +106,7 @@ impl QemuTargetConfig {
         Ok(image)
     }
 
-    /// The slot's run directory, created, as an absolute path whose QMP
-    /// socket fits a Unix socket address.
+    /// The slot's files: its run directory, created, as absolute paths.
     pub(crate) fn run_paths(&self) -> Result<RunPaths, TargetError> {
         std::fs::create_dir_all(&self.run_dir).map_err(|source| TargetError::Io {
             path: self.run_dir.clone(),
@@ -119,16 +118,10 @@ impl QemuTargetConfig {
         })?;
         let paths = RunPaths {
             overlay: dir.join("overlay.qcow2"),
-            qmp: dir.join("qmp.sock"),
+            qmp: std::env::temp_dir().join(format!("{}.qmp", self.vm_name())),
             serial: dir.join("serial.log"),
             log: dir.join("qemu.log"),
         };
-        if paths.qmp.as_os_str().len() > 100 {
-            return Err(TargetError::Vm(format!(
-                "{} is too long for a Unix socket: give the agent a shorter --work-dir",
-                paths.qmp.display()
-            )));
-        }
         Ok(paths)
     }
 }
