@@ -27,13 +27,13 @@ target-image: ## build the Debian 11 target and SSH sandbox images (skipped when
 vm-image: ## build the Debian 11 qemu VM image, kernel and keys in .fleet/vm-image/ and boot it once (skipped when unchanged; FORCE=1 rebuilds)
 	@scripts/vm-image.sh
 
-fleet: deps build $(if $(filter sim,$(TARGET)),,target-image) ## start coordinator + $(AGENTS) agents on Docker targets and run the Debian 11 standard profile (TARGET=sim: the simulation)
+fleet: deps build $(if $(filter sim,$(TARGET)),,target-image) $(if $(filter vm,$(TARGET)),vm-image) ## start coordinator + $(AGENTS) agents on Docker targets and run the Debian 11 standard profile (TARGET=vm: on qemu VMs; TARGET=sim: the simulation)
 	@scripts/fleet.sh
 
 fleet-down: ## stop the coordinator, agents and services started by `make fleet`
 	@scripts/fleet-down.sh
 
-test: deps target-image ## the whole test suite against real Redis, Postgres and the target image, then 15 s of fuzzing per parser
+test: deps target-image vm-image ## the whole test suite against real Redis, Postgres, the target image and the VM image, then 15 s of fuzzing per parser
 	@source .fleet/env && cargo build --bins && scripts/test.sh
 	@scripts/fuzz.sh short
 

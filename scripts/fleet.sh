@@ -5,6 +5,9 @@
 # `make target-image` builds, with OpenSCAP, and the `openai` brain when
 # FLEET_LLM_URL is set, else the `ssg` brain; the run is the Debian 11
 # standard profile, minus what the coordinator's baseline scan finds passing.
+# TARGET=vm: the same on qemu VMs of `make vm-image` (one per agent), where
+# the kernel (sysctl_*) and service (service_*) rules a container cannot
+# hold are evaluated and fixed too.
 # TARGET=sim: the simulation (no Docker), with the sim-demo pack.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -43,7 +46,11 @@ case "$target" in
   docker) brain=ssg; [[ -z ${FLEET_LLM_URL:-} ]] || brain=openai
           agent_args=(--target docker --brain "$brain" --target-image "$image")
           scan=(FLEET_SCAN_IMAGE="$image") ;;
-  *) echo "fleet: TARGET must be sim or docker, got '$target'" >&2; exit 2 ;;
+  # No baseline scan: the coordinator scans a container, not the VM.
+  vm) brain=ssg; [[ -z ${FLEET_LLM_URL:-} ]] || brain=openai
+      agent_args=(--target qemu --brain "$brain" --vm-image-dir "$state/vm-image")
+      scan=() ;;
+  *) echo "fleet: TARGET must be sim, docker or vm, got '$target'" >&2; exit 2 ;;
 esac
 
 # GET /healthz with bash alone (no curl on a bare machine).
@@ -120,10 +127,11 @@ else
   echo "fleet: prometheus is not installed (make deps installs it); going on without metrics history" >&2
 fi
 
-if [[ $target == docker ]]; then
+if [[ $target != sim ]]; then
   # No rules: the coordinator takes the pack profile's rules from its catalog.
   run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-ssg-debian11-standard}" --quiet)
-  echo "fleet: submitted run $run (the profile's rules) to ${AGENTS:-2} agents on Docker targets"
+  kind="Docker targets"; [[ $target == vm ]] && kind="qemu VMs (booting takes ~20 s under TCG)"
+  echo "fleet: submitted run $run (the profile's rules) to ${AGENTS:-2} agents on $kind"
 else
   rules="${RULES:-$root/skill-packs/sim-demo/rules.txt}"
   run=$("$bin/fleet-coordinator" submit --skill-pack "${SKILL_PACK:-sim-demo}" --rules-file "$rules" --quiet)
