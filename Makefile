@@ -52,7 +52,7 @@ chaos-hosts: deps target-image ## agents in containers on a private network: kil
 	@source .fleet/env && cargo build --release --bins && \
 	  target/release/fleet-chaos-hosts --tasks $${CHAOS_TASKS:-3000} --agents $${CHAOS_AGENTS:-6}
 
-bench: deps target-image ## benchmarks with baselines measured in the same run (the target and fixrate benches need the target image)
+bench: deps target-image vm-image ## benchmarks with baselines measured in the same run (the target and fixrate benches need the target image, the vm bench the VM image)
 	@source .fleet/env && cargo build --release --bins && target/release/fleet-bench all
 	@cargo bench -q -p fleet-knowledge --bench worktree 2>/dev/null | grep '^bench '
 

@@ -87,7 +87,7 @@ impl TargetFigures {
     }
 }
 
-fn debian_task(rule: &str) -> anyhow::Result<RuleTask> {
+pub(crate) fn debian_task(rule: &str) -> anyhow::Result<RuleTask> {
     let dir = crate::procs::repo_root().join("skill-packs/ssg-debian11-standard");
     let pack = SkillPack::load(&dir)?;
     Ok(RuleTask {

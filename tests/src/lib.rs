@@ -43,6 +43,7 @@ pub mod bench_ingest;
 pub mod bench_learning;
 pub mod bench_scale;
 pub mod bench_target;
+pub mod bench_vm;
 pub mod chaos;
 pub mod coord;
 pub mod db;

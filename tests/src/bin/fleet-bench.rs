@@ -8,6 +8,10 @@
 //! `bench target`: revert, exec and one-rule OpenSCAP evaluation on a
 //! Docker target (goal: revert p50 ≤ 1 s).
 //!
+//! `bench vm`: boot, `loadvm` revert (p50, p99) and one-rule OpenSCAP
+//! evaluation on a qemu VM target from `make vm-image` (goal: revert p50
+//! ≤ 1 s, as a container's).
+//!
 //! `bench fixrate`: the fix rate of the per-rule loop with the `ssg` brain
 //! against `oscap xccdf eval --remediate`, both on fresh targets (goal:
 //! `fleet_ssg ≥ oscap_remediate`).
@@ -58,6 +62,8 @@ enum Which {
     LeaseProfile,
     /// Revert, exec and one-rule evaluation on a Docker target.
     Target,
+    /// Boot, `loadvm` revert and one-rule evaluation on a qemu VM target.
+    Vm,
     /// Fix rate of the `ssg` brain's per-rule loop against oscap --remediate.
     Fixrate,
     /// Lesson credit per category (V1) against the dream stage's (V2).
@@ -132,6 +138,9 @@ async fn main() -> anyhow::Result<()> {
         let figures =
             fleet_tests::bench_target::bench_target(&args.target_image, args.target_rounds).await?;
         println!("{}", figures.line());
+    }
+    if matches!(args.which, Which::All | Which::Vm) {
+        println!("{}", fleet_tests::bench_vm::bench_vm().await?.line());
     }
     if matches!(args.which, Which::All | Which::Fixrate) {
         let started = Instant::now();
