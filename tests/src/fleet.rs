@@ -106,6 +106,9 @@ pub struct Fleet {
     /// With `per_agent_tokens`: agent i's own token, once issued.
     pub agent_tokens: Vec<Option<String>>,
     http: reqwest::Client,
+    /// `shutdown` ran: what the agents left is theirs to answer for, and
+    /// tests check it; the drop cleans up only after a failure.
+    shut_down: bool,
 }
 
 impl Fleet {
@@ -135,6 +138,7 @@ impl Fleet {
             agent_tokens: (0..opts.agents).map(|_| None).collect(),
             opts,
             http: reqwest::Client::new(),
+            shut_down: false,
         };
         fleet.start_coordinator().await;
         for i in 0..fleet.opts.agents {
@@ -552,9 +556,33 @@ impl Fleet {
     }
 
     pub async fn shutdown(mut self) {
+        self.shut_down = true;
         self.stop_agents().await;
         if let Some(c) = self.coordinator.take() {
             c.terminate(Duration::from_secs(10)).await;
+        }
+    }
+}
+
+/// A test that failed (or forgot `shutdown`) SIGKILLs its agents by
+/// dropping them; their containers would stay, and a qemu target's VM
+/// (which lives in its sandbox's pid namespace) would keep burning a core.
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if self.shut_down || self.opts.target_image.is_none() {
+            return;
+        }
+        self.agents.iter_mut().for_each(|a| drop(a.take()));
+        for i in 0..self.agents.len() {
+            let id = self.agent_id(i);
+            let script = format!(
+                "docker ps -aq --filter label=fleet.agent={id} | xargs -r docker rm -f -v"
+            );
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }

@@ -21,13 +21,15 @@ pub(crate) const BASELINE_TAG: &str = "fleet-baseline";
 pub(crate) const GUEST_SSH_PORT: u16 = 2222;
 /// Longest wait for qemu's QMP socket after the process starts.
 const QMP_WAIT: Duration = Duration::from_secs(30);
+/// qemu's scheduling priority (`nice`), below everything the fleet runs.
+const NICENESS: i32 = 10;
 /// Bytes of qemu's log kept in an error.
 const LOG_TAIL: usize = 2048;
 
 /// A running qemu and its monitor.
 #[derive(Debug)]
 pub(crate) struct Vm {
-    /// `nsenter`, whose child is qemu; ends when qemu does.
+    /// `nice nsenter`, whose child is qemu; ends when qemu does.
     process: Child,
     pub qmp: Qmp,
     /// The sandbox's network namespace, where the guest's sshd answers.
@@ -64,7 +66,13 @@ impl Vm {
             path: paths.log.clone(),
             source,
         })?;
+        // Below the agent, Redis and the coordinator: a TCG guest takes a
+        // whole core, and the agent's lease renewals must still be
+        // scheduled on time (DESIGN L3).
         let mut argv = vec![
+            "-n".to_string(),
+            NICENESS.to_string(),
+            "nsenter".to_string(),
             "--target".to_string(),
             sandbox_pid.to_string(),
             "--net".to_string(),
@@ -79,7 +87,7 @@ impl Vm {
             boot_args.trim(),
             start,
         ));
-        let process = Command::new("nsenter")
+        let process = Command::new("nice")
             .args(&argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
