@@ -69,6 +69,20 @@ pub fn run_summary(s: &RunStatus) -> String {
     for (reason, n) in &s.escalated_by_reason {
         rows.push(vec![format!("  {reason}"), n.to_string(), pct(*n, s.total)]);
     }
+    if s.needs_target > 0 {
+        rows.push(vec![
+            "needs_target".into(),
+            s.needs_target.to_string(),
+            pct(s.needs_target, s.total),
+        ]);
+        for (class, need) in &s.needs_target_by_class {
+            rows.push(vec![
+                format!("  {class}"),
+                need.rules.to_string(),
+                pct(need.rules, s.total),
+            ]);
+        }
+    }
     let unfinished = s.total.saturating_sub(s.finished);
     if unfinished > 0 {
         rows.push(vec![
@@ -88,6 +102,14 @@ pub fn run_summary(s: &RunStatus) -> String {
     );
     out.push_str(&render(&["outcome", "tasks", "share"], &rows));
     out.push('\n');
+    let needs = s.needs_target_lines();
+    if !needs.is_empty() {
+        // Never leased nor escalated: no live agent had such a target.
+        for line in needs {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+    }
     out.push_str(&totals(s));
     out.push('\n');
     if let Some(c) = &s.comparison {
@@ -364,8 +386,13 @@ pub fn run_line(s: &RunStatus) -> String {
         .iter()
         .map(|(r, n)| format!("{r}={n}"))
         .collect();
+    let needs: Vec<String> = s
+        .needs_target_by_class
+        .iter()
+        .map(|(class, need)| format!("{class}={}", need.rules))
+        .collect();
     format!(
-        "run {} {}: {}/{} finished, fixed={} already_passing={} escalated={}{} lease_losses={} stale_rejected={}",
+        "run {} {}: {}/{} finished, fixed={} already_passing={} escalated={}{}{} lease_losses={} stale_rejected={}",
         s.run,
         s.status,
         s.finished,
@@ -374,6 +401,7 @@ pub fn run_line(s: &RunStatus) -> String {
         s.already_passing,
         s.escalated,
         if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
+        if needs.is_empty() { String::new() } else { format!(" needs_target={} ({})", s.needs_target, needs.join(" ")) },
         s.lease_losses,
         s.stale_completions_rejected
     )
@@ -396,6 +424,8 @@ pub fn agents(list: &[AgentInfo]) -> String {
                     a.version.clone()
                 },
                 if a.alive { "yes".into() } else { "no".into() },
+                a.target_class
+                    .map_or_else(|| "-".into(), |c| c.as_str().to_owned()),
                 a.last_seen_ms
                     .and_then(DateTime::<Utc>::from_timestamp_millis)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -404,7 +434,7 @@ pub fn agents(list: &[AgentInfo]) -> String {
         })
         .collect();
     render(
-        &["agent", "host", "version", "alive", "last seen (utc)"],
+        &["agent", "host", "version", "alive", "targets", "last seen (utc)"],
         &rows,
     )
 }
