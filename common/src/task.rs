@@ -109,6 +109,14 @@ impl Checks {
             .collect()
     }
 
+    /// These checks as an agent with targets of class `class` runs them.
+    pub fn for_class(&self, class: TargetClass) -> Checks {
+        Checks {
+            health: self.health_for(class),
+            ..self.clone()
+        }
+    }
+
     /// The XCCDF id of a short rule id.
     pub fn xccdf_rule_id(&self, rule: &str) -> String {
         if rule.starts_with(&self.rule_prefix) {
