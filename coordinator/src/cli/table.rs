@@ -368,8 +368,14 @@ pub fn fleet_line(s: &RunStatus) -> String {
         Some(r) if r.is_infinite() => "inf".to_owned(),
         other => rate(other),
     };
+    // Rules no live agent could serve (issue 24), only when there are any.
+    let needs = if s.needs_target > 0 {
+        format!(" needs_target={}", s.needs_target)
+    } else {
+        String::new()
+    };
     format!(
-        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio={ratio}",
+        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio={ratio}{needs}",
         s.run,
         s.skill_pack,
         s.total,
@@ -473,6 +479,41 @@ mod tests {
             2,
         );
         assert_eq!(t, "a   b   n\nxx  y  10\n");
+    }
+
+    #[test]
+    fn rules_that_needed_a_target_get_their_row_and_line() {
+        let mut s: RunStatus = serde_json::from_value(serde_json::json!({
+            "run": 4, "skill_pack": "ssg-debian11-standard", "profile": "standard",
+            "status": "completed", "total": 10, "finished": 10, "fixed": 2,
+            "already_passing": 1, "escalated": 0, "escalated_by_reason": {},
+            "lease_losses": 0, "stale_completions_rejected": 0,
+            "created_at": "2026-12-01T00:00:00+00:00", "finished_at": null
+        }))
+        .unwrap();
+        assert!(!run_summary(&s).contains("needs"));
+        assert!(!fleet_line(&s).contains("needs_target"));
+        s.needs_target = 7;
+        s.needs_target_by_class.insert(
+            "vm".into(),
+            fleet_common::api::TargetNeed {
+                rules: 7,
+                examples: vec!["service_cron_enabled".into(), "sysctl_fs_suid_dumpable".into()],
+            },
+        );
+        let out = run_summary(&s);
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("needs_target ") && l.ends_with(" 7  70.0%")),
+            "{out}"
+        );
+        assert!(
+            out.contains("needs a vm target: 7 (service_cron_enabled, sysctl_fs_suid_dumpable, …)"),
+            "{out}"
+        );
+        assert!(out.contains("2 fixed of 2 fixed or escalated"), "{out}");
+        assert!(fleet_line(&s).ends_with(" needs_target=7"));
+        assert!(run_line(&s).contains("escalated=0 needs_target=7 (vm=7) "));
     }
 
     #[test]
