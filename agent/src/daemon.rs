@@ -143,7 +143,9 @@ async fn workbenches(
                 .collect(),
             Vec::new(),
         )),
-        TargetKind::Docker | TargetKind::Ssh | TargetKind::Qemu => scap::real_workbenches(settings).await,
+        TargetKind::Docker | TargetKind::Ssh | TargetKind::Qemu => {
+            scap::real_workbenches(settings).await
+        }
     }
 }
 

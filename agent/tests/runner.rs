@@ -474,12 +474,15 @@ async fn only_the_health_checks_that_fit_the_agents_targets_run() {
     );
     // The VM agent takes the VM task and runs the check, which fails here.
     run_one(TargetClass::Vm, "agent-vm").await;
-    let outcome = stream(&client).await.iter().find_map(|d| match &d.event.body {
-        EventBody::TaskCompleted { outcome, .. } if d.event.rule == tasks[1].task.rule => {
-            Some((*outcome, d.event.agent.as_str().to_owned()))
-        }
-        _ => None,
-    });
+    let outcome = stream(&client)
+        .await
+        .iter()
+        .find_map(|d| match &d.event.body {
+            EventBody::TaskCompleted { outcome, .. } if d.event.rule == tasks[1].task.rule => {
+                Some((*outcome, d.event.agent.as_str().to_owned()))
+            }
+            _ => None,
+        });
     assert_eq!(
         outcome,
         Some((

@@ -744,7 +744,10 @@ mod tests {
             "vm".into(),
             TargetNeed {
                 rules: 12,
-                examples: vec!["service_cron_enabled".into(), "sysctl_fs_suid_dumpable".into()],
+                examples: vec![
+                    "service_cron_enabled".into(),
+                    "sysctl_fs_suid_dumpable".into(),
+                ],
             },
         );
         assert_eq!(

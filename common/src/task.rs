@@ -335,7 +335,10 @@ mod tests {
         // A check without a filter keeps its old wire form.
         let json = serde_json::to_value(&checks.health[0]).unwrap();
         assert!(json.get("targets").is_none(), "{json}");
-        assert_eq!(serde_json::to_value(&checks.health[1]).unwrap()["targets"][0], "vm");
+        assert_eq!(
+            serde_json::to_value(&checks.health[1]).unwrap()["targets"][0],
+            "vm"
+        );
     }
 
     #[test]

@@ -60,16 +60,17 @@ pub async fn submit(
 
     let needs: Vec<TargetClass> = req.rules.iter().map(|r| pack.target_need(r)).collect();
     // Rules no live agent can serve are recorded, not queued (DESIGN T7).
-    let unserved: HashSet<String> = if needs.contains(&TargetClass::Vm) && !vm_agent_live(leases).await {
-        req.rules
-            .iter()
-            .zip(&needs)
-            .filter(|(r, need)| **need == TargetClass::Vm && !passing.contains(*r))
-            .map(|(r, _)| r.clone())
-            .collect()
-    } else {
-        HashSet::new()
-    };
+    let unserved: HashSet<String> =
+        if needs.contains(&TargetClass::Vm) && !vm_agent_live(leases).await {
+            req.rules
+                .iter()
+                .zip(&needs)
+                .filter(|(r, need)| **need == TargetClass::Vm && !passing.contains(*r))
+                .map(|(r, _)| r.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
 
     let n = req.rules.len();
     let mut families = Vec::with_capacity(n);

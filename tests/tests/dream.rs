@@ -242,7 +242,9 @@ async fn a_pass_applies_at_most_its_budget_and_the_next_pass_takes_up_the_rest()
     let fleet = Fleet::start(FleetOpts {
         agents: 1,
         auto_dream: false,
-        skill_packs: Some(fleet_tests::coord::packs_with("[dream]\nmax_promotions = 3")),
+        skill_packs: Some(fleet_tests::coord::packs_with(
+            "[dream]\nmax_promotions = 3",
+        )),
         ..Default::default()
     })
     .await;

@@ -63,7 +63,8 @@ async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
     for (rule, (outcome, why, agent)) in &got {
         if rule.starts_with("sysctl_") || rule.starts_with("service_") {
             assert!(
-                *outcome == "already_passing" || (*outcome, *why, *agent) == ("needs_target", Some("vm"), None),
+                *outcome == "already_passing"
+                    || (*outcome, *why, *agent) == ("needs_target", Some("vm"), None),
                 "{rule}: {outcome} {why:?} {agent:?}"
             );
         } else {

@@ -36,7 +36,13 @@ async fn item(
     c: &TestCoordinator,
     run: RunId,
     rule: &str,
-) -> (String, Option<String>, Option<String>, String, Option<String>) {
+) -> (
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+) {
     sqlx::query_as(
         "SELECT state, outcome, reason, target_need, accepted_agent FROM work_items
          WHERE run_id = $1 AND rule_id = $2",
@@ -116,7 +122,10 @@ async fn without_a_live_vm_agent_vm_rules_are_recorded_needs_target_and_the_run_
         [format!("needs a vm target: 2 ({SERVICE}, {SYSCTL})")]
     );
     for rule in [SYSCTL, SERVICE] {
-        assert!(events_of(&c.db.pool, resp.run, rule).await.is_empty(), "{rule} leased");
+        assert!(
+            events_of(&c.db.pool, resp.run, rule).await.is_empty(),
+            "{rule} leased"
+        );
     }
 }
 
@@ -162,10 +171,17 @@ async fn with_a_live_vm_agent_vm_rules_wait_for_it_and_reconciliation_keeps_them
     leased.sort();
     assert_eq!(leased, [SERVICE, SYSCTL]);
     let done = completion(&sshd, Outcome::Fixed { attempt: 1 }, 1);
-    assert!(container.complete(&sshd, &done).await.unwrap().is_accepted());
+    assert!(container
+        .complete(&sshd, &done)
+        .await
+        .unwrap()
+        .is_accepted());
     c.ingester().drain().await.unwrap();
     let s = run_status(&c.db.pool, resp.run).await.unwrap();
-    assert_eq!((s.status.as_str(), s.fixed, s.needs_target), ("completed", 3, 0));
+    assert_eq!(
+        (s.status.as_str(), s.fixed, s.needs_target),
+        ("completed", 3, 0)
+    );
     for rule in [SYSCTL, SERVICE] {
         assert_eq!(item(&c, resp.run, rule).await.4.as_deref(), Some("vm-1"));
     }
@@ -217,7 +233,9 @@ async fn a_run_on_container_agents_reports_its_vm_rules_and_a_vm_agent_alone_tak
     // Run 1: only a simulated (container) agent.
     let first = fleet.submit_pack("sim-demo", rules.clone()).await;
     assert_eq!(first.needs_target, 2);
-    let s = fleet.wait_completed(first.run, Duration::from_secs(60)).await;
+    let s = fleet
+        .wait_completed(first.run, Duration::from_secs(60))
+        .await;
     assert_eq!((s.finished, s.needs_target), (4, 2));
     assert_eq!(s.escalated_by_reason.get("needs_target"), None);
     let report: RunReport = fleet.report(first.run).await;
@@ -270,14 +288,19 @@ async fn a_run_on_container_agents_reports_its_vm_rules_and_a_vm_agent_alone_tak
     }
     for rule in [SSHD, "sshd_set_keepalive"] {
         let by_sim = events_of(&fleet.db.pool, second.run, rule).await;
-        assert!(by_sim.iter().all(|(_, a)| a == "agent-1"), "{rule}: {by_sim:?}");
+        assert!(
+            by_sim.iter().all(|(_, a)| a == "agent-1"),
+            "{rule}: {by_sim:?}"
+        );
     }
     // Fixed now, never tried then: no win (DESIGN D6).
     fleet.wait_dreamt(second.run).await;
     let c = fleet.status(second.run).await.comparison.expect("compared");
     assert_eq!(c.previous_run, first.run);
     assert!(
-        c.changes.iter().all(|ch| ch.rule != SYSCTL && ch.rule != SERVICE),
+        c.changes
+            .iter()
+            .all(|ch| ch.rule != SYSCTL && ch.rule != SERVICE),
         "{:?}",
         c.changes
     );

@@ -558,9 +558,7 @@ command = "true"
         let err = SkillPack::parse(&bad_check).unwrap_err();
         assert!(err.contains("kvm") && err.contains("vm"), "{err}");
         let no_target = format!("{SCAP_PACK}[[requires]]\nrule = \"sysctl_*\"\n");
-        assert!(SkillPack::parse(&no_target)
-            .unwrap_err()
-            .contains("target"));
+        assert!(SkillPack::parse(&no_target).unwrap_err().contains("target"));
         let bad_glob = format!("{SCAP_PACK}[[requires]]\nrule = \"[\"\ntarget = \"vm\"\n");
         assert!(SkillPack::parse(&bad_glob).is_err());
     }

@@ -440,7 +440,14 @@ pub fn agents(list: &[AgentInfo]) -> String {
         })
         .collect();
     render(
-        &["agent", "host", "version", "alive", "targets", "last seen (utc)"],
+        &[
+            "agent",
+            "host",
+            "version",
+            "alive",
+            "targets",
+            "last seen (utc)",
+        ],
         &rows,
     )
 }
@@ -498,7 +505,10 @@ mod tests {
             "vm".into(),
             fleet_common::api::TargetNeed {
                 rules: 7,
-                examples: vec!["service_cron_enabled".into(), "sysctl_fs_suid_dumpable".into()],
+                examples: vec![
+                    "service_cron_enabled".into(),
+                    "sysctl_fs_suid_dumpable".into(),
+                ],
             },
         );
         let out = run_summary(&s);

@@ -204,7 +204,9 @@ mod tests {
         assert_eq!(j.regressions, Vec::<usize>::new());
         assert_eq!(j.previous_not_comparable, 1, "rule 1");
         assert_eq!(j.not_comparable, BTreeMap::from([("lease_lost".into(), 1)]));
-        let why = j.revert_withheld.expect("1 of the 3 tried rules is an outage");
+        let why = j
+            .revert_withheld
+            .expect("1 of the 3 tried rules is an outage");
         assert!(why.contains("1 of this run's 3 rules"), "{why}");
     }
 
