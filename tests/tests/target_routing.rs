@@ -305,7 +305,16 @@ async fn a_run_on_container_agents_reports_its_vm_rules_and_a_vm_agent_alone_tak
         c.changes
     );
     assert_eq!(c.previous_not_comparable, 2);
+    // The roster says which agents have VM targets.
     let (ok, out, _) = fleet.cli(&["agents"]);
-    assert!(ok && out.contains("vm-standin"), "{out}");
+    assert!(ok, "{out}");
+    // Columns: agent, host, version, alive, targets, last seen.
+    let class_of = |id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(id))
+            .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+    };
+    assert_eq!(class_of("vm-standin").as_deref(), Some("vm"), "{out}");
+    assert_eq!(class_of("agent-1").as_deref(), Some("container"), "{out}");
     fleet.shutdown().await;
 }
