@@ -64,6 +64,9 @@ pub async fn serve(
     else {
         return Ok(RunSummary::default());
     };
+    // What this agent leases and says it is in its presence (issue 24).
+    let class = settings.target.kind.class();
+    let client = client.with_target_class(class);
     let agent = settings.agent.clone();
     // The coordinator numbers incarnations in Postgres, so a Redis that
     // lost its data cannot hand out a number twice; without a coordinator
@@ -81,7 +84,7 @@ pub async fn serve(
             n
         }
     };
-    info!(agent = %agent, incarnation, key_prefix = keys.prefix(), "agent starting");
+    info!(agent = %agent, incarnation, key_prefix = keys.prefix(), target_class = %class, "agent starting");
 
     let metrics = AgentMetrics::new();
     let knowledge = match git {

@@ -83,7 +83,8 @@ fn task(rule: &str) -> RuleTask {
     t.profile = pack.profile.clone();
     t.family = pack.family_of(rule);
     t.skill_pack = pack.name.clone();
-    t.checks = pack.checks.clone();
+    // Docker targets: the pack's VM-only checks are not theirs.
+    t.checks = pack.checks.for_class(fleet_common::TargetClass::Container);
     t
 }
 

@@ -233,6 +233,7 @@ async fn a_failing_health_check_fails_the_attempt_and_names_the_check() {
         name: "sshd_config".into(),
         command: "sshd -t".into(),
         timeout_s: 5,
+        targets: vec![],
     }];
     let (r, events) = run_rule(task, WORK).await;
     assert_eq!(

@@ -398,3 +398,99 @@ async fn completed_outcome(client: &LeaseClient, rule: &str) -> Option<String> {
             _ => None,
         })
 }
+
+/// A pack's VM-only health checks (`targets = ["vm"]`) run only on an
+/// agent whose targets are VMs, and such an agent leases from the VM-only
+/// set (issue 24). The sim target runs only sim scripts, so a check that
+/// runs fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_health_checks_that_fit_the_agents_targets_run() {
+    use fleet_agent::events::EventSink;
+    use fleet_agent::metrics::AgentMetrics;
+    use fleet_agent::runner::Runner;
+    use fleet_common::lease::QueuedTask;
+    use fleet_common::{HealthCheck, TargetClass};
+
+    let client = fresh_client(LeaseSettings::default()).await;
+    let budgets = Budgets {
+        max_attempts: 1,
+        wall_time_s: 60,
+    };
+    let systemd = HealthCheck {
+        name: "systemd_units".into(),
+        command: "systemctl is-system-running".into(),
+        timeout_s: 5,
+        targets: vec![TargetClass::Vm],
+    };
+    let mut tasks = Vec::new();
+    for (id, need) in [(1, TargetClass::Container), (2, TargetClass::Vm)] {
+        let rule = (0..)
+            .map(|i| format!("fit_{id}_{i}"))
+            .find(|r| fleet_agent::sim::behaviour(r) == SimBehaviour::FixedOnAttempt(1))
+            .unwrap();
+        let mut task = rule_task(id, &rule, budgets);
+        task.checks.health = vec![systemd.clone()];
+        tasks.push(QueuedTask {
+            task,
+            priority: 100,
+            lease_loss_budget: 5,
+            groups: Vec::new(),
+            hold: None,
+            need,
+        });
+    }
+    client.enqueue(&tasks).await.unwrap();
+    client.set_generation(1).await.unwrap();
+
+    let run_one = |class: TargetClass, name: &'static str| {
+        let client = client.clone().with_target_class(class);
+        async move {
+            let agent = AgentId::parse(name).unwrap();
+            let metrics = AgentMetrics::new();
+            let incarnation = client.next_incarnation(&agent).await.unwrap();
+            let sink = EventSink::start(client.clone(), agent, incarnation, metrics.clone());
+            let summary = tokio::time::timeout(
+                Duration::from_secs(30),
+                Runner::new(
+                    client,
+                    sink.clone(),
+                    metrics,
+                    Some(1),
+                    CancellationToken::new(),
+                )
+                .run(vec![fleet_agent::sim::workbench(Duration::from_millis(4))]),
+            )
+            .await
+            .expect("one lease completes");
+            sink.close(Duration::from_secs(5)).await;
+            assert_eq!(summary.completed, 1, "{name}");
+        }
+    };
+    // The container agent takes the only task it may: its check is skipped.
+    run_one(TargetClass::Container, "agent-container").await;
+    assert_eq!(
+        completed_outcome(&client, &tasks[0].task.rule).await,
+        Some("fixed".to_string())
+    );
+    // The VM agent takes the VM task and runs the check, which fails here.
+    run_one(TargetClass::Vm, "agent-vm").await;
+    let outcome = stream(&client)
+        .await
+        .iter()
+        .find_map(|d| match &d.event.body {
+            EventBody::TaskCompleted { outcome, .. } if d.event.rule == tasks[1].task.rule => {
+                Some((*outcome, d.event.agent.as_str().to_owned()))
+            }
+            _ => None,
+        });
+    assert_eq!(
+        outcome,
+        Some((
+            fleet_common::Outcome::Escalated {
+                reason: fleet_common::EscalationReason::Health
+            },
+            "agent-vm".to_owned()
+        ))
+    );
+    support::cleanup(&client).await;
+}

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, RunId};
 use crate::settings::LeaseSettings;
+use crate::target_class::TargetClass;
 use crate::task::Budgets;
 
 /// `POST /api/v1/runs` (needs the API token).
@@ -44,6 +45,11 @@ pub struct SubmitRunResponse {
     /// (never leased); included in `tasks`.
     #[serde(default)]
     pub already_passing: u64,
+    /// Tasks recorded as `needs_target`: their rules need a target class
+    /// (`vm`) no live agent had (never leased, never escalated); included
+    /// in `tasks`.
+    #[serde(default)]
+    pub needs_target: u64,
 }
 
 /// `GET /api/v1/runs/{id}`.
@@ -63,6 +69,14 @@ pub struct RunStatus {
     pub already_passing: u64,
     pub escalated: u64,
     pub escalated_by_reason: BTreeMap<String, u64>,
+    /// Rules the planner recorded `needs_target`: no live agent had a
+    /// target of the class they need, so they were never leased nor
+    /// escalated (issue 24). Out of `escalated` and of the fix rate.
+    #[serde(default)]
+    pub needs_target: u64,
+    /// Those rules by the target class they need (`vm`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub needs_target_by_class: BTreeMap<String, TargetNeed>,
     pub lease_losses: u64,
     pub stale_completions_rejected: u64,
     pub created_at: String,
@@ -92,6 +106,42 @@ pub struct RunStatus {
     /// dream stage (or this compose run's own), once it finished (H3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<crate::host::BundleCheck>,
+}
+
+/// The rules of a run that need one target class no agent had.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetNeed {
+    pub rules: u64,
+    /// The first of them by rule id, at most [`TargetNeed::LISTED`].
+    pub examples: Vec<String>,
+}
+
+impl TargetNeed {
+    /// Rule ids a status lists per target class.
+    pub const LISTED: usize = 10;
+}
+
+impl RunStatus {
+    /// One line per target class the run's `needs_target` rules need:
+    /// `needs a vm target: 7 (sysctl_fs_suid_dumpable, …)`, as `status`
+    /// and `report` print them.
+    pub fn needs_target_lines(&self) -> Vec<String> {
+        self.needs_target_by_class
+            .iter()
+            .map(|(class, need)| {
+                let more = if (need.examples.len() as u64) < need.rules {
+                    ", …"
+                } else {
+                    ""
+                };
+                format!(
+                    "needs a {class} target: {} ({}{more})",
+                    need.rules,
+                    need.examples.join(", ")
+                )
+            })
+            .collect()
+    }
 }
 
 /// A run against the previous comparable run (same skill pack and
@@ -279,7 +329,7 @@ pub struct RuleReport {
     pub rule: String,
     pub family: String,
     pub outcome: RuleOutcome,
-    /// Why it was escalated.
+    /// Why it was escalated; for `needs_target`, the target class it needs.
     pub reason: Option<String>,
     /// Attempts the agent reported; `None` while pending and for rules the
     /// coordinator dead-lettered (`lease_lost`: no agent reported them).
@@ -330,6 +380,8 @@ pub enum RuleOutcome {
     Fixed,
     AlreadyPassing,
     Escalated,
+    /// Never leased: no live agent had the target class the rule needs.
+    NeedsTarget,
 }
 
 impl RuleOutcome {
@@ -340,6 +392,7 @@ impl RuleOutcome {
             Some("fixed") => Some(Self::Fixed),
             Some("already_passing") => Some(Self::AlreadyPassing),
             Some("escalated") => Some(Self::Escalated),
+            Some("needs_target") => Some(Self::NeedsTarget),
             Some(_) => None,
         }
     }
@@ -350,6 +403,7 @@ impl RuleOutcome {
             Self::Fixed => "fixed",
             Self::AlreadyPassing => "already_passing",
             Self::Escalated => "escalated",
+            Self::NeedsTarget => "needs_target",
         }
     }
 }
@@ -515,6 +569,10 @@ pub struct AgentInfo {
     /// Redis-clock ms of the last lease call, renewal or heartbeat.
     pub last_seen_ms: Option<i64>,
     pub alive: bool,
+    /// The class of its targets, as its presence says; `None` when Redis
+    /// has not seen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_class: Option<TargetClass>,
 }
 
 impl RunStatus {
@@ -561,6 +619,8 @@ mod tests {
             already_passing: 1,
             escalated,
             escalated_by_reason: BTreeMap::new(),
+            needs_target: 0,
+            needs_target_by_class: BTreeMap::new(),
             lease_losses: 0,
             stale_completions_rejected: 0,
             created_at: String::new(),
@@ -676,6 +736,38 @@ mod tests {
     }
 
     #[test]
+    fn needs_target_lines_name_the_class_count_and_first_rules() {
+        let mut s = status(1, 1, 1);
+        assert!(s.needs_target_lines().is_empty());
+        s.needs_target = 12;
+        s.needs_target_by_class.insert(
+            "vm".into(),
+            TargetNeed {
+                rules: 12,
+                examples: vec![
+                    "service_cron_enabled".into(),
+                    "sysctl_fs_suid_dumpable".into(),
+                ],
+            },
+        );
+        assert_eq!(
+            s.needs_target_lines(),
+            ["needs a vm target: 12 (service_cron_enabled, sysctl_fs_suid_dumpable, …)"]
+        );
+        s.needs_target_by_class.get_mut("vm").unwrap().rules = 2;
+        assert_eq!(
+            s.needs_target_lines(),
+            ["needs a vm target: 2 (service_cron_enabled, sysctl_fs_suid_dumpable)"]
+        );
+        // Needing a target is neither a fix nor an escalation.
+        assert_eq!(s.fix_rate(), Some(0.5));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["needs_target_by_class"]["vm"]["rules"], 2);
+        let back: RunStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.needs_target_by_class, s.needs_target_by_class);
+    }
+
+    #[test]
     fn a_history_point_has_the_comparisons_ratio() {
         let c = |wins, regressions| PointComparison {
             previous_run: RunId(1),
@@ -696,6 +788,7 @@ mod tests {
             RuleOutcome::Fixed,
             RuleOutcome::AlreadyPassing,
             RuleOutcome::Escalated,
+            RuleOutcome::NeedsTarget,
         ] {
             assert_eq!(RuleOutcome::from_column(Some(o.as_str())), Some(o));
             assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());

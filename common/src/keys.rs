@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `{p}gen` | string | epoch generation from Postgres; absent = not reconciled |
 //! | `{p}ready` | zset | task id → queue score (lower leases first) |
+//! | `{p}ready:vm` | zset | the same, for tasks only a VM can serve (issue 24) |
 //! | `{p}leases` | zset | task id → lease deadline (Redis ms) |
 //! | `{p}t:{task}` | hash | one task: state, epoch, holder, payload, … |
 //! | `{p}held:{group}` | zset | task id → release threshold for that group |
@@ -12,6 +13,7 @@
 //! | `{p}events` | stream | events from agents and scripts |
 //! | `{p}stats` | hash | protocol counters (granted, stale_rejected, …) |
 //! | `{p}agents` | zset | agent id → last seen (Redis ms) |
+//! | `{p}agents:vm` | zset | the same, for agents whose targets are VMs |
 //! | `{p}incarnation:{agent}` | string | starts of that agent, for event seqs |
 
 use crate::ids::{AgentId, TaskId};
@@ -46,6 +48,11 @@ impl Keyspace {
     pub fn ready(&self) -> String {
         self.key("ready")
     }
+    /// The ready set of tasks that need a VM target: leased only by agents
+    /// whose targets are VMs.
+    pub fn ready_vm(&self) -> String {
+        self.key("ready:vm")
+    }
     pub fn leases(&self) -> String {
         self.key("leases")
     }
@@ -60,6 +67,10 @@ impl Keyspace {
     }
     pub fn agents(&self) -> String {
         self.key("agents")
+    }
+    /// Presence of the agents whose targets are VMs (also in `agents`).
+    pub fn agents_vm(&self) -> String {
+        self.key("agents:vm")
     }
     pub fn incarnation(&self, agent: &AgentId) -> String {
         self.key(&format!("incarnation:{agent}"))

@@ -64,6 +64,11 @@ impl LeaseSettings {
     pub fn reap_every(&self) -> Duration {
         Duration::from_millis(self.reap_every_ms)
     }
+    /// An agent counts as alive when Redis saw it within this many ms:
+    /// three TTLs, so a missed presence touch or two never hides it.
+    pub fn alive_window_ms(&self) -> u64 {
+        3 * self.ttl_ms
+    }
 
     /// Rejects settings under which a live agent could lose its lease.
     pub fn validate(&self) -> Result<(), String> {

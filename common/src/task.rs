@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{RunId, TaskId};
+use crate::target_class::TargetClass;
 
 /// Per-rule budgets from the run's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +85,8 @@ pub struct Checks {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rule_prefix: String,
     /// Run after every attempt; one failure reverts the target and counts
-    /// the attempt as failed with reason `health`.
+    /// the attempt as failed with reason `health`. An agent runs only the
+    /// checks that fit its target class ([`Checks::health_for`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
     /// The pack's Worker prompt template (`{{placeholders}}`); `None`: the
@@ -97,6 +99,24 @@ pub struct Checks {
 }
 
 impl Checks {
+    /// The health checks an agent whose targets are of class `class` runs:
+    /// those without a `targets` filter and those that name its class.
+    pub fn health_for(&self, class: TargetClass) -> Vec<HealthCheck> {
+        self.health
+            .iter()
+            .filter(|h| h.fits(class))
+            .cloned()
+            .collect()
+    }
+
+    /// These checks as an agent with targets of class `class` runs them.
+    pub fn for_class(&self, class: TargetClass) -> Checks {
+        Checks {
+            health: self.health_for(class),
+            ..self.clone()
+        }
+    }
+
     /// The XCCDF id of a short rule id.
     pub fn xccdf_rule_id(&self, rule: &str) -> String {
         if rule.starts_with(&self.rule_prefix) {
@@ -117,11 +137,20 @@ pub struct HealthCheck {
     /// Seconds before the check counts as failed. Default 10.
     #[serde(default = "HealthCheck::default_timeout_s")]
     pub timeout_s: u32,
+    /// The target classes the check is run on (e.g. `["vm"]`: systemd and
+    /// sshd exist only there); empty: every target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetClass>,
 }
 
 impl HealthCheck {
     fn default_timeout_s() -> u32 {
         10
+    }
+
+    /// Whether an agent with targets of class `class` runs this check.
+    pub fn fits(&self, class: TargetClass) -> bool {
+        self.targets.is_empty() || self.targets.contains(&class)
     }
 }
 
@@ -218,6 +247,13 @@ pub enum Outcome {
     Escalated {
         reason: EscalationReason,
     },
+    /// Never leased: the rule needs a target of class `target` (the pack's
+    /// `[[requires]]`) and no live agent had one when the run was planned.
+    /// Recorded by the planner, never by an agent; neither a fix nor an
+    /// escalation, and never compared (DESIGN D6).
+    NeedsTarget {
+        target: TargetClass,
+    },
 }
 
 impl Outcome {
@@ -227,12 +263,23 @@ impl Outcome {
             Self::Fixed { .. } => "fixed",
             Self::AlreadyPassing => "already_passing",
             Self::Escalated { .. } => "escalated",
+            Self::NeedsTarget { .. } => "needs_target",
         }
     }
 
     pub fn reason(&self) -> Option<EscalationReason> {
         match self {
             Self::Escalated { reason } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// What `work_items.reason` holds: the escalation reason, or for
+    /// `needs_target` the target class the rule needs.
+    pub fn reason_label(&self) -> Option<&'static str> {
+        match self {
+            Self::Escalated { reason } => Some(reason.as_str()),
+            Self::NeedsTarget { target } => Some(target.as_str()),
             _ => None,
         }
     }
@@ -250,6 +297,48 @@ mod tests {
         let s = serde_json::to_string(&o).unwrap();
         assert_eq!(s, r#"{"kind":"escalated","reason":"lease_lost"}"#);
         assert_eq!(serde_json::from_str::<Outcome>(&s).unwrap(), o);
+        let o = Outcome::NeedsTarget {
+            target: TargetClass::Vm,
+        };
+        let s = serde_json::to_string(&o).unwrap();
+        assert_eq!(s, r#"{"kind":"needs_target","target":"vm"}"#);
+        assert_eq!(o.kind(), "needs_target");
+        assert_eq!(o.reason(), None);
+        assert_eq!(o.reason_label(), Some("vm"));
+    }
+
+    #[test]
+    fn an_agent_runs_the_health_checks_that_fit_its_target_class() {
+        let check = |name: &str, targets: Vec<TargetClass>| HealthCheck {
+            name: name.into(),
+            command: "true".into(),
+            timeout_s: 10,
+            targets,
+        };
+        let checks = Checks {
+            health: vec![
+                check("shell", vec![]),
+                check("systemd", vec![TargetClass::Vm]),
+                check("both", vec![TargetClass::Container, TargetClass::Vm]),
+            ],
+            ..Checks::default()
+        };
+        let names = |class| -> Vec<String> {
+            checks
+                .health_for(class)
+                .into_iter()
+                .map(|h| h.name)
+                .collect()
+        };
+        assert_eq!(names(TargetClass::Container), ["shell", "both"]);
+        assert_eq!(names(TargetClass::Vm), ["shell", "systemd", "both"]);
+        // A check without a filter keeps its old wire form.
+        let json = serde_json::to_value(&checks.health[0]).unwrap();
+        assert!(json.get("targets").is_none(), "{json}");
+        assert_eq!(
+            serde_json::to_value(&checks.health[1]).unwrap()["targets"][0],
+            "vm"
+        );
     }
 
     #[test]

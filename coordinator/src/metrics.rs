@@ -205,7 +205,7 @@ impl Metrics {
             agents_alive: gauge("fleet_agents_alive", "Agents seen within three lease TTLs"),
             outcomes: counter_vec(
                 "fleet_outcomes_total",
-                "Accepted task outcomes; reason is empty unless escalated",
+                "Accepted task outcomes; reason is the escalation reason, or for needs_target the target class no live agent had (recorded at submission), else empty",
                 &["outcome", "reason"],
             ),
             reconciliations: counter(

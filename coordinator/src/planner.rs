@@ -4,12 +4,19 @@
 //! Postgres is written first and in one transaction, so a run either exists
 //! with all its work items or not at all. Redis comes second; if it fails,
 //! the run is safe in Postgres and reconciliation queues it (DESIGN L6).
+//!
+//! A rule the pack says needs a VM (`[[requires]]`, issue 24) keeps that
+//! need in `work_items.target_need` and waits in the VM-only ready set. When
+//! no agent with VM targets is live at submission (Redis's presence, L2),
+//! such rules are recorded `needs_target` instead: never leased, never
+//! escalated, so the run still completes and its report says what it could
+//! not try.
 
 use std::collections::{HashMap, HashSet};
 
 use fleet_common::api::{SubmitRun, SubmitRunResponse};
 use fleet_common::lease::LeaseClient;
-use fleet_common::{RuleTask, RuleText, RunId, TaskId};
+use fleet_common::{Outcome, RuleTask, RuleText, RunId, TargetClass, TaskId};
 use sqlx::PgPool;
 
 use crate::error::CoordinatorError;
@@ -51,6 +58,20 @@ pub async fn submit(
         _ => HashSet::new(),
     };
 
+    let needs: Vec<TargetClass> = req.rules.iter().map(|r| pack.target_need(r)).collect();
+    // Rules no live agent can serve are recorded, not queued (DESIGN T7).
+    let unserved: HashSet<String> =
+        if needs.contains(&TargetClass::Vm) && !vm_agent_live(leases).await {
+            req.rules
+                .iter()
+                .zip(&needs)
+                .filter(|(r, need)| **need == TargetClass::Vm && !passing.contains(*r))
+                .map(|(r, _)| r.clone())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+
     let n = req.rules.len();
     let mut families = Vec::with_capacity(n);
     let mut groups = Vec::with_capacity(n);
@@ -81,13 +102,15 @@ pub async fn submit(
     .bind(sqlx::types::Json(&pack.checks))
     .fetch_one(&mut *tx)
     .await?;
+    let need_labels: Vec<&str> = needs.iter().map(|c| c.as_str()).collect();
     let rows: Vec<(i64, i32)> = sqlx::query_as(
-        "INSERT INTO work_items (run_id, rule_id, family, ordinal, groups, hold_group, hold_threshold, rule_text)
+        "INSERT INTO work_items (run_id, rule_id, family, ordinal, groups, hold_group, hold_threshold, rule_text,
+                                 target_need)
          SELECT $1, u.rule, u.family, (u.ord - 1)::int,
                 CASE WHEN u.groups = '' THEN '{}'::text[] ELSE string_to_array(u.groups, E'\\t') END,
-                u.hold_group, u.hold_threshold, u.rule_text
-         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::jsonb[])
-              WITH ORDINALITY AS u(rule, family, groups, hold_group, hold_threshold, rule_text, ord)
+                u.hold_group, u.hold_threshold, u.rule_text, u.need
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::jsonb[], $8::text[])
+              WITH ORDINALITY AS u(rule, family, groups, hold_group, hold_threshold, rule_text, need, ord)
          ORDER BY u.ord
          RETURNING id, ordinal",
     )
@@ -98,8 +121,26 @@ pub async fn submit(
     .bind(&hold_groups)
     .bind(&hold_thresholds)
     .bind(&rule_texts)
+    .bind(&need_labels)
     .fetch_all(&mut *tx)
     .await?;
+    if !unserved.is_empty() {
+        let unserved: Vec<&str> = unserved.iter().map(String::as_str).collect();
+        let outcome = Outcome::NeedsTarget {
+            target: TargetClass::Vm,
+        };
+        sqlx::query(
+            "UPDATE work_items SET state = 'done', outcome = $3, reason = $4,
+                    attempts = 0, finished_at = now()
+             WHERE run_id = $1 AND rule_id = ANY($2)",
+        )
+        .bind(run)
+        .bind(&unserved)
+        .bind(outcome.kind())
+        .bind(outcome.reason_label())
+        .execute(&mut *tx)
+        .await?;
+    }
     if !passing.is_empty() {
         let passing: Vec<&str> = passing.iter().map(String::as_str).collect();
         sqlx::query(
@@ -111,6 +152,8 @@ pub async fn submit(
         .bind(&passing)
         .execute(&mut *tx)
         .await?;
+    }
+    if !passing.is_empty() || !unserved.is_empty() {
         sqlx::query(
             "UPDATE runs SET status = 'completed', finished_at = now()
              WHERE id = $1 AND NOT EXISTS
@@ -121,12 +164,18 @@ pub async fn submit(
         .await?;
     }
     tx.commit().await?;
-    tracing::info!(run, tasks = n, already_passing = passing.len(), skill_pack = %req.skill_pack, %profile, "run submitted");
+    tracing::info!(run, tasks = n, already_passing = passing.len(), needs_target = unserved.len(), skill_pack = %req.skill_pack, %profile, "run submitted");
+    if !unserved.is_empty() {
+        tracing::warn!(run, rules = unserved.len(), "no live agent has a vm target: rules that need one are recorded needs_target, not queued");
+    }
 
     let budget = leases.settings().lease_loss_budget;
     let planned = rows
         .into_iter()
-        .filter(|(_, ordinal)| !passing.contains(&req.rules[*ordinal as usize]))
+        .filter(|(_, ordinal)| {
+            let rule = &req.rules[*ordinal as usize];
+            !passing.contains(rule) && !unserved.contains(rule)
+        })
         .map(|(id, ordinal)| {
             let i = ordinal as usize;
             let task = RuleTask {
@@ -149,6 +198,7 @@ pub async fn submit(
                 budget,
                 &p.groups,
                 p.hold.clone(),
+                needs[i],
             )
         })
         .collect();
@@ -162,7 +212,22 @@ pub async fn submit(
         run: RunId(run),
         tasks: n as u64,
         already_passing: passing.len() as u64,
+        needs_target: unserved.len() as u64,
     })
+}
+
+/// Whether an agent whose targets are VMs is live by Redis's clock. When
+/// Redis cannot say, the rules stay queued (reconciliation puts them in the
+/// VM-only set once Redis is back) rather than be written off.
+async fn vm_agent_live(leases: &LeaseClient) -> bool {
+    let window = leases.settings().alive_window_ms();
+    match leases.live_vm_agents(window).await {
+        Ok(agents) => !agents.is_empty(),
+        Err(error) => {
+            tracing::warn!(%error, "agent presence unavailable; rules that need a vm stay queued");
+            true
+        }
+    }
 }
 
 /// The rules a run covers: all of the profile's when none were named;

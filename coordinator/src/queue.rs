@@ -2,7 +2,7 @@
 //! and reconciliation so both enqueue exactly the same thing.
 
 use fleet_common::lease::QueuedTask;
-use fleet_common::{RuleTask, RunId};
+use fleet_common::{RuleTask, RunId, TargetClass};
 
 /// A queued task with its submission order inside its run.
 pub(crate) struct PlannedTask {
@@ -14,7 +14,7 @@ pub(crate) struct PlannedTask {
 ///
 /// Ordering groups are scoped by run in Redis: the pack's group name is a
 /// glob (`audit_rules_*`), and two runs of one pack must not wait on each
-/// other's members.
+/// other's members. `need` picks the ready set (`work_items.target_need`).
 pub(crate) fn planned_task(
     task: RuleTask,
     ordinal: i32,
@@ -22,6 +22,7 @@ pub(crate) fn planned_task(
     lease_loss_budget: u32,
     groups: &[String],
     hold: Option<(String, u32)>,
+    need: TargetClass,
 ) -> PlannedTask {
     let run = task.run;
     PlannedTask {
@@ -32,6 +33,7 @@ pub(crate) fn planned_task(
             lease_loss_budget,
             groups: groups.iter().map(|g| scoped_group(run, g)).collect(),
             hold: hold.map(|(g, threshold)| (scoped_group(run, &g), threshold)),
+            need,
         },
     }
 }
@@ -71,14 +73,23 @@ mod tests {
     fn members_come_before_held_tasks_and_groups_are_per_run() {
         let g = vec!["audit_*".to_string()];
         let items = vec![
-            planned_task(task(1), 0, 100, 5, &[], Some(("audit_*".into(), 0))),
-            planned_task(task(3), 2, 100, 5, &g, None),
-            planned_task(task(2), 1, 100, 5, &g, None),
+            planned_task(
+                task(1),
+                0,
+                100,
+                5,
+                &[],
+                Some(("audit_*".into(), 0)),
+                TargetClass::Container,
+            ),
+            planned_task(task(3), 2, 100, 5, &g, None, TargetClass::Vm),
+            planned_task(task(2), 1, 100, 5, &g, None, TargetClass::Container),
         ];
         let order = into_enqueue_order(items);
         let ids: Vec<i64> = order.iter().map(|q| q.task.task.0).collect();
         assert_eq!(ids, vec![2, 3, 1]);
         assert_eq!(order[0].groups, vec!["7:audit_*".to_string()]);
         assert_eq!(order[2].hold, Some(("7:audit_*".to_string(), 0)));
+        assert_eq!(order[1].need, TargetClass::Vm);
     }
 }

@@ -144,7 +144,7 @@ impl Reaper {
             .with_label_values(&["leased"])
             .set(depth.leased as i64);
         m.leases_active.set(depth.leased as i64);
-        let window = 3 * self.leases.settings().ttl_ms;
+        let window = self.leases.settings().alive_window_ms();
         m.agents_alive
             .set(self.leases.live_agents(window).await?.len() as i64);
 

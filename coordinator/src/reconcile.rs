@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use fleet_common::lease::LeaseClient;
-use fleet_common::{Budgets, Checks, RuleTask, RuleText, RunId, TaskId};
+use fleet_common::{Budgets, Checks, RuleTask, RuleText, RunId, TargetClass, TaskId};
 use sqlx::types::Json;
 use sqlx::PgPool;
 
@@ -56,6 +56,8 @@ struct PendingItem {
     priority: i32,
     /// Host tasks (DESIGN H3, H4); held hosts wait for the rollout.
     job: Option<Json<fleet_common::host::HostJob>>,
+    /// Which ready set the task goes back to (issue 24).
+    target_need: String,
 }
 
 pub async fn reconcile(
@@ -68,7 +70,7 @@ pub async fn reconcile(
     let items: Vec<PendingItem> = sqlx::query_as(
         "SELECT w.id, w.run_id, w.rule_id, w.family, w.ordinal, w.groups, w.hold_group,
                 w.hold_threshold, r.skill_pack, r.profile, r.budgets, r.checks, w.rule_text, r.priority,
-                w.job
+                w.job, w.target_need
          FROM work_items w JOIN runs r ON r.id = w.run_id
          WHERE r.status = 'running' AND w.state = 'pending' AND NOT w.held",
     )
@@ -91,6 +93,9 @@ pub async fn reconcile(
                 job: w.job.map(|j| j.0),
             };
             let hold = w.hold_group.zip(w.hold_threshold.map(|t| t.max(0) as u32));
+            // The column's CHECK knows no other class; a newer one this
+            // build cannot read is safest where only VM agents lease.
+            let need = TargetClass::parse(&w.target_need).unwrap_or(TargetClass::Vm);
             planned_task(
                 task,
                 w.ordinal,
@@ -98,6 +103,7 @@ pub async fn reconcile(
                 budget,
                 &w.groups,
                 hold,
+                need,
             )
         })
         .collect();

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use fleet_common::api::{
     AgentInfo, FixSource, PointComparison, RuleOutcome, RuleReport, RunHistory, RunMeans, RunPoint,
-    RunReport, RunStatus,
+    RunReport, RunStatus, TargetNeed,
 };
 use fleet_common::event::COORDINATOR_AGENT;
 use fleet_common::lease::LeaseClient;
-use fleet_common::{AgentId, RunId};
+use fleet_common::{AgentId, RunId, TargetClass};
 use sqlx::{PgConnection, PgPool};
 
 use crate::error::CoordinatorError;
@@ -79,6 +79,17 @@ async fn run_status_on(conn: &mut PgConnection, run: RunId) -> Result<RunStatus,
     .bind(run.0)
     .fetch_all(&mut *conn)
     .await?;
+    // Per target class: how many, and the first rule ids.
+    let needs: Vec<(String, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT coalesce(reason, ''), count(*),
+                (array_agg(rule_id ORDER BY rule_id))[1:$2]
+         FROM work_items
+         WHERE run_id = $1 AND outcome = 'needs_target' GROUP BY 1",
+    )
+    .bind(run.0)
+    .bind(TargetNeed::LISTED as i32)
+    .fetch_all(&mut *conn)
+    .await?;
     let stale: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM run_events WHERE run_id = $1 AND rejected IS NOT NULL",
     )
@@ -112,6 +123,17 @@ async fn run_status_on(conn: &mut PgConnection, run: RunId) -> Result<RunStatus,
             .into_iter()
             .map(|(r, n)| (r, n as u64))
             .collect::<BTreeMap<_, _>>(),
+        needs_target: needs.iter().map(|(_, n, _)| *n as u64).sum(),
+        needs_target_by_class: needs
+            .into_iter()
+            .map(|(class, n, examples)| {
+                let need = TargetNeed {
+                    rules: n as u64,
+                    examples,
+                };
+                (class, need)
+            })
+            .collect(),
         lease_losses: lease_losses as u64,
         stale_completions_rejected: stale as u64,
         created_at: row.created_at.to_rfc3339(),
@@ -294,19 +316,29 @@ pub async fn agents(
         sqlx::query_as("SELECT id, host, version, registered_at FROM agents ORDER BY id")
             .fetch_all(pool)
             .await?;
-    let window = 3 * leases.settings().ttl_ms;
-    let (alive, seen) = match liveness(leases, window).await {
+    let window = leases.settings().alive_window_ms();
+    let (alive, seen, vm) = match liveness(leases, window).await {
         Ok(v) => v,
         Err(error) => {
             tracing::debug!(%error, "agent liveness unavailable");
             Default::default()
         }
     };
+    let class = |id: &str| {
+        seen.contains_key(id).then(|| {
+            if vm.contains_key(id) {
+                TargetClass::Vm
+            } else {
+                TargetClass::Container
+            }
+        })
+    };
     let mut out: Vec<AgentInfo> = rows
         .into_iter()
         .map(|r| AgentInfo {
             alive: alive.contains_key(&r.id),
             last_seen_ms: seen.get(&r.id).copied(),
+            target_class: class(&r.id),
             agent: AgentId(r.id),
             host: r.host,
             version: r.version,
@@ -322,6 +354,7 @@ pub async fn agents(
                 registered_at: String::new(),
                 last_seen_ms: Some(*last),
                 alive: alive.contains_key(id),
+                target_class: class(id),
             });
         }
     }
@@ -331,14 +364,24 @@ pub async fn agents(
 
 type Seen = HashMap<String, i64>;
 
-async fn liveness(leases: &LeaseClient, window_ms: u64) -> Result<(Seen, Seen), CoordinatorError> {
+/// Alive agents, every agent Redis saw, and those that touched presence
+/// last as agents on VMs.
+async fn liveness(
+    leases: &LeaseClient,
+    window_ms: u64,
+) -> Result<(Seen, Seen, Seen), CoordinatorError> {
     let alive: Seen = leases.live_agents(window_ms).await?.into_iter().collect();
-    let seen: Vec<(String, i64)> = redis::cmd("ZRANGE")
-        .arg(leases.keys().agents())
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query_async(&mut leases.connection())
-        .await?;
-    Ok((alive, seen.into_iter().collect()))
+    let all = |key: String| async move {
+        let seen: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut leases.connection())
+            .await?;
+        Ok::<Seen, CoordinatorError>(seen.into_iter().collect())
+    };
+    let seen = all(leases.keys().agents()).await?;
+    let vm = all(leases.keys().agents_vm()).await?;
+    Ok((alive, seen, vm))
 }

@@ -129,7 +129,7 @@ async fn run(machine: &Arc<Machine>, pack: &SkillPack) -> anyhow::Result<Fixrate
             skill_pack: pack.name.clone(),
             profile: profile.clone(),
             budgets: Budgets::default(),
-            checks: pack.checks.clone(),
+            checks: pack.checks.for_class(fleet_common::TargetClass::Container),
             rule_text: Some(text.clone()),
             job: None,
         };

@@ -98,7 +98,7 @@ pub(crate) fn debian_task(rule: &str) -> anyhow::Result<RuleTask> {
         skill_pack: pack.name.clone(),
         profile: pack.profile.clone(),
         budgets: Budgets::default(),
-        checks: pack.checks.clone(),
+        checks: pack.checks.for_class(fleet_common::TargetClass::Container),
         rule_text: None,
         job: None,
     })

@@ -290,9 +290,12 @@ pub async fn check(pool: &PgPool, run: i64) -> ChaosReport {
         n as u64
     };
     let tasks = count("SELECT count(*) FROM work_items WHERE run_id = $1").await;
+    // A rule the planner recorded `needs_target` (no live agent had the
+    // VM it needs, issue 24) is finished without ever being leased.
     let unfinished = count(
-        "SELECT count(*) FROM work_items w WHERE run_id = $1 AND (state <> 'done' OR NOT EXISTS (
-           SELECT 1 FROM run_events e WHERE e.work_item_id = w.id AND e.kind = 'task_completed' AND e.rejected IS NULL))",
+        "SELECT count(*) FROM work_items w WHERE run_id = $1 AND (state <> 'done' OR (
+           outcome IS DISTINCT FROM 'needs_target' AND NOT EXISTS (
+           SELECT 1 FROM run_events e WHERE e.work_item_id = w.id AND e.kind = 'task_completed' AND e.rejected IS NULL)))",
     )
     .await;
     let duplicated = count(

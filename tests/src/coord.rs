@@ -11,6 +11,29 @@ use crate::db::TestDb;
 use crate::procs::repo_root;
 use crate::queue::TestQueue;
 
+/// A copy of the repo's skill packs with `extra` appended to `sim-demo`'s
+/// `pack.toml` (a `[dream]` limit, `[[requires]]`, …), for a coordinator's
+/// `--skill-packs`.
+pub fn packs_with(extra: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(crate::services::unique("packs"));
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo_root().join("skill-packs"))
+        .arg(&dir)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let pack = dir.join("sim-demo/pack.toml");
+    let text = std::fs::read_to_string(&pack).unwrap();
+    std::fs::write(&pack, format!("{text}\n{extra}\n")).unwrap();
+    dir
+}
+
+/// `[[requires]]` that make `sysctl_*` and `service_*` rules need a VM, as
+/// the Debian 11 pack says (issue 24).
+pub const VM_RULES: &str = "[[requires]]\nrule = \"sysctl_*\"\ntarget = \"vm\"\n\
+                            [[requires]]\nrule = \"service_*\"\ntarget = \"vm\"\n";
+
 pub struct TestCoordinator {
     pub db: TestDb,
     pub queue: TestQueue,

@@ -103,6 +103,7 @@ pub fn queued(run: i64, id: i64, rule: &str, budget: u32) -> QueuedTask {
             job: None,
         },
         priority: 100,
+        need: fleet_common::TargetClass::Container,
         lease_loss_budget: budget,
         groups: vec![],
         hold: None,

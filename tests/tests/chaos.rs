@@ -120,6 +120,33 @@ async fn checker_reports_lost_duplicated_and_stale_outcomes() {
     );
 }
 
+/// A rule the planner recorded `needs_target` (no live VM agent, issue 24)
+/// is finished without a lease: not lost. A rule left pending still is.
+#[tokio::test]
+async fn checker_takes_a_rule_that_needed_a_target_as_finished() {
+    use fleet_common::settings::LeaseSettings;
+    use fleet_common::Outcome;
+    use fleet_coordinator::planner::SkillPacks;
+    use fleet_tests::coord::{packs_with, TestCoordinator, VM_RULES};
+    use fleet_tests::queue::{agent, completion};
+
+    let mut c = TestCoordinator::new(LeaseSettings::default()).await;
+    c.packs = SkillPacks::new(packs_with(VM_RULES));
+    fleet_coordinator::reconcile::reconcile(&c.db.pool, &c.queue.client)
+        .await
+        .unwrap();
+    let resp = c.submit(&["rule_a", "sysctl_x", "rule_b"]).await;
+    assert_eq!(resp.needs_target, 1);
+    let lease = c.queue.client.lease(&agent("a1")).await.unwrap().unwrap();
+    assert_eq!(lease.task.rule, "rule_a");
+    let done = completion(&lease, Outcome::Fixed { attempt: 1 }, 1);
+    c.queue.client.complete(&lease, &done).await.unwrap();
+    c.ingester().drain().await.unwrap();
+    let report = fleet_tests::chaos::check(&c.db.pool, resp.run.0).await;
+    assert_eq!(report.tasks, 3);
+    assert_eq!(report.lost, 1, "only rule_b: {}", report.line());
+}
+
 /// The zombie-write check must see one: a script that started after its
 /// lease was reclaimed (or after the task was granted again) is reported;
 /// one that started before is not.

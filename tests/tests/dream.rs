@@ -234,23 +234,6 @@ async fn a_dream_by_hand_shows_then_applies_its_verdicts_and_operators_decide_es
     fleet.shutdown().await;
 }
 
-/// The repo's skill packs, with `extra` appended to `sim-demo`'s pack file.
-fn packs_with(extra: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(fleet_tests::services::unique("packs"));
-    let src = fleet_tests::procs::repo_root().join("skill-packs");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&src)
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let pack = dir.join("sim-demo/pack.toml");
-    let text = std::fs::read_to_string(&pack).unwrap();
-    std::fs::write(&pack, format!("{text}\n{extra}\n")).unwrap();
-    dir
-}
-
 /// The Dream Daemon's bound: a pass applies at most `max_promotions`, the
 /// rest DEFER with the `budget` gate named in the ledger (and counted in
 /// the metrics), and the next pass takes them up, strongest evidence first.
@@ -259,7 +242,9 @@ async fn a_pass_applies_at_most_its_budget_and_the_next_pass_takes_up_the_rest()
     let fleet = Fleet::start(FleetOpts {
         agents: 1,
         auto_dream: false,
-        skill_packs: Some(packs_with("[dream]\nmax_promotions = 3")),
+        skill_packs: Some(fleet_tests::coord::packs_with(
+            "[dream]\nmax_promotions = 3",
+        )),
         ..Default::default()
     })
     .await;

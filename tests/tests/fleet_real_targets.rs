@@ -56,10 +56,25 @@ async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
     assert_eq!(got["partition_for_home"].0, "escalated");
     assert_eq!(got["partition_for_home"].1, Some("no_fix_available"));
     assert_eq!(got["package_audit_installed"].1, Some("no_fix_available"));
+    // Kernel values and services need a VM (the pack's [[requires]]): on
+    // Docker targets alone, those not passing already are never leased.
+    assert_eq!(resp.needs_target, status.needs_target);
+    assert!(resp.needs_target > 0, "{resp:?}");
+    for (rule, (outcome, why, agent)) in &got {
+        if rule.starts_with("sysctl_") || rule.starts_with("service_") {
+            assert!(
+                *outcome == "already_passing"
+                    || (*outcome, *why, *agent) == ("needs_target", Some("vm"), None),
+                "{rule}: {outcome} {why:?} {agent:?}"
+            );
+        } else {
+            assert_ne!(*outcome, "needs_target", "{rule}");
+        }
+    }
     // Every leased rule came from one of this fleet's agents.
     let agents: Vec<String> = (0..2).map(|i| fleet.agent_id(i)).collect();
     for (rule, (outcome, _, agent)) in &got {
-        if *outcome != "already_passing" {
+        if !["already_passing", "needs_target"].contains(outcome) {
             assert!(
                 agent.is_some_and(|a| agents.iter().any(|x| x == a)),
                 "{rule}: accepted from {agent:?}"
@@ -106,6 +121,9 @@ async fn a_debian11_standard_run_on_docker_targets_accounts_for_every_rule() {
         assert_eq!(targets_of(a), Vec::<String>::new(), "{a} left containers");
     }
     let (checked, missing) = fleet.missing_lease_branches(resp.run).await;
-    assert_eq!(checked as u64, 44 - resp.already_passing);
+    assert_eq!(
+        checked as u64,
+        44 - resp.already_passing - resp.needs_target
+    );
     assert!(missing.is_empty(), "missing lease branches: {missing:?}");
 }

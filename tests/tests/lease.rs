@@ -7,7 +7,7 @@ use std::time::Duration;
 use fleet_common::event::{EventBody, RejectReason};
 use fleet_common::lease::{Completion, LeaseError, Renewal};
 use fleet_common::settings::LeaseSettings;
-use fleet_common::{Epoch, EscalationReason, Outcome, TaskId};
+use fleet_common::{Epoch, EscalationReason, Outcome, TargetClass, TaskId};
 use fleet_tests::queue::{agent, completion, fast_settings, queued, tasks, TestQueue};
 use redis::AsyncCommands;
 use tokio::sync::Mutex;
@@ -430,4 +430,192 @@ async fn finished_task_keys_expire() {
         ttl > 0 && ttl <= LeaseSettings::default().finished_ttl_s as i64,
         "ttl {ttl}"
     );
+}
+
+// ---- Routing by target class (issue 24, DESIGN T7) ----
+
+/// Which ready set holds `task`: `ready`, `ready:vm`, both or neither.
+async fn sets_of(q: &TestQueue, task: TaskId) -> (bool, bool) {
+    let mut conn = q.conn();
+    let common: Option<f64> = conn.zscore(q.keys.ready(), task.0).await.unwrap();
+    let vm: Option<f64> = conn.zscore(q.keys.ready_vm(), task.0).await.unwrap();
+    (common.is_some(), vm.is_some())
+}
+
+/// `n` tasks from id `first` that need a VM, rules `sysctl_<i>`.
+fn vm_tasks(first: i64, n: i64, budget: u32) -> Vec<fleet_common::lease::QueuedTask> {
+    (first..first + n)
+        .map(|id| {
+            let mut t = queued(1, id, &format!("sysctl_{id}"), budget);
+            t.need = TargetClass::Vm;
+            t
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_container_agent_never_leases_a_vm_task_and_a_vm_agent_serves_its_own_first() {
+    let q = TestQueue::new(LeaseSettings::default()).await;
+    let vm_agent = q
+        .peer(LeaseSettings::default())
+        .await
+        .with_target_class(TargetClass::Vm);
+    assert_eq!(q.client.target_class(), TargetClass::Container);
+    // Container tasks 1, 2 rank before VM tasks 3, 4 by priority.
+    let mut all = tasks(1, 1, 2, 5);
+    let mut vms = vm_tasks(3, 2, 5);
+    for t in &mut vms {
+        t.priority = 200;
+    }
+    all.extend(vms);
+    assert_eq!(q.client.enqueue(&all).await.unwrap(), 4);
+    q.client.set_generation(1).await.unwrap();
+    let depth = q.client.queue_depth().await.unwrap();
+    assert_eq!((depth.ready, depth.ready_vm), (4, 2));
+    for id in [3, 4] {
+        assert_eq!(sets_of(&q, TaskId(id)).await, (false, true), "task {id}");
+        assert_eq!(
+            q.task_field(TaskId(id), "need").await.as_deref(),
+            Some("vm")
+        );
+    }
+
+    // A VM agent takes the tasks only it can serve first, whatever their
+    // priority, then the common ones.
+    let first = vm_agent.lease(&agent("vm-1")).await.unwrap().unwrap();
+    assert_eq!(first.task.rule, "sysctl_3");
+    let container = q.client.lease(&agent("c-1")).await.unwrap().unwrap();
+    assert_eq!(container.task.rule, "rule_1");
+    let second = q.client.lease(&agent("c-1")).await.unwrap().unwrap();
+    assert_eq!(second.task.rule, "rule_2");
+    // Only a VM task is left: a container agent gets nothing, ever.
+    for _ in 0..3 {
+        assert!(q.client.lease(&agent("c-2")).await.unwrap().is_none());
+    }
+    assert_eq!(sets_of(&q, TaskId(4)).await, (false, true));
+    let last = vm_agent.lease(&agent("vm-1")).await.unwrap().unwrap();
+    assert_eq!(last.task.rule, "sysctl_4");
+    assert!(vm_agent.lease(&agent("vm-1")).await.unwrap().is_none());
+    let depth = q.client.queue_depth().await.unwrap();
+    assert_eq!((depth.ready, depth.ready_vm, depth.leased), (0, 0, 4));
+
+    // A VM agent with an empty VM set serves the common one.
+    q.client.enqueue(&tasks(1, 5, 1, 5)).await.unwrap();
+    let common = vm_agent.lease(&agent("vm-1")).await.unwrap().unwrap();
+    assert_eq!(common.task.rule, "rule_5");
+    // Completions are fenced as ever.
+    assert_eq!(
+        vm_agent
+            .complete(&last, &completion(&last, FIXED, 1))
+            .await
+            .unwrap(),
+        Completion::Accepted
+    );
+}
+
+#[tokio::test]
+async fn a_released_or_reclaimed_vm_task_goes_back_to_the_vm_set() {
+    let settings = fast_settings(200, 5);
+    let q = TestQueue::new(settings).await;
+    let vm_agent = q.peer(settings).await.with_target_class(TargetClass::Vm);
+    q.client.enqueue(&vm_tasks(1, 1, 5)).await.unwrap();
+    q.client.set_generation(1).await.unwrap();
+    let id = TaskId(1);
+
+    // Released (shutdown, LLM hold): back where only VM agents look.
+    let lease = vm_agent.lease(&agent("vm-1")).await.unwrap().unwrap();
+    assert_eq!(sets_of(&q, id).await, (false, false));
+    assert!(vm_agent.release(&lease).await.unwrap());
+    assert_eq!(sets_of(&q, id).await, (false, true));
+    assert!(q.client.lease(&agent("c-1")).await.unwrap().is_none());
+
+    // Expired and reclaimed by a container agent's own lease call (the
+    // common set is empty, so it reaps on its way): requeued to the VM
+    // set, still out of its reach.
+    let lease = vm_agent.lease(&agent("vm-1")).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(q.client.lease(&agent("c-1")).await.unwrap().is_none());
+    assert_eq!(q.stat("reclaimed").await, 1);
+    assert_eq!(sets_of(&q, id).await, (false, true));
+
+    // Expired and reclaimed by the coordinator's reaper: the same.
+    let again = vm_agent.lease(&agent("vm-2")).await.unwrap().unwrap();
+    assert!(again.epoch > lease.epoch);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = q.client.reap(100).await.unwrap();
+    assert_eq!((r.requeued, r.dead_lettered), (1, 0));
+    assert_eq!(sets_of(&q, id).await, (false, true));
+    assert!(q.client.lease(&agent("c-1")).await.unwrap().is_none());
+
+    // And a VM agent's idle lease call reclaims into its own set too.
+    let third = vm_agent.lease(&agent("vm-3")).await.unwrap().unwrap();
+    assert!(third.epoch > again.epoch);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let fourth = vm_agent.lease(&agent("vm-4")).await.unwrap().unwrap();
+    assert_eq!(fourth.id(), id);
+    assert!(fourth.epoch > third.epoch);
+    assert_eq!(q.stat("reclaimed").await, 3);
+}
+
+#[tokio::test]
+async fn a_held_vm_task_is_released_into_the_vm_set() {
+    let q = TestQueue::new(LeaseSettings::default()).await;
+    let vm_agent = q
+        .peer(LeaseSettings::default())
+        .await
+        .with_target_class(TargetClass::Vm);
+    let mut member = queued(1, 1, "package_cron_installed", 5);
+    member.groups = vec!["package_*_installed".into()];
+    let mut held = vm_tasks(2, 1, 5).remove(0);
+    held.task.rule = "service_cron_enabled".into();
+    held.hold = Some(("package_*_installed".into(), 0));
+    q.client.enqueue(&[member, held]).await.unwrap();
+    q.client.set_generation(1).await.unwrap();
+    assert_eq!(sets_of(&q, TaskId(2)).await, (false, false), "held");
+
+    let m = q.client.lease(&agent("c-1")).await.unwrap().unwrap();
+    assert!(vm_agent.lease(&agent("vm-1")).await.unwrap().is_none());
+    q.client
+        .complete(&m, &completion(&m, FIXED, 1))
+        .await
+        .unwrap();
+    assert_eq!(sets_of(&q, TaskId(2)).await, (false, true));
+    assert!(q.client.lease(&agent("c-1")).await.unwrap().is_none());
+    let l = vm_agent.lease(&agent("vm-1")).await.unwrap().unwrap();
+    assert_eq!(l.task.rule, "service_cron_enabled");
+}
+
+#[tokio::test]
+async fn presence_says_which_live_agents_have_vm_targets() {
+    let q = TestQueue::new(LeaseSettings::default()).await;
+    let vm_agent = q
+        .peer(LeaseSettings::default())
+        .await
+        .with_target_class(TargetClass::Vm);
+    let window = LeaseSettings::default().alive_window_ms();
+    q.client.touch_agent(&agent("c-1")).await.unwrap();
+    assert!(q.client.live_vm_agents(window).await.unwrap().is_empty());
+    vm_agent.touch_agent(&agent("vm-1")).await.unwrap();
+    let vms: Vec<String> = q
+        .client
+        .live_vm_agents(window)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(vms, ["vm-1"]);
+    let mut all: Vec<String> = q
+        .client
+        .live_agents(window)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    all.sort();
+    assert_eq!(all, ["c-1", "vm-1"], "a VM agent is an agent too");
+    // Restarted on containers, it no longer counts as one with VMs.
+    q.client.touch_agent(&agent("vm-1")).await.unwrap();
+    assert!(q.client.live_vm_agents(window).await.unwrap().is_empty());
 }

@@ -471,7 +471,7 @@ mod on_a_docker_target {
         let task = RuleTask {
             skill_pack: pack.name.clone(),
             profile: pack.profile.clone(),
-            checks: pack.checks.clone(),
+            checks: pack.checks.for_class(fleet_common::TargetClass::Container),
             family: pack.family_of("package_cron_installed"),
             ..prompt("package_cron_installed", "").task
         };

@@ -42,7 +42,7 @@ fn task(pack: &SkillPack, epoch_budget: u32) -> RuleTask {
             max_attempts: epoch_budget,
             wall_time_s: 600,
         },
-        checks: pack.checks.clone(),
+        checks: pack.checks.for_class(fleet_common::TargetClass::Container),
         rule_text: None,
         job: None,
     }

@@ -19,13 +19,14 @@
 //! without a push when the lease is lost or handed back. A git failure is
 //! logged and counted, never fatal to the lease.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
 use backon::Retryable;
 use fleet_common::event::{AbandonReason, EventBody};
 use fleet_common::lease::{Completion, Lease};
-use fleet_common::{EscalationReason, Outcome};
+use fleet_common::{EscalationReason, Outcome, RuleTask, TargetClass};
 use fleet_knowledge::LeaseWorktree;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -224,7 +225,8 @@ impl Runner {
         log: &LeaseLog,
         fence: &LeaseFence,
     ) -> Remediation {
-        let task = &lease.task;
+        let task = fitted(&lease.task, self.client.target_class());
+        let task = task.as_ref();
         match &task.job {
             Some(job) => {
                 let access = self.host_access.as_ref();
@@ -461,4 +463,16 @@ impl Runner {
             _ = grace_spent => None,
         }
     }
+}
+
+/// The task with only the health checks that fit targets of class `class`
+/// (a pack's `targets = ["vm"]` checks need systemd and sshd, which a
+/// container does not run); borrowed when every check fits.
+fn fitted(task: &RuleTask, class: TargetClass) -> Cow<'_, RuleTask> {
+    if task.checks.health.iter().all(|h| h.fits(class)) {
+        return Cow::Borrowed(task);
+    }
+    let mut task = task.clone();
+    task.checks.health = task.checks.health_for(class);
+    Cow::Owned(task)
 }

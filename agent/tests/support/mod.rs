@@ -76,6 +76,7 @@ pub async fn enqueue(client: &LeaseClient, tasks: &[RuleTask]) {
             lease_loss_budget: 5,
             groups: Vec::new(),
             hold: None,
+            need: fleet_common::TargetClass::Container,
         })
         .collect();
     assert_eq!(client.enqueue(&queued).await.unwrap(), tasks.len() as u64);

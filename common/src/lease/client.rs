@@ -12,6 +12,7 @@ use crate::event::{Event, RejectReason, FIELD_EVENT, FIELD_REJECTED};
 use crate::ids::{AgentId, Epoch, TaskId};
 use crate::keys::Keyspace;
 use crate::settings::LeaseSettings;
+use crate::target_class::TargetClass;
 use crate::task::RuleTask;
 
 /// Expired leases one lease call reclaims on its way, at most.
@@ -29,6 +30,9 @@ pub struct QueuedTask {
     pub groups: Vec<String>,
     /// Held until `group` has at most `threshold` unfinished members.
     pub hold: Option<(String, u32)>,
+    /// The target class the rule needs: a `Vm` task waits in its own ready
+    /// set, leased only by agents whose targets are VMs (issue 24).
+    pub need: TargetClass,
 }
 
 impl QueuedTask {
@@ -83,17 +87,24 @@ pub struct ReapReport {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
+    /// Every queued task, the VM-only ones included.
     pub ready: u64,
+    /// The queued tasks that only an agent on VMs may lease.
+    pub ready_vm: u64,
     pub leased: u64,
 }
 
 /// Client for one fleet's keyspace. Cheap to clone; all clones share one
 /// multiplexed, auto-reconnecting connection.
+///
+/// An agent's client carries the class of its targets: it leases what that
+/// class can serve and says so in its presence. Default `Container`.
 #[derive(Clone)]
 pub struct LeaseClient {
     conn: ConnectionManager,
     keys: Keyspace,
     settings: LeaseSettings,
+    class: TargetClass,
 }
 
 impl LeaseClient {
@@ -102,7 +113,19 @@ impl LeaseClient {
             conn,
             keys,
             settings,
+            class: TargetClass::Container,
         }
+    }
+
+    /// This client leasing and touching presence as an agent whose targets
+    /// are of class `class`.
+    pub fn with_target_class(mut self, class: TargetClass) -> Self {
+        self.class = class;
+        self
+    }
+
+    pub fn target_class(&self) -> TargetClass {
+        self.class
     }
 
     /// Connects with a connection manager that reconnects on its own.
@@ -155,7 +178,8 @@ impl LeaseClient {
                     .arg(t.lease_loss_budget)
                     .arg(t.groups.join("\t"))
                     .arg(hold)
-                    .arg(serde_json::to_string(&t.task)?);
+                    .arg(serde_json::to_string(&t.task)?)
+                    .arg(t.need.as_str());
             }
             let n: u64 = inv.invoke_async(&mut self.conn.clone()).await?;
             created += n;
@@ -163,7 +187,8 @@ impl LeaseClient {
         Ok(created)
     }
 
-    /// Leases the best ready task, or `None` when the queue is empty.
+    /// Leases the best ready task this client's target class can serve
+    /// (a VM agent: the VM-only set first), or `None` when there is none.
     pub async fn lease(&self, agent: &AgentId) -> Result<Option<Lease>, LeaseError> {
         let reply: Vec<String> = SCRIPTS
             .lease
@@ -173,6 +198,7 @@ impl LeaseClient {
             .arg(self.settings.ttl_ms)
             .arg(REAP_IN_LEASE_LIMIT)
             .arg(self.settings.finished_ttl_s)
+            .arg(self.class.as_str())
             .invoke_async(&mut self.conn.clone())
             .await?;
         match reply.first().map(String::as_str) {
@@ -281,13 +307,15 @@ impl LeaseClient {
         Ok(g)
     }
 
-    /// Marks the agent alive by Redis time.
+    /// Marks the agent alive by Redis time, as an agent of this client's
+    /// target class.
     pub async fn touch_agent(&self, agent: &AgentId) -> Result<(), LeaseError> {
         let _: i64 = SCRIPTS
             .touch_agent
             .prepare_invoke()
             .arg(self.keys.prefix())
             .arg(agent.as_str())
+            .arg(self.class.as_str())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
@@ -337,12 +365,17 @@ impl LeaseClient {
     }
 
     pub async fn queue_depth(&self) -> Result<QueueDepth, LeaseError> {
-        let (ready, leased): (u64, u64) = redis::pipe()
+        let (ready, ready_vm, leased): (u64, u64, u64) = redis::pipe()
             .zcard(self.keys.ready())
+            .zcard(self.keys.ready_vm())
             .zcard(self.keys.leases())
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(QueueDepth { ready, leased })
+        Ok(QueueDepth {
+            ready: ready + ready_vm,
+            ready_vm,
+            leased,
+        })
     }
 
     /// Protocol counters: stale_rejected, reclaimed, dead_lettered,
@@ -353,13 +386,21 @@ impl LeaseClient {
 
     /// Agents seen within `window_ms` of Redis's clock, with last-seen ms.
     pub async fn live_agents(&self, window_ms: u64) -> Result<Vec<(String, i64)>, LeaseError> {
+        self.live_in(&self.keys.agents(), window_ms).await
+    }
+
+    /// Agents whose targets are VMs seen within `window_ms` of Redis's
+    /// clock, with last-seen ms: who can serve a rule that needs a VM.
+    pub async fn live_vm_agents(&self, window_ms: u64) -> Result<Vec<(String, i64)>, LeaseError> {
+        self.live_in(&self.keys.agents_vm(), window_ms).await
+    }
+
+    async fn live_in(&self, key: &str, window_ms: u64) -> Result<Vec<(String, i64)>, LeaseError> {
         let mut conn = self.conn.clone();
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now = secs * 1000 + micros / 1000;
         let min = now - window_ms as i64;
-        Ok(conn
-            .zrangebyscore_withscores(self.keys.agents(), min, "+inf")
-            .await?)
+        Ok(conn.zrangebyscore_withscores(key, min, "+inf").await?)
     }
 }
 

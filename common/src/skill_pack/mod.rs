@@ -9,6 +9,12 @@
 //! family. An `[[ordering]]` entry holds a rule until the rules matching
 //! `after` have at most `remaining` unfinished, e.g. `audit_rules_immutable`
 //! only after the rest of the audit rules.
+//!
+//! A `[[requires]]` entry says which target class a rule needs (issue 24):
+//! the first entry whose glob matches names it, and a rule no entry matches
+//! needs only a container. A rule that needs a `vm` is leased only to agents
+//! whose targets are VMs, and recorded `needs_target` when none is live. A
+//! `[[health]]` check may carry `targets = ["vm"]` to run only there.
 
 mod dream;
 
@@ -18,6 +24,7 @@ use glob::Pattern;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::target_class::TargetClass;
 use crate::task::{Checks, HealthCheck};
 
 pub use dream::DreamSettings;
@@ -47,6 +54,8 @@ struct PackFile {
     family: Vec<FamilyFile>,
     #[serde(default)]
     ordering: Vec<OrderingFile>,
+    #[serde(default)]
+    requires: Vec<RequiresFile>,
     #[serde(default)]
     health: Vec<HealthCheck>,
     #[serde(default)]
@@ -122,6 +131,15 @@ struct OrderingFile {
     remaining: u32,
 }
 
+/// `[[requires]]`: the target class the rules matching `rule` need.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequiresFile {
+    rule: String,
+    /// A `TargetClass` label (`container`, `vm`), checked at load.
+    target: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Ordering {
     /// Rules (glob) that are held.
@@ -148,6 +166,8 @@ pub struct SkillPack {
     pub checks: Checks,
     families: Vec<(Pattern, String)>,
     pub ordering: Vec<Ordering>,
+    /// `[[requires]]` in file order: the first match names a rule's need.
+    requires: Vec<(Pattern, TargetClass)>,
     pub prompts: PromptTemplates,
     always_escalate: Vec<Pattern>,
     escalate_touching: EscalateTouching,
@@ -210,6 +230,22 @@ impl SkillPack {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let requires = file
+            .requires
+            .iter()
+            .map(|r| {
+                let class = TargetClass::parse(&r.target).ok_or_else(|| {
+                    format!(
+                        "requires rule {:?}: unknown target {:?} (known: {}, {})",
+                        r.rule,
+                        r.target,
+                        TargetClass::Container,
+                        TargetClass::Vm
+                    )
+                })?;
+                Ok((pattern(&r.rule)?, class))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let always_escalate = file
             .always_escalate
             .iter()
@@ -244,6 +280,7 @@ impl SkillPack {
             checks,
             families,
             ordering,
+            requires,
             prompts: PromptTemplates::default(),
             always_escalate,
             escalate_touching,
@@ -260,6 +297,15 @@ impl SkillPack {
     /// The pack's additions to what escalates a candidate that touches it.
     pub fn escalate_touching(&self) -> &EscalateTouching {
         &self.escalate_touching
+    }
+
+    /// The target class `rule` needs: the first `[[requires]]` whose glob
+    /// matches it, else a container (every agent serves it).
+    pub fn target_need(&self, rule: &str) -> TargetClass {
+        self.requires
+            .iter()
+            .find(|(p, _)| p.matches(rule))
+            .map_or(TargetClass::Container, |(_, class)| *class)
     }
 
     pub fn family_of(&self, rule: &str) -> String {
@@ -458,6 +504,63 @@ command = "true"
             let toml = format!("{SCAP_PACK}[escalate_touching]\n{bad}\n");
             assert!(SkillPack::parse(&toml).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn requires_names_the_target_class_a_rule_needs_first_match_first() {
+        let toml = format!(
+            "{SCAP_PACK}[[requires]]\nrule = \"sysctl_net_*\"\ntarget = \"container\"\n\
+             [[requires]]\nrule = \"sysctl_*\"\ntarget = \"vm\"\n\
+             [[requires]]\nrule = \"service_*\"\ntarget = \"vm\"\n\
+             [[health]]\nname = \"systemd\"\ncommand = \"systemctl is-system-running\"\n\
+             targets = [\"vm\"]\n"
+        );
+        let p = SkillPack::parse(&toml).unwrap();
+        assert_eq!(
+            p.target_need("sysctl_kernel_randomize_va_space"),
+            TargetClass::Vm
+        );
+        assert_eq!(p.target_need("service_cron_enabled"), TargetClass::Vm);
+        assert_eq!(
+            p.target_need("sysctl_net_ipv4_ip_forward"),
+            TargetClass::Container,
+            "an earlier entry makes an exception"
+        );
+        assert_eq!(
+            p.target_need("package_audit_installed"),
+            TargetClass::Container
+        );
+        let names = |class| -> Vec<String> {
+            p.checks
+                .health_for(class)
+                .into_iter()
+                .map(|h| h.name)
+                .collect()
+        };
+        assert_eq!(names(TargetClass::Container), ["shell"]);
+        assert_eq!(names(TargetClass::Vm), ["shell", "systemd"]);
+        // Without [[requires]], every rule needs only a container.
+        let plain = SkillPack::parse(SCAP_PACK).unwrap();
+        assert_eq!(plain.target_need("sysctl_x"), TargetClass::Container);
+    }
+
+    #[test]
+    fn an_unknown_target_class_is_a_clear_load_error() {
+        let bad = format!("{SCAP_PACK}[[requires]]\nrule = \"sysctl_*\"\ntarget = \"VM\"\n");
+        let err = SkillPack::parse(&bad).unwrap_err();
+        assert!(
+            err.contains("sysctl_*") && err.contains("unknown target \"VM\"") && err.contains("vm"),
+            "{err}"
+        );
+        let bad_check = format!(
+            "{SCAP_PACK}[[health]]\nname = \"systemd\"\ncommand = \"true\"\ntargets = [\"kvm\"]\n"
+        );
+        let err = SkillPack::parse(&bad_check).unwrap_err();
+        assert!(err.contains("kvm") && err.contains("vm"), "{err}");
+        let no_target = format!("{SCAP_PACK}[[requires]]\nrule = \"sysctl_*\"\n");
+        assert!(SkillPack::parse(&no_target).unwrap_err().contains("target"));
+        let bad_glob = format!("{SCAP_PACK}[[requires]]\nrule = \"[\"\ntarget = \"vm\"\n");
+        assert!(SkillPack::parse(&bad_glob).is_err());
     }
 
     #[test]

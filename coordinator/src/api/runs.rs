@@ -21,6 +21,19 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<SubmitRunResponse>), ApiFailure> {
     let resp = planner::submit(&state.pool, &state.leases, &state.packs, req).await?;
     state.metrics.runs_submitted.inc();
+    if resp.needs_target > 0 {
+        // Recorded by the planner, not ingested: counted here. The only
+        // class a rule can need beyond a container is a VM.
+        let needs = fleet_common::Outcome::NeedsTarget {
+            target: fleet_common::TargetClass::Vm,
+        };
+        let labels = [needs.kind(), needs.reason_label().unwrap_or("")];
+        state
+            .metrics
+            .outcomes
+            .with_label_values(&labels)
+            .inc_by(resp.needs_target);
+    }
     Ok((StatusCode::CREATED, Json(resp)))
 }
 

@@ -24,6 +24,7 @@ const FIXED: &str = "#2e7d32";
 const ESCALATED: &str = "#c62828";
 const PASSING: &str = "#9e9e9e";
 const PENDING: &str = "#f9a825";
+const NEEDS_TARGET: &str = "#6a1b9a";
 const FIRST_TRY: &str = "#1565c0";
 const RATIO: &str = "#6a1b9a";
 
@@ -88,6 +89,7 @@ td code,li code{font-size:.95em;word-break:break-all}
 .escalated{color:#c62828;font-weight:600}
 .already_passing{color:#757575}
 .pending{color:#f57f17}
+.needs_target{color:#6a1b9a}
 .win{color:#2e7d32;font-weight:600}
 .regression{color:#c62828;font-weight:600}
 .note{color:#666;font-size:.85em}
@@ -207,10 +209,15 @@ fn totals(r: &RunReport) -> String {
         "rules",
         &t.total.to_string(),
         &format!(
-            "{} fixed, {} escalated, {} already passing{}",
+            "{} fixed, {} escalated, {} already passing{}{}",
             t.fixed,
             t.escalated,
             t.already_passing,
+            if t.needs_target > 0 {
+                format!(", {} need a target no agent had", t.needs_target)
+            } else {
+                String::new()
+            },
             if unfinished > 0 {
                 format!(", {unfinished} unfinished")
             } else {
@@ -229,6 +236,22 @@ fn totals(r: &RunReport) -> String {
             "escalations by reason",
             &t.escalated.to_string(),
             &reasons.join(", "),
+        );
+    }
+    for (class, need) in &t.needs_target_by_class {
+        let more = if (need.examples.len() as u64) < need.rules {
+            ", …"
+        } else {
+            ""
+        };
+        card(
+            &mut out,
+            &format!("needs a {class} target"),
+            &need.rules.to_string(),
+            &format!(
+                "never leased nor escalated: {}{more}",
+                need.examples.join(", ")
+            ),
         );
     }
     card(
@@ -521,17 +544,18 @@ struct FamilyCounts {
     fixed: u64,
     escalated: u64,
     passing: u64,
+    needs_target: u64,
     pending: u64,
 }
 
 impl FamilyCounts {
     fn total(&self) -> u64 {
-        self.fixed + self.escalated + self.passing + self.pending
+        self.fixed + self.escalated + self.passing + self.needs_target + self.pending
     }
 }
 
-/// One horizontal bar per family: fixed, escalated, already passing and
-/// pending stacked.
+/// One horizontal bar per family: fixed, escalated, already passing,
+/// needing a target and pending stacked.
 fn family_chart(r: &RunReport) -> String {
     let mut out = String::new();
     let mut families: BTreeMap<&str, FamilyCounts> = BTreeMap::new();
@@ -541,6 +565,7 @@ fn family_chart(r: &RunReport) -> String {
             RuleOutcome::Fixed => c.fixed += 1,
             RuleOutcome::Escalated => c.escalated += 1,
             RuleOutcome::AlreadyPassing => c.passing += 1,
+            RuleOutcome::NeedsTarget => c.needs_target += 1,
             RuleOutcome::Pending => c.pending += 1,
         }
     }
@@ -575,6 +600,7 @@ fn family_chart(r: &RunReport) -> String {
             (FIXED, "fixed"),
             (ESCALATED, "escalated"),
             (PASSING, "already passing"),
+            (NEEDS_TARGET, "needs a target"),
             (PENDING, "pending"),
         ],
     );
@@ -598,6 +624,7 @@ fn family_chart(r: &RunReport) -> String {
             (c.fixed, FIXED, "fixed"),
             (c.escalated, ESCALATED, "escalated"),
             (c.passing, PASSING, "already passing"),
+            (c.needs_target, NEEDS_TARGET, "need a target"),
             (c.pending, PENDING, "pending"),
         ] {
             if n == 0 {

@@ -69,6 +69,20 @@ pub fn run_summary(s: &RunStatus) -> String {
     for (reason, n) in &s.escalated_by_reason {
         rows.push(vec![format!("  {reason}"), n.to_string(), pct(*n, s.total)]);
     }
+    if s.needs_target > 0 {
+        rows.push(vec![
+            "needs_target".into(),
+            s.needs_target.to_string(),
+            pct(s.needs_target, s.total),
+        ]);
+        for (class, need) in &s.needs_target_by_class {
+            rows.push(vec![
+                format!("  {class}"),
+                need.rules.to_string(),
+                pct(need.rules, s.total),
+            ]);
+        }
+    }
     let unfinished = s.total.saturating_sub(s.finished);
     if unfinished > 0 {
         rows.push(vec![
@@ -88,6 +102,14 @@ pub fn run_summary(s: &RunStatus) -> String {
     );
     out.push_str(&render(&["outcome", "tasks", "share"], &rows));
     out.push('\n');
+    let needs = s.needs_target_lines();
+    if !needs.is_empty() {
+        // Never leased nor escalated: no live agent had such a target.
+        for line in needs {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+    }
     out.push_str(&totals(s));
     out.push('\n');
     if let Some(c) = &s.comparison {
@@ -346,8 +368,14 @@ pub fn fleet_line(s: &RunStatus) -> String {
         Some(r) if r.is_infinite() => "inf".to_owned(),
         other => rate(other),
     };
+    // Rules no live agent could serve (issue 24), only when there are any.
+    let needs = if s.needs_target > 0 {
+        format!(" needs_target={}", s.needs_target)
+    } else {
+        String::new()
+    };
     format!(
-        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio={ratio}",
+        "fleet: run={} skill={} rules={} fixed={} escalated={} fix_rate={} first_try_rate={} regression_ratio={ratio}{needs}",
         s.run,
         s.skill_pack,
         s.total,
@@ -364,8 +392,13 @@ pub fn run_line(s: &RunStatus) -> String {
         .iter()
         .map(|(r, n)| format!("{r}={n}"))
         .collect();
+    let needs: Vec<String> = s
+        .needs_target_by_class
+        .iter()
+        .map(|(class, need)| format!("{class}={}", need.rules))
+        .collect();
     format!(
-        "run {} {}: {}/{} finished, fixed={} already_passing={} escalated={}{} lease_losses={} stale_rejected={}",
+        "run {} {}: {}/{} finished, fixed={} already_passing={} escalated={}{}{} lease_losses={} stale_rejected={}",
         s.run,
         s.status,
         s.finished,
@@ -374,6 +407,7 @@ pub fn run_line(s: &RunStatus) -> String {
         s.already_passing,
         s.escalated,
         if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(" ")) },
+        if needs.is_empty() { String::new() } else { format!(" needs_target={} ({})", s.needs_target, needs.join(" ")) },
         s.lease_losses,
         s.stale_completions_rejected
     )
@@ -396,6 +430,8 @@ pub fn agents(list: &[AgentInfo]) -> String {
                     a.version.clone()
                 },
                 if a.alive { "yes".into() } else { "no".into() },
+                a.target_class
+                    .map_or_else(|| "-".into(), |c| c.as_str().to_owned()),
                 a.last_seen_ms
                     .and_then(DateTime::<Utc>::from_timestamp_millis)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -404,7 +440,14 @@ pub fn agents(list: &[AgentInfo]) -> String {
         })
         .collect();
     render(
-        &["agent", "host", "version", "alive", "last seen (utc)"],
+        &[
+            "agent",
+            "host",
+            "version",
+            "alive",
+            "targets",
+            "last seen (utc)",
+        ],
         &rows,
     )
 }
@@ -443,6 +486,44 @@ mod tests {
             2,
         );
         assert_eq!(t, "a   b   n\nxx  y  10\n");
+    }
+
+    #[test]
+    fn rules_that_needed_a_target_get_their_row_and_line() {
+        let mut s: RunStatus = serde_json::from_value(serde_json::json!({
+            "run": 4, "skill_pack": "ssg-debian11-standard", "profile": "standard",
+            "status": "completed", "total": 10, "finished": 10, "fixed": 2,
+            "already_passing": 1, "escalated": 0, "escalated_by_reason": {},
+            "lease_losses": 0, "stale_completions_rejected": 0,
+            "created_at": "2026-12-01T00:00:00+00:00", "finished_at": null
+        }))
+        .unwrap();
+        assert!(!run_summary(&s).contains("needs"));
+        assert!(!fleet_line(&s).contains("needs_target"));
+        s.needs_target = 7;
+        s.needs_target_by_class.insert(
+            "vm".into(),
+            fleet_common::api::TargetNeed {
+                rules: 7,
+                examples: vec![
+                    "service_cron_enabled".into(),
+                    "sysctl_fs_suid_dumpable".into(),
+                ],
+            },
+        );
+        let out = run_summary(&s);
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("needs_target ") && l.ends_with(" 7  70.0%")),
+            "{out}"
+        );
+        assert!(
+            out.contains("needs a vm target: 7 (service_cron_enabled, sysctl_fs_suid_dumpable, …)"),
+            "{out}"
+        );
+        assert!(out.contains("2 fixed of 2 fixed or escalated"), "{out}");
+        assert!(fleet_line(&s).ends_with(" needs_target=7"));
+        assert!(run_line(&s).contains("escalated=0 needs_target=7 (vm=7) "));
     }
 
     #[test]

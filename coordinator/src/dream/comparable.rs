@@ -5,6 +5,11 @@
 //! comparable*: it is neither a win nor a regression, and never reverts
 //! anything (D8). A run with too many such rules reverts nothing at all.
 //!
+//! A rule recorded `needs_target` (no live agent had the target class it
+//! needs, issue 24) was never tried at all: it is left out of the
+//! comparison on either side, and out of the share that withholds reverts,
+//! since it says nothing about an outage either.
+//!
 //! Pure, so the learning benchmark plays the same rules as the dream stage.
 
 use std::collections::BTreeMap;
@@ -19,6 +24,8 @@ pub enum Standing {
     NotFixed,
     /// The fleet could not really try; the reason's label.
     NotComparable(String),
+    /// Never leased: no agent had the target the rule needs.
+    Untried,
 }
 
 impl Standing {
@@ -28,6 +35,7 @@ impl Standing {
     pub fn of(outcome: &str, reason: Option<&str>) -> Standing {
         match (outcome, reason) {
             ("fixed", _) => Standing::Fixed,
+            ("needs_target", _) => Standing::Untried,
             ("escalated", Some(r)) => match EscalationReason::parse(r).map(|r| r.class()) {
                 Some(ReasonClass::Knowledge) => Standing::NotFixed,
                 _ => Standing::NotComparable(r.to_owned()),
@@ -37,7 +45,7 @@ impl Standing {
     }
 
     fn comparable(&self) -> bool {
-        !matches!(self, Standing::NotComparable(_))
+        !matches!(self, Standing::NotComparable(_) | Standing::Untried)
     }
 }
 
@@ -48,7 +56,8 @@ pub struct Judgement<K> {
     pub regressions: Vec<K>,
     /// This run's rules not comparable, by reason.
     pub not_comparable: BTreeMap<String, u64>,
-    /// Rules comparable now but not in the previous run.
+    /// Rules comparable now but not in the previous run (an infrastructure
+    /// reason then, or never tried for want of a target).
     pub previous_not_comparable: u64,
     /// Set when the share of this run's rules not comparable is above the
     /// limit: the run reverts nothing, and this says why.
@@ -72,6 +81,9 @@ pub fn judge<K>(
     };
     let mut total = 0u64;
     for (key, now, previous) in rules {
+        if now == Standing::Untried {
+            continue;
+        }
         total += 1;
         if let Standing::NotComparable(reason) = &now {
             *j.not_comparable.entry(reason.clone()).or_default() += 1;
@@ -170,6 +182,32 @@ mod tests {
         assert_eq!(j.revert_withheld, None, "2 of 10 is not above 20 %");
         rules[3].1 = Standing::NotComparable("scanner_error".into());
         assert!(judge(rules, 0.2).revert_withheld.is_some(), "3 of 10 is");
+    }
+
+    #[test]
+    fn a_rule_that_needed_a_target_is_never_a_win_nor_a_regression() {
+        assert_eq!(s("needs_target", Some("vm")), Standing::Untried);
+        let mut rules: Vec<(usize, Standing, Option<Standing>)> = vec![
+            // Fixed then, no VM agent now: no regression.
+            (0, Standing::Untried, Some(Standing::Fixed)),
+            // No VM agent then, fixed now: no win.
+            (1, Standing::Fixed, Some(Standing::Untried)),
+            (2, Standing::Untried, Some(Standing::Untried)),
+            (3, Standing::Fixed, Some(Standing::NotFixed)),
+        ];
+        // Many more untried rules than tried ones withhold nothing: they
+        // are no outage.
+        rules.extend((4..40).map(|i| (i, Standing::Untried, Some(Standing::Fixed))));
+        rules.push((40, Standing::NotComparable("lease_lost".into()), None));
+        let j = judge(rules, 0.2);
+        assert_eq!(j.wins, vec![3]);
+        assert_eq!(j.regressions, Vec::<usize>::new());
+        assert_eq!(j.previous_not_comparable, 1, "rule 1");
+        assert_eq!(j.not_comparable, BTreeMap::from([("lease_lost".into(), 1)]));
+        let why = j
+            .revert_withheld
+            .expect("1 of the 3 tried rules is an outage");
+        assert!(why.contains("1 of this run's 3 rules"), "{why}");
     }
 
     #[test]

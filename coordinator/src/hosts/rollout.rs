@@ -14,7 +14,7 @@
 
 use fleet_common::host::{HostJob, Rollout};
 use fleet_common::lease::LeaseClient;
-use fleet_common::{Budgets, Checks, RuleTask, RunId, TaskId};
+use fleet_common::{Budgets, Checks, RuleTask, RunId, TargetClass, TaskId};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 
@@ -175,6 +175,9 @@ async fn release_next(
                     lease_loss_budget,
                     &[],
                     None,
+                    // Host tasks go to any agent: harden reaches its hosts
+                    // through a sandbox, compose checks on a container.
+                    TargetClass::Container,
                 )
             },
         )

@@ -148,7 +148,7 @@ impl<'a> CompletionBatch<'a> {
             };
             items.push(e.task.0);
             outcomes.push(outcome.kind());
-            reasons.push(outcome.reason().map(|r| r.as_str()));
+            reasons.push(outcome.reason_label());
             fixed.push(match outcome {
                 Outcome::Fixed { attempt } => Some(*attempt as i32),
                 _ => None,
@@ -192,7 +192,7 @@ impl<'a> CompletionBatch<'a> {
             };
             if updated.contains(&e.task.0) {
                 fx.outcomes
-                    .push((outcome.kind(), outcome.reason().map_or("", |r| r.as_str())));
+                    .push((outcome.kind(), outcome.reason_label().unwrap_or("")));
                 touched_runs.insert(e.run.0);
             } else {
                 duplicate_outcome(d, fx);

@@ -1,8 +1,15 @@
 -- Grants the best ready task to an agent.
--- ARGV: prefix, agent, ttl_ms, reap_limit, finished_ttl
+-- ARGV: prefix, agent, ttl_ms, reap_limit, finished_ttl, class
 -- Returns {'granted', id, epoch, deadline_ms, payload} | {'empty'} | {'not_ready'}
 -- Every redis.call costs a few microseconds of the single Redis thread, so
--- the hot path keeps them to seven (see `fleet-bench lease-profile`).
+-- the hot path keeps them to seven (see `fleet-bench lease-profile`), for
+-- either class of agent.
+--
+-- An agent of class 'vm' pops the VM-only set first and the common set
+-- only when it is empty, in one ZMPOP: VM tasks have no one else to serve
+-- them, while every agent serves the common set. Priority holds within
+-- each set. An agent of any other class (or an older one, without the
+-- argument) never sees the VM-only set.
 local gen = redis.call('GET', P .. 'gen')
 if not gen then
   -- Redis lost its data and the coordinator has not rebuilt it yet (L6):
@@ -10,10 +17,18 @@ if not gen then
   return {'not_ready'}
 end
 local agent, ttl = ARGV[2], tonumber(ARGV[3])
+local vm = ARGV[6] == 'vm'
 local now = now_ms()
 local reaped = false
 while true do
-  local popped = redis.call('ZPOPMIN', READY)
+  local popped
+  if vm then
+    -- {key, {{id, score}}}, or false when both sets are empty.
+    local r = redis.call('ZMPOP', 2, READY_VM, READY, 'MIN')
+    popped = r and {r[2][1][1]} or {}
+  else
+    popped = redis.call('ZPOPMIN', READY)
+  end
   if #popped == 0 then
     -- An idle agent reclaims expired leases itself, so recovery does not
     -- wait for the coordinator's reaper tick (or for a coordinator at all).

@@ -4,6 +4,9 @@
 -- %d, never through cjson (which rounds to 14 digits).
 local P = ARGV[1]
 local READY = P .. 'ready'
+-- Tasks only a VM can serve wait apart, so an agent on containers never
+-- pops them (issue 24). A task's hash says which set is its own (`need`).
+local READY_VM = P .. 'ready:vm'
 local LEASES = P .. 'leases'
 local STATS = P .. 'stats'
 local EVENTS = P .. 'events'
@@ -21,6 +24,15 @@ local function fmt_int(n)
   return string.format('%d', n)
 end
 
+-- The ready set of a task whose `need` field is `need` ('vm' or
+-- 'container'; absent in tasks enqueued before the field existed).
+local function ready_for(need)
+  if need == 'vm' then
+    return READY_VM
+  end
+  return READY
+end
+
 -- Held tasks wait for an ordering group to shrink to their threshold.
 local function release_held(group, pending)
   local held = P .. 'held:' .. group
@@ -29,7 +41,8 @@ local function release_held(group, pending)
     redis.call('ZREM', held, id)
     local k = task_key(id)
     redis.call('HSET', k, 'state', 'queued')
-    redis.call('ZADD', READY, redis.call('HGET', k, 'score'), id)
+    local f = redis.call('HMGET', k, 'score', 'need')
+    redis.call('ZADD', ready_for(f[2]), f[1], id)
   end
 end
 
@@ -63,7 +76,7 @@ end
 local function reclaim(id, now, finished_ttl)
   local k = task_key(id)
   redis.call('ZREM', LEASES, id)
-  local h = redis.call('HMGET', k, 'state', 'budget', 'run', 'rule', 'epoch', 'agent', 'score', 'groups')
+  local h = redis.call('HMGET', k, 'state', 'budget', 'run', 'rule', 'epoch', 'agent', 'score', 'groups', 'need')
   if h[1] ~= 'leased' then
     return 'skipped'
   end
@@ -81,7 +94,7 @@ local function reclaim(id, now, finished_ttl)
     return 'dead'
   end
   redis.call('HSET', k, 'state', 'queued')
-  redis.call('ZADD', READY, h[7], id)
+  redis.call('ZADD', ready_for(h[9]), h[7], id)
   return 'requeued'
 end
 

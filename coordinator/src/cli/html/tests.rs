@@ -74,6 +74,14 @@ fn rules() -> Vec<RuleReport> {
             Some(900),
         ),
         rule("grub2_audit_argument", "grub2", Pending, None, None, None),
+        rule(
+            "sysctl_kernel_randomize_va_space",
+            "sysctl",
+            NeedsTarget,
+            Some("vm"),
+            Some(0),
+            None,
+        ),
     ]
 }
 
@@ -98,6 +106,14 @@ fn report(comparison: Option<RunComparison>) -> RunReport {
             ("lease_lost".into(), 1),
             ("<x>".into(), 1),
         ]),
+        needs_target: count(RuleOutcome::NeedsTarget),
+        needs_target_by_class: BTreeMap::from([(
+            "vm".into(),
+            fleet_common::api::TargetNeed {
+                rules: 1,
+                examples: vec!["sysctl_kernel_randomize_va_space".into()],
+            },
+        )]),
         lease_losses: 1,
         stale_completions_rejected: 0,
         created_at: "2026-11-22T01:00:00+00:00".into(),
@@ -241,6 +257,12 @@ fn the_page_has_every_rule_the_totals_and_three_charts() {
     assert!(page.contains("sshd: 1 escalated"));
     assert!(page.contains("2 fixed after 1 attempt(s)"));
     assert!(page.contains("1 escalated rule(s) dead-lettered"));
+    // A rule no agent could serve: its own card and bar, no escalation.
+    assert!(page.contains("needs a vm target"));
+    assert!(page.contains("never leased nor escalated: sysctl_kernel_randomize_va_space"));
+    assert!(page.contains("1 need a target no agent had"));
+    assert!(page.contains("sysctl: 1 need a target"));
+    assert!(page.contains("<td class=\"needs_target\">needs_target</td>"));
     // The comparison and its lessons.
     assert!(page.contains("Against run 11"));
     assert!(page.contains("<code>grub2-lesson</code>"));
