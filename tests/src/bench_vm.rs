@@ -27,7 +27,9 @@ pub struct VmFigures {
 pub async fn bench_vm() -> anyhow::Result<VmFigures> {
     let docker = connect_docker()?;
     let agent = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let run_dir = tempfile::Builder::new().prefix("fleet-bench-vm").tempdir()?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("fleet-bench-vm")
+        .tempdir()?;
     let config = QemuTargetConfig::new(crate::services::vm_image_dir(), run_dir.path(), &agent, 0);
     let t = Instant::now();
     let target = QemuTarget::create(&docker, config)
@@ -62,7 +64,11 @@ async fn rounds_on(machine: &Arc<Machine>) -> anyhow::Result<(f64, f64, f64)> {
                 Duration::from_secs(60),
             )
             .await?;
-        anyhow::ensure!(out.exit_code == Some(0), "bench script failed: {}", out.output);
+        anyhow::ensure!(
+            out.exit_code == Some(0),
+            "bench script failed: {}",
+            out.output
+        );
         if round < EVALS {
             let t = Instant::now();
             let e = evaluator.evaluate(&task).await?;

@@ -575,9 +575,8 @@ impl Drop for Fleet {
         self.agents.iter_mut().for_each(|a| drop(a.take()));
         for i in 0..self.agents.len() {
             let id = self.agent_id(i);
-            let script = format!(
-                "docker ps -aq --filter label=fleet.agent={id} | xargs -r docker rm -f -v"
-            );
+            let script =
+                format!("docker ps -aq --filter label=fleet.agent={id} | xargs -r docker rm -f -v");
             let _ = std::process::Command::new("sh")
                 .args(["-c", &script])
                 .stdout(std::process::Stdio::null())
