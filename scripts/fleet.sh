@@ -144,7 +144,14 @@ for _ in $(seq 1 120); do
   "$bin/fleet-coordinator" status "$run" --json | grep -q '"dream": *"' && break
   sleep 0.5
 done
-"$bin/fleet-coordinator" report --run "$run"
+"$bin/fleet-coordinator" report --run "$run" | tee "$state/logs/report-$run.txt"
+if [[ $target == vm ]]; then
+  # The rules the pack says need a VM ([[requires]]): on containers they
+  # are `needs_target`; here they were really evaluated.
+  awk '$1 ~ /^(sysctl|service)_/ { n++; c[$3]++ }
+       END { printf "fleet: %d kernel and service rules a container cannot reach were evaluated on the VMs:", n
+             for (k in c) printf " %s=%d", k, c[k]; print "" }' "$state/logs/report-$run.txt"
+fi
 if [[ $target == docker ]]; then
   # After the dream stage the coordinator checks main's bundle of verified
   # fixes as a whole on a fresh target (DESIGN H3): two full-profile scans
