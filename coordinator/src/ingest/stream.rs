@@ -114,11 +114,13 @@ pub(crate) async fn claim_abandoned(
 }
 
 /// Acknowledges `ids` (one batch, in stream order) and, in the same round
-/// trip, asks for the group's pending summary; then trims entries below the
-/// smallest id still pending, or below the last of `ids` when nothing is.
+/// trip, asks for the group's pending summary and last delivered id; then
+/// trims entries below the smallest id still pending, or below the last
+/// delivered one when nothing is (not below the last of `ids`: with several
+/// workers, the batch that acks last may not hold the highest ids).
 /// Unacknowledged entries are never trimmed; entries not yet delivered have
-/// larger ids than anything acked. A failed trim is only logged: the next
-/// batch trims again.
+/// larger ids than anything delivered. A failed trim is only logged: the
+/// next batch trims again.
 pub(crate) async fn ack_and_trim(
     conn: &mut ConnectionManager,
     stream: &str,
@@ -127,7 +129,7 @@ pub(crate) async fn ack_and_trim(
     let Some(last_acked) = ids.last() else {
         return Ok(());
     };
-    let (_, summary): (u64, Value) = redis::pipe()
+    let (_, summary, groups): (u64, Value, Value) = redis::pipe()
         .cmd("XACK")
         .arg(stream)
         .arg(INGEST_GROUP)
@@ -135,13 +137,16 @@ pub(crate) async fn ack_and_trim(
         .cmd("XPENDING")
         .arg(stream)
         .arg(INGEST_GROUP)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
         .query_async(conn)
         .await?;
     let min_id = match &summary {
         Value::Array(items) if items.len() >= 2 && as_int(&items[0]).unwrap_or(0) > 0 => {
             as_string(&items[1])
         }
-        _ => None,
+        _ => last_delivered(&groups),
     }
     .unwrap_or_else(|| (*last_acked).to_owned());
     let trimmed: Result<u64, RedisError> = redis::cmd("XTRIM")
@@ -214,6 +219,33 @@ fn as_bytes(v: &Value) -> Vec<u8> {
         Value::VerbatimString { text, .. } => text.clone().into_bytes(),
         _ => Vec::new(),
     }
+}
+
+/// The ingest group's `last-delivered-id` from `XINFO GROUPS` (a list of
+/// field/value lists in RESP2, of maps in RESP3).
+fn last_delivered(groups: &Value) -> Option<String> {
+    let Value::Array(groups) = groups else {
+        return None;
+    };
+    groups.iter().find_map(|group| {
+        let pairs: Vec<(&Value, &Value)> = match group {
+            Value::Array(flat) => flat
+                .chunks(2)
+                .filter_map(|kv| kv.first().zip(kv.get(1)))
+                .collect(),
+            Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
+            _ => return None,
+        };
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| as_string(k).as_deref() == Some(name))
+                .and_then(|(_, v)| as_string(v))
+        };
+        (field("name").as_deref() == Some(INGEST_GROUP))
+            .then(|| field("last-delivered-id"))
+            .flatten()
+    })
 }
 
 fn as_string(v: &Value) -> Option<String> {
