@@ -91,9 +91,7 @@ fn task(rule: &str) -> RuleTask {
 #[tokio::test]
 async fn a_rule_fails_before_and_passes_after_a_known_good_command_and_revert_undoes_it() {
     let f = fixture().await;
-    let eval = OscapEvaluator {
-        machine: f.machine.clone(),
-    };
+    let eval = OscapEvaluator::new(f.machine.clone());
     let target = MachineTarget(f.machine.clone());
     let t = task("package_cron_installed");
 
@@ -152,9 +150,7 @@ async fn the_ssg_brain_escalates_rules_without_content_fixes_and_skips_passing_o
     let bench = Workbench {
         brain: Arc::new(SsgBrain::new(f.machine.clone())),
         target: Arc::new(MachineTarget(f.machine.clone())),
-        evaluator: Arc::new(OscapEvaluator {
-            machine: f.machine.clone(),
-        }),
+        evaluator: Arc::new(OscapEvaluator::new(f.machine.clone())),
     };
     // SSG 0.1.65 ships no bash fix for this rule (only Ansible and others).
     let (r, _) = run(&task("package_audit_installed"), &bench).await;
@@ -193,9 +189,7 @@ async fn a_fix_that_breaks_the_target_fails_health_and_is_reverted() {
     let bench = Workbench {
         brain: Arc::new(Vandal),
         target: Arc::new(MachineTarget(f.machine.clone())),
-        evaluator: Arc::new(OscapEvaluator {
-            machine: f.machine.clone(),
-        }),
+        evaluator: Arc::new(OscapEvaluator::new(f.machine.clone())),
     };
     let t = task("package_cron_installed");
     let (r, events) = run(&t, &bench).await;

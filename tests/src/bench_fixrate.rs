@@ -109,9 +109,7 @@ async fn run(machine: &Arc<Machine>, pack: &SkillPack) -> anyhow::Result<Fixrate
     let bench = Workbench {
         brain: Arc::new(SsgBrain::new(machine.clone())),
         target: Arc::new(MachineTarget(machine.clone())),
-        evaluator: Arc::new(OscapEvaluator {
-            machine: machine.clone(),
-        }),
+        evaluator: Arc::new(OscapEvaluator::new(machine.clone())),
     };
     let me = AgentId::parse("bench-fixrate").map_err(anyhow::Error::msg)?;
     // Events go to memory; the receiver is kept so the sink stays open.

@@ -36,9 +36,7 @@ pub async fn bench_target(image: &str, rounds: usize) -> anyhow::Result<TargetFi
 
 async fn rounds_on(machine: &Arc<Machine>, rounds: usize) -> anyhow::Result<TargetFigures> {
     machine.baseline().await?;
-    let evaluator = OscapEvaluator {
-        machine: machine.clone(),
-    };
+    let evaluator = OscapEvaluator::new(machine.clone());
     let task = debian_task("package_cron_installed")?;
     let (mut revert, mut exec, mut eval) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {

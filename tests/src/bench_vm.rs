@@ -52,9 +52,7 @@ pub async fn bench_vm() -> anyhow::Result<VmFigures> {
 }
 
 async fn rounds_on(machine: &Arc<Machine>) -> anyhow::Result<(f64, f64, f64)> {
-    let evaluator = OscapEvaluator {
-        machine: machine.clone(),
-    };
+    let evaluator = OscapEvaluator::new(machine.clone());
     let task = debian_task("sysctl_kernel_randomize_va_space")?;
     let (mut revert, mut eval) = (Vec::new(), Vec::new());
     for round in 0..REVERTS {

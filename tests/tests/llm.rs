@@ -460,9 +460,7 @@ mod on_a_docker_target {
                 client: client(llm, |_| {}),
             }),
             target: Arc::new(MachineTarget(machine.clone())),
-            evaluator: Arc::new(OscapEvaluator {
-                machine: machine.clone(),
-            }),
+            evaluator: Arc::new(OscapEvaluator::new(machine.clone())),
         };
         bench.target.baseline().await.unwrap();
 

@@ -128,9 +128,7 @@ async fn hostile_scripts_fail_with_the_sandboxs_reason_and_the_next_lease_fixes_
             client: ChatClient::new(settings).unwrap(),
         }),
         target: Arc::new(MachineTarget(machine.clone())),
-        evaluator: Arc::new(OscapEvaluator {
-            machine: machine.clone(),
-        }),
+        evaluator: Arc::new(OscapEvaluator::new(machine.clone())),
     };
     bench.target.baseline().await.unwrap();
     let pack =

@@ -1,8 +1,11 @@
 //! The Evaluator (DESIGN T4): `oscap xccdf eval --profile P --rule R` on the
 //! target, the ARF results fetched and parsed into a status plus the failing
-//! check's details for the Reflector.
+//! check's details for the Reflector. On a Docker target oscap reads a
+//! one-rule datastream (`one_rule.rs`) built once per rule from the target's
+//! own datastream: same verdict and details, a fraction of the time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_common::event::EvalStatus;
@@ -11,6 +14,7 @@ use fleet_scap::{Evaluation as ArfResults, RuleStatus};
 use tracing::debug;
 
 use super::machine::Machine;
+use super::one_rule::one_rule_datastream;
 use super::shell::quote;
 use crate::error::AgentError;
 use crate::workbench::{BoxFuture, Evaluation, Evaluator};
@@ -26,19 +30,87 @@ const MAX_ARF_BYTES: u64 = 128 * 1024 * 1024;
 /// Failing-check details kept for the Reflector's prompt.
 pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
 
+/// The one-rule datastream oscap reads on a Docker target; written before
+/// each evaluation (a revert removes it, a script may have touched it).
+const ONE_RULE_DS: &str = "/var/tmp/fleet-eval-ds.xml";
+/// The source datastream read from the target once per evaluator.
+const MAX_DS_BYTES: u64 = 64 * 1024 * 1024;
+
 pub struct OscapEvaluator {
-    pub machine: Arc<Machine>,
+    machine: Arc<Machine>,
+    /// Per source datastream path: its text and the one-rule datastreams
+    /// built from it so far.
+    content: Mutex<HashMap<String, Content>>,
+}
+
+#[derive(Default)]
+struct Content {
+    source: Option<Arc<String>>,
+    rules: HashMap<String, Arc<String>>,
 }
 
 impl OscapEvaluator {
+    pub fn new(machine: Arc<Machine>) -> Self {
+        Self {
+            machine,
+            content: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The one-rule datastream of `rule`, built on first use.
+    async fn one_rule(&self, datastream: &str, rule: &str) -> Result<Arc<String>, AgentError> {
+        let source = {
+            let content = self.content.lock().expect("content lock");
+            if let Some(ds) = content.get(datastream).and_then(|c| c.rules.get(rule)) {
+                return Ok(ds.clone());
+            }
+            content.get(datastream).and_then(|c| c.source.clone())
+        };
+        let source = match source {
+            Some(source) => source,
+            None => {
+                let bytes = self
+                    .machine
+                    .read_file(datastream, MAX_DS_BYTES)
+                    .await
+                    .map_err(|e| AgentError::Evaluator(format!("fetching {datastream}: {e}")))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|e| AgentError::Evaluator(format!("{datastream}: {e}")))?;
+                Arc::new(text)
+            }
+        };
+        let (src, id) = (source.clone(), rule.to_owned());
+        let built = tokio::task::spawn_blocking(move || one_rule_datastream(&src, &id))
+            .await
+            .map_err(|e| AgentError::Evaluator(e.to_string()))?
+            .map_err(|e| AgentError::Evaluator(format!("{datastream}: {e}")))?;
+        let built = Arc::new(built);
+        let mut content = self.content.lock().expect("content lock");
+        let entry = content.entry(datastream.to_owned()).or_default();
+        entry.source = Some(source);
+        entry.rules.insert(rule.to_owned(), built.clone());
+        Ok(built)
+    }
+
     async fn run(&self, task: &RuleTask) -> Result<Evaluation, AgentError> {
-        let datastream = task.checks.datastream.as_deref().ok_or_else(|| {
+        let source = task.checks.datastream.as_deref().ok_or_else(|| {
             AgentError::Evaluator(format!(
                 "skill pack {} has no SCAP datastream; it cannot run on a real target",
                 task.skill_pack
             ))
         })?;
         let rule = task.checks.xccdf_rule_id(&task.rule);
+        let datastream = match &*self.machine {
+            Machine::Docker(target) => {
+                let ds = self.one_rule(source, &rule).await?;
+                target
+                    .write_file(ONE_RULE_DS, ds.as_bytes())
+                    .await
+                    .map_err(|e| AgentError::Evaluator(format!("writing {ONE_RULE_DS}: {e}")))?;
+                ONE_RULE_DS
+            }
+            _ => source,
+        };
         let arf = format!("{RESULTS_DIR}/arf.xml");
         // Exit 0: all pass, 2: some failed; anything else is oscap's error.
         let script = format!(

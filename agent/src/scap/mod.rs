@@ -6,10 +6,12 @@
 mod brain;
 mod evaluator;
 mod machine;
+mod one_rule;
 mod setup;
 pub(crate) mod shell;
 
 pub use brain::SsgBrain;
 pub use evaluator::{map_status, OscapEvaluator};
+pub use one_rule::one_rule_datastream;
 pub use machine::{Machine, MachineTarget};
 pub use setup::{real_workbenches, remove_all};

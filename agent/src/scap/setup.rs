@@ -60,7 +60,7 @@ pub async fn real_workbenches(
                 None => Arc::new(SsgBrain::new(m.clone())),
             },
             target: Arc::new(MachineTarget(m.clone())),
-            evaluator: Arc::new(OscapEvaluator { machine: m.clone() }),
+            evaluator: Arc::new(OscapEvaluator::new(m.clone())),
         })
         .collect();
     Ok((benches, machines))

@@ -1,0 +1,153 @@
+//! A one-rule datastream: the source datastream with every XCCDF Rule but
+//! one removed (and the profiles' selects of them), and the OVAL
+//! definitions component cut down to what that rule's checks reach. oscap
+//! then loads a few hundred kB instead of the whole 6–22 MB datastream;
+//! everything that decides the verdict stays as it was: the rule itself,
+//! its Groups (their platforms), every Value and Profile refinement, the
+//! CPE dictionary and its OVAL, and the OVAL objects, states, tests and
+//! variables the rule's definitions reference (transitively).
+//! `agent/tests/fast_eval.rs` checks that verdicts equal plain oscap's.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use roxmltree::{Document, Node, ParsingOptions};
+
+const XCCDF_12: &str = "http://checklists.nist.gov/xccdf/1.2";
+const OVAL_DEFS: &str = "http://oval.mitre.org/XMLSchema/oval-definitions-5";
+const OCIL: &str = "http://scap.nist.gov/schema/ocil/2.0";
+
+/// An OVAL id anywhere in an element's text: attributes (`test_ref`,
+/// `object_ref`, `var_ref`, `definition_ref`, XCCDF `name`/`export-name`)
+/// or element text (`filter`, `object_reference`, `var_ref`).
+/// The same for OCIL ids (questionnaires, test actions, questions).
+static CHECK_ID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:oval:[A-Za-z0-9_.\-]+:(?:def|tst|obj|ste|var)|ocil:[A-Za-z0-9_.\-]+:(?:questionnaire|testaction|question|variable|artifact)):[0-9]+")
+        .expect("valid regex")
+});
+
+/// The datastream `ds` reduced to the XCCDF rule `rule` (its full id).
+pub fn one_rule_datastream(ds: &str, rule: &str) -> Result<String, String> {
+    let options = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: u32::MAX,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(ds, options).map_err(|e| e.to_string())?;
+    let rules: HashMap<&str, Range<usize>> = doc
+        .descendants()
+        .filter(|n| is(*n, XCCDF_12, "Rule"))
+        .filter_map(|n| Some((n.attribute("id")?, n.range())))
+        .collect();
+    let kept_rule = rules
+        .get(rule)
+        .map(|r| &ds[r.clone()])
+        .ok_or_else(|| format!("the datastream has no rule {rule}"))?;
+    let mut cut: Vec<Range<usize>> = rules
+        .iter()
+        .filter(|(id, _)| **id != rule)
+        .map(|(_, r)| r.clone())
+        .collect();
+    cut.extend(
+        doc.descendants()
+            .filter(|n| is(*n, XCCDF_12, "select"))
+            .filter(|n| {
+                let idref = n.attribute("idref").unwrap_or_default();
+                idref != rule && rules.contains_key(idref)
+            })
+            .map(|n| n.range()),
+    );
+    let seeds: Vec<&str> = CHECK_ID.find_iter(kept_rule).map(|m| m.as_str()).collect();
+    // Values the rule does not export to its checks, and their refinements.
+    let exported: HashSet<&str> = doc
+        .descendants()
+        .filter(|n| is(*n, XCCDF_12, "check-export"))
+        .filter(|n| n.ancestors().any(|a| a.attribute("id") == Some(rule)))
+        .filter_map(|n| n.attribute("value-id"))
+        .collect();
+    cut.extend(
+        doc.descendants()
+            .filter(|n| {
+                (is(*n, XCCDF_12, "Value") && !exported.contains(n.attribute("id").unwrap_or("")))
+                    || ((is(*n, XCCDF_12, "refine-value") || is(*n, XCCDF_12, "set-value"))
+                        && !exported.contains(n.attribute("idref").unwrap_or("")))
+            })
+            .map(|n| n.range()),
+    );
+    // Prose of Groups and Values: no verdict depends on it.
+    cut.extend(
+        doc.descendants()
+            .filter(|n| {
+                ["description", "rationale", "warning"]
+                    .iter()
+                    .any(|name| is(*n, XCCDF_12, name))
+            })
+            .filter(|n| {
+                n.parent_element()
+                    .is_some_and(|p| is(p, XCCDF_12, "Group") || is(p, XCCDF_12, "Value"))
+            })
+            .map(|n| n.range()),
+    );
+    for defs in doc.descendants().filter(|n| {
+        is(*n, OVAL_DEFS, "oval_definitions") || is(*n, OCIL, "ocil")
+    }) {
+        cut.extend(unreachable_oval(ds, defs, &seeds));
+    }
+    cut.sort_by_key(|r| r.start);
+    let mut out = String::with_capacity(ds.len() / 8);
+    let mut at = 0;
+    for r in cut {
+        if r.start < at {
+            continue; // inside a range already cut
+        }
+        out.push_str(&ds[at..r.start]);
+        at = r.end;
+    }
+    out.push_str(&ds[at..]);
+    Ok(out)
+}
+
+fn is(node: Node, ns: &str, name: &str) -> bool {
+    node.tag_name().name() == name && node.tag_name().namespace() == Some(ns)
+}
+
+/// The elements of one OVAL or OCIL component that `seeds` do not reach; none when
+/// no seed is defined in it (the CPE OVAL, or a rule without OVAL check).
+fn unreachable_oval<'a>(ds: &'a str, defs: Node<'a, 'a>, seeds: &[&'a str]) -> Vec<Range<usize>> {
+    let by_id: HashMap<&str, Range<usize>> = defs
+        .children()
+        .filter(|section| {
+            section.is_element() && !["generator", "document"].contains(&section.tag_name().name())
+        })
+        .flat_map(|section| section.children().filter(|n| n.is_element()))
+        .filter_map(|n| Some((n.attribute("id")?, n.range())))
+        .collect();
+    let mut reached: HashSet<&str> = HashSet::new();
+    let mut queue: VecDeque<&str> = seeds
+        .iter()
+        .copied()
+        .filter(|s| by_id.contains_key(s))
+        .collect();
+    if queue.is_empty() {
+        return Vec::new();
+    }
+    while let Some(id) = queue.pop_front() {
+        if !reached.insert(id) {
+            continue;
+        }
+        if let Some(range) = by_id.get(id) {
+            for m in CHECK_ID.find_iter(&ds[range.clone()]) {
+                if by_id.contains_key(m.as_str()) && !reached.contains(m.as_str()) {
+                    queue.push_back(m.as_str());
+                }
+            }
+        }
+    }
+    by_id
+        .into_iter()
+        .filter(|(id, _)| !reached.contains(id))
+        .map(|(_, range)| range)
+        .collect()
+}
