@@ -12,6 +12,6 @@ pub(crate) mod shell;
 
 pub use brain::SsgBrain;
 pub use evaluator::{map_status, OscapEvaluator};
-pub use one_rule::one_rule_datastream;
 pub use machine::{Machine, MachineTarget};
+pub use one_rule::one_rule_datastream;
 pub use setup::{real_workbenches, remove_all};

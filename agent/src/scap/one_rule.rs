@@ -45,9 +45,17 @@ pub fn one_rule_datastream(ds: &str, rule: &str) -> Result<String, String> {
         .get(rule)
         .map(|r| &ds[r.clone()])
         .ok_or_else(|| format!("the datastream has no rule {rule}"))?;
+    // Rules named by a `requires` or `conflicts` stay: oscap's selection
+    // of the kept rule may depend on them (they are not evaluated).
+    let named: HashSet<&str> = doc
+        .descendants()
+        .filter(|n| is(*n, XCCDF_12, "requires") || is(*n, XCCDF_12, "conflicts"))
+        .filter_map(|n| n.attribute("idref"))
+        .flat_map(str::split_whitespace)
+        .collect();
     let mut cut: Vec<Range<usize>> = rules
         .iter()
-        .filter(|(id, _)| **id != rule)
+        .filter(|(id, _)| **id != rule && !named.contains(**id))
         .map(|(_, r)| r.clone())
         .collect();
     cut.extend(
@@ -55,7 +63,7 @@ pub fn one_rule_datastream(ds: &str, rule: &str) -> Result<String, String> {
             .filter(|n| is(*n, XCCDF_12, "select"))
             .filter(|n| {
                 let idref = n.attribute("idref").unwrap_or_default();
-                idref != rule && rules.contains_key(idref)
+                idref != rule && rules.contains_key(idref) && !named.contains(idref)
             })
             .map(|n| n.range()),
     );
@@ -90,9 +98,10 @@ pub fn one_rule_datastream(ds: &str, rule: &str) -> Result<String, String> {
             })
             .map(|n| n.range()),
     );
-    for defs in doc.descendants().filter(|n| {
-        is(*n, OVAL_DEFS, "oval_definitions") || is(*n, OCIL, "ocil")
-    }) {
+    for defs in doc
+        .descendants()
+        .filter(|n| is(*n, OVAL_DEFS, "oval_definitions") || is(*n, OCIL, "ocil"))
+    {
         cut.extend(unreachable_oval(ds, defs, &seeds));
     }
     cut.sort_by_key(|r| r.start);
@@ -150,4 +159,60 @@ fn unreachable_oval<'a>(ds: &'a str, defs: Node<'a, 'a>, seeds: &[&'a str]) -> V
         .filter(|(id, _)| !reached.contains(id))
         .map(|(_, range)| range)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DS: &str = r#"<ds:data-stream-collection xmlns:ds="http://scap.nist.gov/schema/scap/source/1.2">
+<ds:component id="x"><Benchmark xmlns="http://checklists.nist.gov/xccdf/1.2" id="b">
+<Profile id="p"><select idref="r_a" selected="true"/><select idref="r_b" selected="true"/><select idref="g" selected="true"/>
+<refine-value idref="v_a" selector="s"/><refine-value idref="v_b" selector="s"/></Profile>
+<Group id="g"><description>prose</description>
+<Value id="v_a"><value>1</value></Value><Value id="v_b"><value>2</value></Value>
+<Rule id="r_a"><check system="oval"><check-export value-id="v_a" export-name="oval:t:var:1"/><check-content-ref name="oval:t:def:1"/></check></Rule>
+<Rule id="r_b"><check system="oval"><check-content-ref name="oval:t:def:2"/></check></Rule>
+</Group></Benchmark></ds:component>
+<ds:component id="o"><oval_definitions xmlns="http://oval.mitre.org/XMLSchema/oval-definitions-5"><generator/>
+<definitions><definition id="oval:t:def:1"><criteria><criterion test_ref="oval:t:tst:1"/></criteria></definition>
+<definition id="oval:t:def:2"><criteria><criterion test_ref="oval:t:tst:2"/></criteria></definition></definitions>
+<tests><t id="oval:t:tst:1"><object object_ref="oval:t:obj:1"/></t><t id="oval:t:tst:2"><object object_ref="oval:t:obj:2"/></t></tests>
+<objects><o id="oval:t:obj:1"><path var_ref="oval:t:var:1"/></o><o id="oval:t:obj:2"/></objects>
+<variables><external_variable id="oval:t:var:1"/></variables>
+</oval_definitions></ds:component></ds:data-stream-collection>"#;
+
+    #[test]
+    fn keeps_the_rule_its_values_and_what_its_definition_reaches() {
+        let one = one_rule_datastream(DS, "r_a").unwrap();
+        for kept in [
+            r#"<Rule id="r_a""#,
+            r#"<Value id="v_a""#,
+            r#"refine-value idref="v_a""#,
+            r#"select idref="r_a""#,
+            r#"select idref="g""#,
+            r#"id="oval:t:def:1""#,
+            r#"id="oval:t:tst:1""#,
+            r#"id="oval:t:obj:1""#,
+            r#"id="oval:t:var:1""#,
+        ] {
+            assert!(one.contains(kept), "{kept} cut:\n{one}");
+        }
+        for cut in [
+            "r_b",
+            "v_b",
+            "prose",
+            "oval:t:def:2",
+            "oval:t:tst:2",
+            "oval:t:obj:2",
+        ] {
+            assert!(!one.contains(cut), "{cut} kept:\n{one}");
+        }
+        Document::parse(&one).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_rule_is_an_error() {
+        assert!(one_rule_datastream(DS, "r_c").is_err());
+    }
 }
