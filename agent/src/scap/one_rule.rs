@@ -53,37 +53,59 @@ pub fn one_rule_datastream(ds: &str, rule: &str) -> Result<String, String> {
         .filter_map(|n| n.attribute("idref"))
         .flat_map(str::split_whitespace)
         .collect();
-    let mut cut: Vec<Range<usize>> = rules
-        .iter()
-        .filter(|(id, _)| **id != rule && !named.contains(**id))
-        .map(|(_, r)| r.clone())
-        .collect();
-    cut.extend(
-        doc.descendants()
-            .filter(|n| is(*n, XCCDF_12, "select"))
-            .filter(|n| {
-                let idref = n.attribute("idref").unwrap_or_default();
-                idref != rule && rules.contains_key(idref) && !named.contains(idref)
-            })
-            .map(|n| n.range()),
-    );
-    let seeds: Vec<&str> = CHECK_ID.find_iter(kept_rule).map(|m| m.as_str()).collect();
-    // Values the rule does not export to its checks, and their refinements.
+    // Values the rule exports to its checks.
     let exported: HashSet<&str> = doc
         .descendants()
         .filter(|n| is(*n, XCCDF_12, "check-export"))
         .filter(|n| n.ancestors().any(|a| a.attribute("id") == Some(rule)))
         .filter_map(|n| n.attribute("value-id"))
         .collect();
+    let values: HashSet<&str> = doc
+        .descendants()
+        .filter(|n| is(*n, XCCDF_12, "Value"))
+        .filter_map(|n| n.attribute("id"))
+        .collect();
+    let anchors: Vec<Range<usize>> = doc
+        .descendants()
+        .filter(|n| is(*n, XCCDF_12, "Rule") || is(*n, XCCDF_12, "Value"))
+        .filter(|n| {
+            let id = n.attribute("id").unwrap_or_default();
+            id == rule || named.contains(id) || exported.contains(id)
+        })
+        .map(|n| n.range())
+        .collect();
+    // Groups holding none of them go whole (their prose, Values, Rules).
+    let groups: HashMap<&str, Range<usize>> = doc
+        .descendants()
+        .filter(|n| is(*n, XCCDF_12, "Group"))
+        .filter_map(|n| Some((n.attribute("id")?, n.range())))
+        .filter(|(_, g)| !anchors.iter().any(|a| g.start <= a.start && a.end <= g.end))
+        .collect();
+    let gone = |id: &str| {
+        (id != rule && rules.contains_key(id) && !named.contains(id))
+            || groups.contains_key(id)
+            || (values.contains(id) && !exported.contains(id))
+    };
+    let mut cut: Vec<Range<usize>> = rules
+        .iter()
+        .filter(|(id, _)| **id != rule && !named.contains(**id))
+        .map(|(_, r)| r.clone())
+        .chain(groups.values().cloned())
+        .collect();
+    // Values not exported to the rule's checks; profile items naming
+    // anything cut.
     cut.extend(
         doc.descendants()
             .filter(|n| {
                 (is(*n, XCCDF_12, "Value") && !exported.contains(n.attribute("id").unwrap_or("")))
-                    || ((is(*n, XCCDF_12, "refine-value") || is(*n, XCCDF_12, "set-value"))
-                        && !exported.contains(n.attribute("idref").unwrap_or("")))
+                    || (["select", "refine-value", "set-value", "refine-rule"]
+                        .iter()
+                        .any(|name| is(*n, XCCDF_12, name))
+                        && gone(n.attribute("idref").unwrap_or_default()))
             })
             .map(|n| n.range()),
     );
+    let seeds: Vec<&str> = CHECK_ID.find_iter(kept_rule).map(|m| m.as_str()).collect();
     // Prose of Groups and Values: no verdict depends on it.
     cut.extend(
         doc.descendants()
@@ -102,7 +124,10 @@ pub fn one_rule_datastream(ds: &str, rule: &str) -> Result<String, String> {
         .descendants()
         .filter(|n| is(*n, OVAL_DEFS, "oval_definitions") || is(*n, OCIL, "ocil"))
     {
-        cut.extend(unreachable_oval(ds, defs, &seeds));
+        // OCIL serves only the rules' own checks; an OVAL component the
+        // rule does not reach may be the CPE dictionary's: it stays.
+        let always = is(defs, OCIL, "ocil");
+        cut.extend(unreachable_oval(ds, defs, &seeds, always));
     }
     cut.sort_by_key(|r| r.start);
     let mut out = String::with_capacity(ds.len() / 8);
@@ -123,8 +148,14 @@ fn is(node: Node, ns: &str, name: &str) -> bool {
 }
 
 /// The elements of one OVAL or OCIL component that `seeds` do not reach; none when
-/// no seed is defined in it (the CPE OVAL, or a rule without OVAL check).
-fn unreachable_oval<'a>(ds: &'a str, defs: Node<'a, 'a>, seeds: &[&'a str]) -> Vec<Range<usize>> {
+/// no seed is defined in it and not `always` (the CPE OVAL, or a rule
+/// without OVAL check).
+fn unreachable_oval<'a>(
+    ds: &'a str,
+    defs: Node<'a, 'a>,
+    seeds: &[&'a str],
+    always: bool,
+) -> Vec<Range<usize>> {
     let by_id: HashMap<&str, Range<usize>> = defs
         .children()
         .filter(|section| {
@@ -139,7 +170,7 @@ fn unreachable_oval<'a>(ds: &'a str, defs: Node<'a, 'a>, seeds: &[&'a str]) -> V
         .copied()
         .filter(|s| by_id.contains_key(s))
         .collect();
-    if queue.is_empty() {
+    if queue.is_empty() && !always {
         return Vec::new();
     }
     while let Some(id) = queue.pop_front() {
