@@ -1,11 +1,13 @@
 //! A one-rule datastream: the source datastream with every XCCDF Rule but
-//! one removed (and the profiles' selects of them), and the OVAL
-//! definitions component cut down to what that rule's checks reach. oscap
-//! then loads a few hundred kB instead of the whole 6–22 MB datastream;
-//! everything that decides the verdict stays as it was: the rule itself,
-//! its Groups (their platforms), every Value and Profile refinement, the
-//! CPE dictionary and its OVAL, and the OVAL objects, states, tests and
-//! variables the rule's definitions reference (transitively).
+//! one removed, with the Groups and Values it does not need, the profile
+//! items naming them, the prose of Groups and Values, and every OVAL and
+//! OCIL item its checks do not reach (transitively). oscap then loads a few
+//! hundred kB instead of the whole 6–22 MB datastream; everything that
+//! decides the verdict stays: the rule, its enclosing Groups (their
+//! platforms, selects), the Values it exports and their refinements, every
+//! Profile (`extends`), rules named by `requires`/`conflicts`, the CPE
+//! dictionary and its OVAL, and the rule's OVAL definitions with their
+//! tests, objects, states and variables.
 //! `agent/tests/fast_eval.rs` checks that verdicts equal plain oscap's.
 
 use std::collections::{HashMap, HashSet, VecDeque};
