@@ -1,6 +1,7 @@
 //! The Evaluator (DESIGN T4): `oscap xccdf eval --profile P --rule R` on the
 //! target, the ARF results fetched and parsed into a status plus the failing
-//! check's details for the Reflector. On a Docker target oscap reads a
+//! check's details for the Reflector (the ARF only when the rule failed:
+//! otherwise oscap's printed `Result` is the status). On a Docker target oscap reads a
 //! one-rule datastream (`one_rule.rs`) built once per rule from the target's
 //! own datastream: same verdict and details, a fraction of the time.
 
@@ -114,7 +115,7 @@ impl OscapEvaluator {
         let arf = format!("{RESULTS_DIR}/arf.xml");
         // Exit 0: all pass, 2: some failed; anything else is oscap's error.
         let script = format!(
-            "mkdir -p {dir} && rm -f {arf} && oscap xccdf eval --skip-valid --profile {profile} --rule {rule} --results-arf {arf} {ds} >{dir}/log 2>&1; rc=$?; if [ $rc -ne 0 ] && [ $rc -ne 2 ]; then tail -c 2000 {dir}/log; fi; exit $rc",
+            "mkdir -p {dir} && rm -f {arf} && oscap xccdf eval --skip-valid --profile {profile} --rule {rule} --results-arf {arf} {ds} >{dir}/log 2>&1; rc=$?; if [ $rc -ne 0 ] && [ $rc -ne 2 ]; then tail -c 2000 {dir}/log; else grep -m1 '^Result' {dir}/log; fi; exit $rc",
             dir = RESULTS_DIR,
             arf = quote(&arf),
             profile = quote(&task.profile),
@@ -138,6 +139,19 @@ impl OscapEvaluator {
                 out.exit_code,
                 out.output.trim()
             )));
+        }
+        // oscap's own `Result` line; the ARF is fetched only for the
+        // details of a failure (or when the line is not there).
+        let printed = out
+            .output
+            .lines()
+            .find_map(|l| l.strip_prefix("Result"))
+            .and_then(|l| RuleStatus::from_xccdf(l.trim()));
+        if let Some(status) = printed.filter(|s| !s.has_details()) {
+            return Ok(Evaluation {
+                status: map_status(status),
+                details: String::new(),
+            });
         }
         let bytes = self
             .machine
