@@ -692,7 +692,10 @@ async fn complete_and_lease_grants_nothing_before_reconciliation() {
         .await
         .unwrap();
     assert_eq!(verdict, Completion::Rejected(RejectReason::UnknownTask));
-    assert!(next.is_none(), "granted before the generation was installed");
+    assert!(
+        next.is_none(),
+        "granted before the generation was installed"
+    );
     assert!(matches!(
         q.client.lease(&agent("a1")).await,
         Err(LeaseError::NotReady)
@@ -705,7 +708,11 @@ async fn complete_and_lease_serves_a_vm_agent_its_own_set_first() {
     let mut vm_task = queued(1, 2, "rule_vm", 5);
     vm_task.need = TargetClass::Vm;
     q.client
-        .enqueue(&[queued(1, 1, "rule_1", 5), vm_task, queued(1, 3, "rule_3", 5)])
+        .enqueue(&[
+            queued(1, 1, "rule_1", 5),
+            vm_task,
+            queued(1, 3, "rule_3", 5),
+        ])
         .await
         .unwrap();
     q.client.set_generation(1).await.unwrap();

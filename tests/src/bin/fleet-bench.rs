@@ -296,7 +296,9 @@ async fn bench_lease(
         format!(" connections={connections}")
     };
     let ratio = cycles_per_s / raw;
-    eprintln!("bench lease: fleet cycles_per_s={cycles_per_s:.0} raw_evalsha_per_s={raw:.0}; peer next");
+    eprintln!(
+        "bench lease: fleet cycles_per_s={cycles_per_s:.0} raw_evalsha_per_s={raw:.0}; peer next"
+    );
     let peer = peer_apalis(agents, total as u64).await?;
     let peer_ratio = cycles_per_s / peer;
     let calls = if three_calls { " calls=3" } else { "" };
@@ -329,10 +331,11 @@ async fn peer_apalis(workers: usize, jobs: u64) -> anyhow::Result<f64> {
 
     let queue = fleet_tests::services::unique("peer-apalis");
     let config = Config::default().queue(&queue);
-    let mut storage =
-        RedisStorage::<u64>::new(apalis_redis::connect(redis_url()).await?).with_config(config.clone());
+    let mut storage = RedisStorage::<u64>::new(apalis_redis::connect(redis_url()).await?)
+        .with_config(config.clone());
     let all: Vec<u64> = (0..jobs).collect();
-    for chunk in all.chunks(10_000) {
+    // Bounded pushes: apalis-redis unpacks a push into one Lua call.
+    for chunk in all.chunks(1_000) {
         storage
             .push_bulk(chunk.to_vec())
             .await
