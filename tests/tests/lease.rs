@@ -682,8 +682,9 @@ async fn complete_and_lease_rejects_a_stale_completion_and_still_grants() {
 async fn complete_and_lease_grants_nothing_before_reconciliation() {
     let q = ready_queue(LeaseSettings::default(), 2).await;
     let first = q.client.lease(&agent("a1")).await.unwrap().unwrap();
-    // Redis loses its data (L6): the completion finds no task, and no epoch
-    // is granted until a generation is installed again (L1).
+    // Redis loses its data (L6) and the tasks are enqueued again: the
+    // completion finds its task queued, not leased, and no epoch is
+    // granted until a generation is installed again (L1).
     q.wipe().await;
     q.client.enqueue(&tasks(1, 1, 2, 5)).await.unwrap();
     let (verdict, next) = q
@@ -691,7 +692,7 @@ async fn complete_and_lease_grants_nothing_before_reconciliation() {
         .complete_and_lease(&first, &completion(&first, FIXED, 1))
         .await
         .unwrap();
-    assert_eq!(verdict, Completion::Rejected(RejectReason::UnknownTask));
+    assert_eq!(verdict, Completion::Rejected(RejectReason::NotLeased));
     assert!(
         next.is_none(),
         "granted before the generation was installed"

@@ -299,7 +299,10 @@ async fn bench_lease(
     eprintln!(
         "bench lease: fleet cycles_per_s={cycles_per_s:.0} raw_evalsha_per_s={raw:.0}; peer next"
     );
-    let peer = peer_apalis(agents, total as u64).await?;
+    // The peer drains at most 6,400 jobs (100 per worker at 64): with
+    // 25,600 queued, apalis-redis 1.0's workers drained none in 300 s
+    // (not understood yet, see the report of issue 23).
+    let peer = peer_apalis(agents, (total as u64).min(PEER_MAX_JOBS)).await?;
     let peer_ratio = cycles_per_s / peer;
     let calls = if three_calls { " calls=3" } else { "" };
     let goal_met = peer_ratio >= 1.5 && ratio >= 0.2;
@@ -314,6 +317,9 @@ async fn bench_lease(
 /// no-op jobs from their own queue namespace on the same Redis, each worker
 /// with its own connection as each simulated agent has. Returns jobs/s,
 /// from the workers' start to the last job's handler.
+/// Jobs the peer drains at most (see `bench_lease`).
+const PEER_MAX_JOBS: u64 = 6_400;
+
 async fn peer_apalis(workers: usize, jobs: u64) -> anyhow::Result<f64> {
     use apalis::prelude::{Data, TaskSink, WorkerBuilder};
     use apalis_redis::{Config, RedisStorage};
