@@ -619,3 +619,122 @@ async fn presence_says_which_live_agents_have_vm_targets() {
     q.client.touch_agent(&agent("vm-1")).await.unwrap();
     assert!(q.client.live_vm_agents(window).await.unwrap().is_empty());
 }
+
+/// Issue 23: completing and leasing the next task in one script call keeps
+/// what the two separate calls promise: the completion is judged as
+/// `complete` judges it (L3), the grant is made as `lease` makes it (L1,
+/// the `gen` gate, the agent's class), and a duplicate is recognised.
+#[tokio::test]
+async fn complete_and_lease_completes_then_grants_the_next_task() {
+    let q = ready_queue(LeaseSettings::default(), 2).await;
+    let me = agent("a1");
+    let first = q.client.lease(&me).await.unwrap().expect("a task");
+    let done = completion(&first, FIXED, 1);
+    let (verdict, next) = q.client.complete_and_lease(&first, &done).await.unwrap();
+    assert_eq!(verdict, Completion::Accepted);
+    let next = next.expect("the second task");
+    assert_ne!(next.id(), first.id());
+    assert!(next.epoch.generation() == 1 && next.agent == me);
+    assert_eq!(
+        q.task_field(first.id(), "state").await.as_deref(),
+        Some("done")
+    );
+    assert_eq!(
+        q.task_field(next.id(), "state").await.as_deref(),
+        Some("leased")
+    );
+    assert_eq!(q.stream().await, vec![(done.clone(), None)]);
+    // A retried call (reply lost): recognised, nothing appended, and the
+    // queue being empty now, no grant.
+    let (again, none) = q.client.complete_and_lease(&first, &done).await.unwrap();
+    assert_eq!((again, none), (Completion::Duplicate, None));
+    assert_eq!(q.stream().await.len(), 1);
+    assert!(matches!(
+        q.client.renew(&next).await.unwrap(),
+        Renewal::Renewed { .. }
+    ));
+    let last = completion(&next, FIXED, 2);
+    let (verdict, none) = q.client.complete_and_lease(&next, &last).await.unwrap();
+    assert_eq!((verdict, none), (Completion::Accepted, None));
+}
+
+#[tokio::test]
+async fn complete_and_lease_rejects_a_stale_completion_and_still_grants() {
+    let q = ready_queue(fast_settings(200, 5), 2).await;
+    let zombie = q.client.lease(&agent("zombie")).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Expired by Redis time: rejected and reclaimed in the same call, and
+    // the caller is granted a task (the reclaimed one may come back to it
+    // under a new epoch).
+    let stale = completion(&zombie, FIXED, 1);
+    let (verdict, next) = q.client.complete_and_lease(&zombie, &stale).await.unwrap();
+    assert_eq!(verdict, Completion::Rejected(RejectReason::Expired));
+    let next = next.expect("a grant");
+    assert!(next.epoch > zombie.epoch || next.id() != zombie.id());
+    assert_eq!(q.stat("stale_rejected").await, 1);
+    let stream = q.stream().await;
+    assert_eq!(stream.len(), 2);
+    assert_reclaimed(&stream[0].0, &zombie, 1);
+    assert_eq!(stream[1], (stale, Some("expired".into())));
+}
+
+#[tokio::test]
+async fn complete_and_lease_grants_nothing_before_reconciliation() {
+    let q = ready_queue(LeaseSettings::default(), 2).await;
+    let first = q.client.lease(&agent("a1")).await.unwrap().unwrap();
+    // Redis loses its data (L6) and the tasks are enqueued again: the
+    // completion finds its task queued, not leased, and no epoch is
+    // granted until a generation is installed again (L1).
+    q.wipe().await;
+    q.client.enqueue(&tasks(1, 1, 2, 5)).await.unwrap();
+    let (verdict, next) = q
+        .client
+        .complete_and_lease(&first, &completion(&first, FIXED, 1))
+        .await
+        .unwrap();
+    assert_eq!(verdict, Completion::Rejected(RejectReason::NotLeased));
+    assert!(
+        next.is_none(),
+        "granted before the generation was installed"
+    );
+    assert!(matches!(
+        q.client.lease(&agent("a1")).await,
+        Err(LeaseError::NotReady)
+    ));
+}
+
+#[tokio::test]
+async fn complete_and_lease_serves_a_vm_agent_its_own_set_first() {
+    let q = TestQueue::new(LeaseSettings::default()).await;
+    let mut vm_task = queued(1, 2, "rule_vm", 5);
+    vm_task.need = TargetClass::Vm;
+    q.client
+        .enqueue(&[
+            queued(1, 1, "rule_1", 5),
+            vm_task,
+            queued(1, 3, "rule_3", 5),
+        ])
+        .await
+        .unwrap();
+    q.client.set_generation(1).await.unwrap();
+    let container = q.peer(LeaseSettings::default()).await;
+    let vm = q
+        .peer(LeaseSettings::default())
+        .await
+        .with_target_class(TargetClass::Vm);
+    let c1 = container.lease(&agent("c")).await.unwrap().unwrap();
+    assert_eq!(c1.id(), TaskId(1));
+    let (_, c2) = container
+        .complete_and_lease(&c1, &completion(&c1, FIXED, 1))
+        .await
+        .unwrap();
+    let c2 = c2.expect("the common task");
+    assert_eq!(c2.id(), TaskId(3), "a container agent never gets a VM task");
+    let (_, none) = container
+        .complete_and_lease(&c2, &completion(&c2, FIXED, 2))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    let v = vm.lease(&agent("v")).await.unwrap().unwrap();
+    assert_eq!(v.id(), TaskId(2));
+}

@@ -201,20 +201,7 @@ impl LeaseClient {
             .arg(self.class.as_str())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        match reply.first().map(String::as_str) {
-            Some("empty") => Ok(None),
-            Some("not_ready") => Err(LeaseError::NotReady),
-            Some("granted") if reply.len() == 5 => {
-                let task: RuleTask = serde_json::from_str(&reply[4])?;
-                Ok(Some(Lease {
-                    task,
-                    epoch: Epoch(parse(&reply[2])?),
-                    agent: agent.clone(),
-                    deadline_ms: parse(&reply[3])?,
-                }))
-            }
-            _ => Err(LeaseError::Protocol(format!("lease: {reply:?}"))),
-        }
+        grant_reply(agent, &reply)
     }
 
     pub async fn renew(&self, lease: &Lease) -> Result<Renewal, LeaseError> {
@@ -251,12 +238,46 @@ impl LeaseClient {
             .arg(self.settings.finished_ttl_s)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        match (reply.first().map(String::as_str), reply.get(1)) {
-            (Some("accepted"), _) => Ok(Completion::Accepted),
-            (Some("duplicate"), _) => Ok(Completion::Duplicate),
-            (Some("rejected"), Some(r)) => Ok(Completion::Rejected(reason(r)?)),
-            _ => Err(LeaseError::Protocol(format!("complete: {reply:?}"))),
+        completion_reply(&reply)
+    }
+
+    /// Completes `lease` like [`Self::complete`] and, in the same script
+    /// call, leases this agent's next task like [`Self::lease`] (issue 23):
+    /// one round trip and one Redis clock reading instead of two. The next
+    /// task is `None` when there is none, or when Redis is not ready to
+    /// grant (L6: the agent then learns it from its next [`Self::lease`]).
+    /// The grant does not depend on the verdict: a rejected completion
+    /// still gets the agent its next task. Safe to retry like `complete`,
+    /// but a retry whose first try's reply was lost leaves that first grant
+    /// to expire and be reclaimed (L5), as a lost `lease` reply does.
+    pub async fn complete_and_lease(
+        &self,
+        lease: &Lease,
+        event: &Event,
+    ) -> Result<(Completion, Option<Lease>), LeaseError> {
+        let reply: Vec<String> = SCRIPTS
+            .complete_lease
+            .prepare_invoke()
+            .arg(self.keys.prefix())
+            .arg(lease.id().0)
+            .arg(lease.epoch.0)
+            .arg(lease.agent.as_str())
+            .arg(event.to_json())
+            .arg(self.settings.finished_ttl_s)
+            .arg(self.settings.ttl_ms)
+            .arg(REAP_IN_LEASE_LIMIT)
+            .arg(self.class.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if reply.len() < 3 {
+            return Err(LeaseError::Protocol(format!("complete_lease: {reply:?}")));
         }
+        let completion = completion_reply(&reply[..2])?;
+        let next = match grant_reply(&lease.agent, &reply[2..]) {
+            Err(LeaseError::NotReady) => None,
+            other => other?,
+        };
+        Ok((completion, next))
     }
 
     /// Hands a lease back without counting a loss; false if no longer held.
@@ -401,6 +422,34 @@ impl LeaseClient {
         let now = secs * 1000 + micros / 1000;
         let min = now - window_ms as i64;
         Ok(conn.zrangebyscore_withscores(key, min, "+inf").await?)
+    }
+}
+
+/// Parses lease.lua's reply (the grant part of complete_lease.lua's).
+fn grant_reply(agent: &AgentId, reply: &[String]) -> Result<Option<Lease>, LeaseError> {
+    match reply.first().map(String::as_str) {
+        Some("empty") => Ok(None),
+        Some("not_ready") => Err(LeaseError::NotReady),
+        Some("granted") if reply.len() == 5 => {
+            let task: RuleTask = serde_json::from_str(&reply[4])?;
+            Ok(Some(Lease {
+                task,
+                epoch: Epoch(parse(&reply[2])?),
+                agent: agent.clone(),
+                deadline_ms: parse(&reply[3])?,
+            }))
+        }
+        _ => Err(LeaseError::Protocol(format!("lease: {reply:?}"))),
+    }
+}
+
+/// Parses complete.lua's reply (the completion part of complete_lease.lua's).
+fn completion_reply(reply: &[String]) -> Result<Completion, LeaseError> {
+    match (reply.first().map(String::as_str), reply.get(1)) {
+        (Some("accepted"), _) => Ok(Completion::Accepted),
+        (Some("duplicate"), _) => Ok(Completion::Duplicate),
+        (Some("rejected"), Some(r)) => Ok(Completion::Rejected(reason(r)?)),
+        _ => Err(LeaseError::Protocol(format!("complete: {reply:?}"))),
     }
 }
 

@@ -113,3 +113,95 @@ local function reap(now, limit, finished_ttl)
   end
   return requeued, dead
 end
+
+-- Accepts a completion iff it carries the task's current epoch and the lease
+-- is still live by Redis time (DESIGN L3); acceptance and appending the
+-- outcome event are one step. A refused completion is counted and its event
+-- recorded with a `rejected` field, never applied.
+-- Returns {'accepted'} | {'duplicate'} | {'rejected', reason}
+local function complete_task(id, epoch, agent, ev, finished_ttl, now)
+  local k = task_key(id)
+  local f = redis.call('HMGET', k, 'state', 'epoch', 'agent', 'deadline', 'groups')
+  -- A retried call whose first try succeeded (reply lost) must not count twice.
+  if f[1] == 'done' and f[2] == epoch and f[3] == agent then
+    return {'duplicate'}
+  end
+  local reason = nil
+  if not f[1] then reason = 'unknown_task'
+  elseif f[1] ~= 'leased' then reason = 'not_leased'
+  elseif f[2] ~= epoch then reason = 'stale_epoch'
+  elseif f[3] ~= agent then reason = 'wrong_agent'
+  elseif tonumber(f[4]) <= now then reason = 'expired'
+  end
+  if reason then
+    if reason == 'expired' then
+      reclaim(id, now, finished_ttl)
+    end
+    redis.call('HINCRBY', STATS, 'stale_rejected', 1)
+    redis.call('XADD', EVENTS, '*', 'e', ev, 'rejected', reason)
+    return {'rejected', reason}
+  end
+  redis.call('HSET', k, 'state', 'done', 'finished_ms', fmt_int(now))
+  redis.call('ZREM', LEASES, id)
+  redis.call('XADD', EVENTS, '*', 'e', ev)
+  leave_groups(k, f[5], finished_ttl)
+  return {'accepted'}
+end
+
+-- Grants the best ready task to `agent` (lease.lua, complete_lease.lua).
+-- Returns {'granted', id, epoch, deadline_ms, payload} | {'empty'} | {'not_ready'}
+-- Every redis.call costs a few microseconds of the single Redis thread, so
+-- the hot path keeps them to six besides TIME (see `fleet-bench
+-- lease-profile`), for either class of agent.
+--
+-- An agent of class 'vm' pops the VM-only set first and the common set
+-- only when it is empty, in one ZMPOP: VM tasks have no one else to serve
+-- them, while every agent serves the common set. Priority holds within
+-- each set. An agent of any other class (or an older one, without the
+-- argument) never sees the VM-only set.
+local function grant(agent, ttl, reap_limit, finished_ttl, vm, now)
+  local gen = redis.call('GET', P .. 'gen')
+  if not gen then
+    -- Redis lost its data and the coordinator has not rebuilt it yet (L6):
+    -- granting now could reissue an old epoch (L1).
+    return {'not_ready'}
+  end
+  local reaped = false
+  while true do
+    local popped
+    if vm then
+      -- {key, {{id, score}}}, or false when both sets are empty.
+      local r = redis.call('ZMPOP', 2, READY_VM, READY, 'MIN')
+      popped = r and {r[2][1][1]} or {}
+    else
+      popped = redis.call('ZPOPMIN', READY)
+    end
+    if #popped == 0 then
+      -- An idle agent reclaims expired leases itself, so recovery does not
+      -- wait for the coordinator's reaper tick (or for a coordinator at all).
+      if reaped then
+        return {'empty'}
+      end
+      reaped = true
+      local requeued = reap(now, reap_limit, finished_ttl)
+      if requeued == 0 then
+        return {'empty'}
+      end
+    else
+      local id = popped[1]
+      local k = task_key(id)
+      local f = redis.call('HMGET', k, 'state', 'grants', 'payload')
+      if f[1] == 'queued' then
+        local grants = tonumber(f[2]) + 1
+        -- L1: the generation is folded into the high bits.
+        local epoch = fmt_int(tonumber(gen) * 1048576 + grants)
+        local deadline = now + ttl
+        redis.call('HSET', k, 'state', 'leased', 'grants', grants, 'epoch', epoch,
+          'agent', agent, 'deadline', fmt_int(deadline))
+        redis.call('ZADD', LEASES, deadline, id)
+        return {'granted', id, epoch, fmt_int(deadline), f[3]}
+      end
+      -- A ready entry whose task is gone or finished: drop it and look further.
+    end
+  end
+end
