@@ -263,23 +263,20 @@ impl Drop for SshHosts {
         for h in &self.hosts {
             let _ = try_run(&["docker", "rm", "-f", &h.container], None);
         }
-        // Sandboxes still attached (an agent killed mid-host) go first.
-        if let Ok(ids) = try_run(
-            &[
-                "docker",
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("network={}", self.network),
-            ],
-            None,
-        ) {
-            for id in ids.split_whitespace() {
-                let _ = try_run(&["docker", "rm", "-f", id], None);
-            }
-        }
-        let _ = try_run(&["docker", "network", "rm", &self.network], None);
+        remove_network(&self.network);
     }
+}
+
+/// Removes a test's Docker network, after the containers still attached
+/// to it (an agent's sandbox killed mid-host); best effort.
+pub fn remove_network(network: &str) {
+    let filter = format!("network={network}");
+    if let Ok(ids) = try_run(&["docker", "ps", "-aq", "--filter", &filter], None) {
+        for id in ids.split_whitespace() {
+            let _ = try_run(&["docker", "rm", "-f", id], None);
+        }
+    }
+    let _ = try_run(&["docker", "network", "rm", network], None);
 }
 
 /// A new ed25519 key at `path`; returns the public key line.

@@ -14,7 +14,7 @@ use fleet_common::host::HostRow;
 use fleet_tests::fleet::{Fleet, FleetOpts};
 use fleet_tests::procs::{bin, free_port};
 use fleet_tests::services::vm_image_dir;
-use fleet_tests::ssh_hosts::{parse_oscap_text, run, try_run};
+use fleet_tests::ssh_hosts::{parse_oscap_text, remove_network, run, try_run};
 
 const PACK: &str = "ssg-debian11-standard";
 const DATASTREAM: &str = "/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml";
@@ -214,21 +214,7 @@ impl Drop for VmHost {
     fn drop(&mut self) {
         let _ = self.qemu.kill();
         let _ = self.qemu.wait();
-        if let Ok(ids) = try_run(
-            &[
-                "docker",
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("network={}", self.network),
-            ],
-            None,
-        ) {
-            for id in ids.split_whitespace() {
-                let _ = try_run(&["docker", "rm", "-f", id], None);
-            }
-        }
-        let _ = try_run(&["docker", "network", "rm", &self.network], None);
+        remove_network(&self.network);
     }
 }
 

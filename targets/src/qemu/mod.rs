@@ -260,17 +260,8 @@ impl QemuTarget {
         if !self.ssh.sandbox_running().await? {
             self.ssh.restart_sandbox().await?;
         }
-        let pid = self.ssh.sandbox_pid().await?;
         let resumed = async {
-            let vm = Vm::launch(
-                &self.config,
-                &self.image,
-                &self.paths,
-                self.accel,
-                pid,
-                Start::FromBaseline,
-            )
-            .await?;
+            let vm = self.launch(Start::FromBaseline).await?;
             self.clock_behind.store(true, Ordering::SeqCst);
             self.wait_banner(&vm).await.map(|()| vm)
         };
@@ -287,19 +278,24 @@ impl QemuTarget {
         Ok(vm)
     }
 
-    /// A fresh overlay and a boot until ssh answers.
-    async fn cold_boot(&self) -> Result<Vm, TargetError> {
-        create_overlay(&self.image, &self.paths.overlay).await?;
+    /// qemu on the slot's overlay, in the sandbox's namespaces.
+    async fn launch(&self, start: Start) -> Result<Vm, TargetError> {
         let pid = self.ssh.sandbox_pid().await?;
-        let vm = Vm::launch(
+        Vm::launch(
             &self.config,
             &self.image,
             &self.paths,
             self.accel,
             pid,
-            Start::Boot,
+            start,
         )
-        .await?;
+        .await
+    }
+
+    /// A fresh overlay and a boot until ssh answers.
+    async fn cold_boot(&self) -> Result<Vm, TargetError> {
+        create_overlay(&self.image, &self.paths.overlay).await?;
+        let vm = self.launch(Start::Boot).await?;
         if let Err(error) = self
             .ssh
             .wait_ready("true", self.config.boot_timeout, BOOT_POLL)
